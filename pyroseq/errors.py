@@ -1,0 +1,28 @@
+"""Errors a user can cause, each with a message that says what was wrong and what to do.
+
+The command line prints these as one line and exits with status 2; everything else is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PyroseqError", "DataError", "ConfigError", "CheckpointError", "DeviceError"]
+
+
+class PyroseqError(Exception):
+    """Base class of every error that pyroseq raises for bad user input."""
+
+
+class DataError(PyroseqError, ValueError):
+    """A corpus, file or sequence cannot be used (missing, empty, malformed, unknown symbols)."""
+
+
+class ConfigError(PyroseqError, ValueError):
+    """An option has an invalid value (unknown name, non-positive size, ...)."""
+
+
+class CheckpointError(PyroseqError, RuntimeError):
+    """A checkpoint or run directory is missing, corrupt or does not match the request."""
+
+
+class DeviceError(PyroseqError, RuntimeError):
+    """The requested device is not available."""
