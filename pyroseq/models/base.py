@@ -20,10 +20,14 @@ Two families refine this:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from pyro.distributions import TorchDistribution
 from pyro.nn import PyroModule
 from torch import Tensor
 
+from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
 
 __all__ = ["SequenceModel", "AutoregressiveModel", "StateSpaceModel", "mask_special_logits"]
@@ -48,6 +52,26 @@ class SequenceModel(PyroModule):
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # Training hooks: the trainer calls these; the defaults suit plain SVI.
+
+    def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
+        """Called by the trainer before each SVI step (scheduled sampling, a discriminator update, ...).
+
+        Returns figures to log (e.g. ``{"teacher_prob": 0.9}``).
+        """
+        return {}
+
+    def optimised_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters the SVI optimiser trains (all by default; an adversary may train its own)."""
+        return list(self.parameters())
+
+    def extra_state_dict(self) -> dict[str, Any]:
+        """State beyond ``state_dict()`` that a checkpoint must keep (an auxiliary optimiser), or ``{}``."""
+        return {}
+
+    def load_extra_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state_dict`."""
 
 
 class AutoregressiveModel(SequenceModel):
@@ -85,13 +109,30 @@ class AutoregressiveModel(SequenceModel):
 
 
 class StateSpaceModel(SequenceModel):
-    """A model whose state moves without seeing the symbols: ``h_t ~ p(h_t | h_{t-1})``, ``w_t ~ p(w_t | h_t)``."""
+    """A model whose state moves without seeing the symbols.
+
+    ``h_t ~ p(h_t | h_{t-1})`` and ``w_t ~ p(w_t | h_t)``.
+    """
 
     state_dim: int
 
+    def initial_state(self, batch_shape: torch.Size | tuple[int, ...]) -> Tensor:
+        """``h_0`` expanded to ``batch_shape + (D,)``."""
+        raise NotImplementedError
+
+    def transition(self, h_prev: Tensor) -> TorchDistribution:
+        """``p(h_t | h_{t-1})``: event shape ``(D,)``, batch shape ``h_prev.shape[:-1]``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def sample_states(self, num: int, length: int) -> Tensor:
         """Draw ``num`` state trajectories ``h_1..h_T`` from the prior, ``(num, T, D)`` (no Pyro sites)."""
-        raise NotImplementedError
+        h = self.initial_state((num,))
+        states = []
+        for _ in range(length):
+            h = self.transition(h).sample()
+            states.append(h)
+        return torch.stack(states, dim=-2)  # (num, T, D)
 
     def emission_logits(self, h: Tensor) -> Tensor:
         """Logits of ``p(w_t | h_t)``, ``(..., V)``, PAD and BOS masked."""
