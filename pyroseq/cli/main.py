@@ -1,0 +1,21 @@
+"""The ``pyroseq`` command."""
+
+from __future__ import annotations
+
+import click
+
+from pyroseq import __version__
+from pyroseq.cli.data import data_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pyroseq")
+def cli() -> None:
+    """Probabilistic sequence models in Pyro: deep state-space models and teacher-forced baselines."""
+
+
+cli.add_command(data_command)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,27 @@
+"""Reading users' files with errors that say what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyroseq.errors import DataError
+
+__all__ = ["read_text_file"]
+
+
+def read_text_file(path: str | Path) -> str:
+    """The contents of a UTF-8 text file; :class:`DataError` if missing, a directory, empty or not UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"not a file: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataError(f"{path} is not UTF-8 (byte {e.start}, line {line}); convert it to UTF-8") from None
+    if not text.strip():
+        raise DataError(f"{path} is empty")
+    return text.removeprefix("\ufeff")

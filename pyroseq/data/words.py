@@ -1,0 +1,289 @@
+"""The word corpus: single words as symbol sequences, drawn from their unigram distribution p(w).
+
+This is the task of Schmidt & Hofmann (2018): model each word as a sequence of characters ending in EOS,
+against the known distribution p(w) = count(w) / total over the kept words.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pyroseq.data.batch import Batch, pad_batch
+from pyroseq.data.files import read_text_file
+from pyroseq.data.vocab import Vocabulary
+from pyroseq.errors import DataError
+
+__all__ = ["WordCorpus", "WordSampler", "load_words", "WORD_SOURCES", "DEFAULT_TOP", "DEFAULT_MAX_LENGTH"]
+
+DEFAULT_TOP = 10_000
+DEFAULT_MAX_LENGTH = 12
+SYMSPELL_FILE = "frequency_dictionary_en_82_765.txt"
+WORD_SOURCES = ("symspell", "sample")
+_ENGLISH = re.compile(rf"[a-z]{{1,{DEFAULT_MAX_LENGTH}}}")
+
+
+@dataclass
+class WordCorpus:
+    """Words with counts, sorted by count (descending), and their distribution p(w).
+
+    Attributes:
+        words: the kept words, most frequent first.
+        counts: ``(N,)`` int64 counts (all ones for a plain word list).
+        vocab: the symbols of the words, plus PAD/BOS/EOS.
+        source: where the words came from (a source name or a path).
+        notes: the filters applied, as sentences for the user ("dropped 12 words longer than 12 symbols").
+    """
+
+    words: list[str]
+    counts: np.ndarray
+    vocab: Vocabulary
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.counts = np.asarray(self.counts, dtype=np.int64)
+        if len(self.words) == 0:
+            raise DataError(f"the word corpus {self.source!r} has no words after filtering")
+        if len(self.words) != len(self.counts):
+            raise DataError("words and counts differ in length")
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @property
+    def probs(self) -> np.ndarray:
+        """p(w) = count(w) / sum of counts, ``(N,)`` float64."""
+        return self.counts / self.counts.sum()
+
+    @property
+    def entropy_nats(self) -> float:
+        """H(p) = -sum_w p(w) log p(w), the floor of the sequence cross-entropy, in nats per word."""
+        p = self.probs
+        return float(-(p * np.log(p)).sum())
+
+    @property
+    def entropy_bits(self) -> float:
+        return self.entropy_nats / math.log(2)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of symbols per word, EOS included, ``(N,)``."""
+        return np.array([len(w) + 1 for w in self.words])
+
+    @property
+    def mean_length(self) -> float:
+        """Expected number of symbols per word under p(w), EOS included."""
+        return float((self.probs * self.lengths).sum())
+
+    @property
+    def max_length(self) -> int:
+        """The longest word in symbols, EOS included: the T every batch is padded to."""
+        return int(self.lengths.max())
+
+    def encode(self) -> list[list[int]]:
+        """Every word as ids ending in EOS."""
+        return [self.vocab.encode(w) for w in self.words]
+
+    def batch(
+        self, indices: Sequence[int] | None = None, *, device: torch.device | str | None = None
+    ) -> Batch:
+        """The words at ``indices`` (default all) as one batch padded to :attr:`max_length`."""
+        words = self.words if indices is None else [self.words[int(i)] for i in indices]
+        return pad_batch([self.vocab.encode(w) for w in words], max_length=self.max_length, device=device)
+
+    def sampler(
+        self, batch_size: int, *, seed: int = 0, device: torch.device | str | None = None
+    ) -> WordSampler:
+        """Minibatches of words drawn i.i.d. from p(w); see :class:`WordSampler`."""
+        return WordSampler(self, batch_size, seed=seed, device=device)
+
+    def stats(self) -> dict:
+        """Corpus statistics as a JSON-serialisable dict."""
+        hist = np.bincount(self.lengths - 1, minlength=self.max_length)[1:]
+        return {
+            "corpus": "words",
+            "source": self.source,
+            "num_words": len(self),
+            "num_symbols": len(self.vocab.alphabet),
+            "alphabet": "".join(self.vocab.alphabet),
+            "total_count": int(self.counts.sum()),
+            "entropy_nats": round(self.entropy_nats, 6),
+            "entropy_bits": round(self.entropy_bits, 6),
+            "mean_length": round(self.mean_length, 6),
+            "max_length": self.max_length,
+            "word_length_histogram": {str(n): int(c) for n, c in enumerate(hist, start=1) if c},
+            "notes": self.notes,
+        }
+
+
+class WordSampler:
+    """An endless stream of minibatches of words drawn i.i.d. from p(w), reproducible from a seed.
+
+    Every batch is padded to the corpus's longest word, so batches have a fixed shape ``(B, T)``.
+    The generator's state is part of a checkpoint (:meth:`state_dict`) so that a resumed run draws the
+    same batches as an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        corpus: WordCorpus,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if batch_size <= 0:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        self._probs = torch.as_tensor(corpus.probs, dtype=torch.float64)
+        all_words = corpus.batch()
+        self._ids, self._lengths = all_words.ids, all_words.lengths  # (N, T), (N,)
+
+    def indices(self) -> Tensor:
+        """Indices of the next batch's words, ``(B,)``."""
+        return torch.multinomial(self._probs, self.batch_size, replacement=True, generator=self.generator)
+
+    def __next__(self) -> Batch:
+        idx = self.indices()
+        ids = self._ids[idx]
+        lengths = self._lengths[idx]
+        mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]  # (B, T)
+        batch = Batch(ids, mask, lengths)
+        return batch.to(self.device) if self.device is not None else batch
+
+    def __iter__(self) -> WordSampler:
+        return self
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def _symspell_path() -> Path:
+    try:
+        import symspellpy
+    except ImportError:
+        raise DataError(
+            "the default word corpus comes from the symspellpy package, which is not installed; "
+            "run `pip install symspellpy` (or pyroseq[data]), or pass --file PATH"
+        ) from None
+    path = Path(symspellpy.__file__).parent / SYMSPELL_FILE
+    if not path.is_file():
+        raise DataError(f"symspellpy is installed but lacks {SYMSPELL_FILE}; reinstall it or pass --file")
+    return path
+
+
+def _sample_path() -> Path:
+    return Path(str(resources.files("pyroseq.data") / "samples" / "words.txt"))
+
+
+def _parse_lines(text: str, source: str) -> tuple[list[str], list[int], bool]:
+    """Words and counts of a ``word count`` file, or of a one-word-per-line file (counts 1)."""
+    rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not rows:
+        raise DataError(f"{source} has no words: expected `word count` lines or one word per line")
+    with_counts = len(rows[0][1]) == 2
+    words, counts, seen = [], [], {}
+    for n, fields in rows:
+        if len(fields) != (2 if with_counts else 1):
+            expected = "`word count`" if with_counts else "one word"
+            raise DataError(f"{source}, line {n}: expected {expected} like line {rows[0][0]}, got {fields!r}")
+        word = fields[0]
+        count = 1
+        if with_counts:
+            try:
+                count = int(fields[1])
+            except ValueError:
+                raise DataError(f"{source}, line {n}: count {fields[1]!r} is not an integer") from None
+            if count <= 0:
+                raise DataError(f"{source}, line {n}: count must be positive, got {count}")
+        if word in seen:
+            raise DataError(f"{source}, line {n}: word {word!r} already appeared on line {seen[word]}")
+        seen[word] = n
+        words.append(word)
+        counts.append(count)
+    return words, counts, with_counts
+
+
+def load_words(
+    source: str | Path = "symspell",
+    *,
+    top: int | None = None,
+    max_length: int | None = None,
+) -> WordCorpus:
+    """Load a word corpus.
+
+    Args:
+        source: ``"symspell"`` (the English frequency dictionary shipped by the symspellpy package: words
+            matching ``[a-z]{1,12}``), ``"sample"`` (a few hundred of them kept in pyroseq), or a path to a
+            UTF-8 file of ``word count`` lines or of one word per line (then p is uniform; any Unicode
+            letters are allowed, and the alphabet comes from the data).
+        top: keep the N most frequent words. Default: 10,000 for ``"symspell"``, all words otherwise.
+        max_length: drop words longer than this many symbols, reporting how many were dropped.
+            Default 12 for the named sources, no limit for a file.
+
+    Returns:
+        the corpus, sorted by count (descending; ties keep file order).
+    """
+    notes: list[str] = []
+    path = Path(source) if isinstance(source, Path) or source not in WORD_SOURCES else None
+    if path is None:
+        text = read_text_file(_symspell_path() if source == "symspell" else _sample_path())
+        words, counts, _ = _parse_lines(text, str(source))
+        keep = [i for i, w in enumerate(words) if _ENGLISH.fullmatch(w)]
+        if len(keep) < len(words):
+            notes.append(f"kept {len(keep)} of {len(words)} words matching [a-z]{{1,{DEFAULT_MAX_LENGTH}}}")
+        words, counts = [words[i] for i in keep], [counts[i] for i in keep]
+        if top is None and source == "symspell":
+            top = DEFAULT_TOP
+        max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
+        name = str(source)
+    else:
+        if not path.exists() and path.suffix == "" and len(path.parts) == 1:
+            raise DataError(
+                f"unknown word corpus {str(source)!r}: use one of {', '.join(WORD_SOURCES)} or a file path"
+            )
+        words, counts, _ = _parse_lines(read_text_file(path), str(path))
+        letters = [i for i, w in enumerate(words) if w.isalpha()]
+        if len(letters) < len(words):
+            bad = next(w for w in words if not w.isalpha())
+            notes.append(f"dropped {len(words) - len(letters)} words with non-letter symbols (e.g. {bad!r})")
+            words, counts = [words[i] for i in letters], [counts[i] for i in letters]
+        name = str(path)
+    if max_length is not None:
+        if max_length <= 0:
+            raise DataError(f"max_length must be positive, got {max_length}")
+        short = [i for i, w in enumerate(words) if len(w) <= max_length]
+        if len(short) < len(words):
+            notes.append(f"dropped {len(words) - len(short)} words longer than {max_length} symbols")
+            words, counts = [words[i] for i in short], [counts[i] for i in short]
+    if not words:
+        raise DataError(f"no words of {name} are left after filtering ({'; '.join(notes)})")
+    order = np.argsort(-np.asarray(counts, dtype=np.int64), kind="stable")
+    if top is not None:
+        if top <= 0:
+            raise DataError(f"--top must be positive, got {top}")
+        if top > len(words):
+            raise DataError(f"--top {top} is larger than the corpus {name}, which has {len(words)} words")
+        order = order[:top]
+    kept = [words[i] for i in order]
+    return WordCorpus(
+        words=kept,
+        counts=np.asarray(counts, dtype=np.int64)[order],
+        vocab=Vocabulary.from_texts(kept),
+        source=name,
+        notes=notes,
+    )
