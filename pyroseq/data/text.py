@@ -16,7 +16,7 @@ from pyroseq.data.files import read_text_file
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
 
-__all__ = ["TextCorpus", "load_text", "clean_play", "TEXT_SOURCES", "SPLITS"]
+__all__ = ["TextCorpus", "TextSampler", "load_text", "clean_play", "TEXT_SOURCES", "SPLITS"]
 
 TEXT_SOURCES = ("shakespeare", "sample")
 SPLITS = ("train", "valid", "test")
@@ -95,6 +95,12 @@ class TextCorpus:
         chunks = ids[: n * length].view(n, length)  # (N, L)
         return Batch(chunks, torch.ones_like(chunks, dtype=torch.bool), torch.full((n,), length))
 
+    def sampler(
+        self, batch_size: int, *, length: int, seed: int = 0, device: torch.device | str | None = None
+    ) -> TextSampler:
+        """Minibatches of ``length``-symbol chunks of the training split at uniform random offsets."""
+        return TextSampler(self.ids("train"), batch_size, length=length, seed=seed, device=device)
+
     def stats(self) -> dict:
         sizes = {name: len(self.split(name)) for name in SPLITS}
         return {
@@ -107,6 +113,47 @@ class TextCorpus:
             "num_lines": self.train.count("\n") + self.valid.count("\n") + self.test.count("\n"),
             "notes": self.notes,
         }
+
+
+class TextSampler:
+    """An endless, seedable stream of ``(B, L)`` training chunks at uniform random offsets."""
+
+    def __init__(
+        self,
+        ids: Tensor,
+        batch_size: int,
+        *,
+        length: int,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if batch_size <= 0 or length <= 0:
+            raise DataError(f"batch size and chunk length must be positive, got {batch_size} and {length}")
+        if ids.numel() <= length:
+            raise DataError(
+                f"the training text ({ids.numel()} symbols) is not longer than one chunk ({length})"
+            )
+        self.ids, self.batch_size, self.length, self.device = ids, batch_size, length, device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __next__(self) -> Batch:
+        starts = torch.randint(
+            0, self.ids.numel() - self.length + 1, (self.batch_size,), generator=self.generator
+        )
+        chunks = self.ids[starts[:, None] + torch.arange(self.length)]  # (B, L)
+        batch = Batch(
+            chunks, torch.ones_like(chunks, dtype=torch.bool), torch.full((self.batch_size,), self.length)
+        )
+        return batch.to(self.device) if self.device is not None else batch
+
+    def __iter__(self) -> TextSampler:
+        return self
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
 
 def load_text(

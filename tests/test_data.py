@@ -1,0 +1,202 @@
+"""Corpora, vocabulary and batches: loading, filtering, distributions, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from scipy import stats
+
+from pyroseq.cli.main import cli
+from pyroseq.data import Vocabulary, pad_batch
+from pyroseq.data.text import clean_play, load_text
+from pyroseq.data.words import load_words
+from pyroseq.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_words("sample")
+
+
+def write(tmp_path, text, name="words.txt", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+# --- word corpus -------------------------------------------------------------------------------------
+
+
+def test_sample_is_sorted_and_probabilities_match_counts(sample):
+    assert len(sample) == 400
+    assert np.all(np.diff(sample.counts) <= 0)
+    assert sample.probs.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(sample.probs, sample.counts / sample.counts.sum())
+    p = sample.probs
+    assert sample.entropy_nats == pytest.approx(-(p * np.log(p)).sum())
+    assert sample.entropy_bits == pytest.approx(sample.entropy_nats / np.log(2))
+    lengths = np.array([len(w) + 1 for w in sample.words])
+    assert sample.mean_length == pytest.approx((p * lengths).sum())
+
+
+def test_top_keeps_the_most_frequent(tmp_path):
+    path = write(tmp_path, "b 5\na 10\nc 1\nd 5\n")
+    corpus = load_words(path, top=3)
+    assert corpus.words == ["a", "b", "d"]  # sorted by count, ties in file order
+    assert corpus.counts.tolist() == [10, 5, 5]
+
+
+def test_symspell_filter_and_entropy():
+    pytest.importorskip("symspellpy")
+    corpus = load_words("symspell", top=10_000)
+    assert len(corpus) == 10_000
+    assert all(w.isascii() and w.islower() and 1 <= len(w) <= 12 for w in corpus.words)
+    assert corpus.entropy_nats == pytest.approx(7.328, abs=5e-4)
+    assert corpus.mean_length == pytest.approx(5.86, abs=5e-3)
+
+
+def test_plain_word_list_is_uniform_and_keeps_unicode(tmp_path):
+    path = write(tmp_path, "straße\nÉcole\nnaïve\n")
+    corpus = load_words(path)
+    assert corpus.words == ["straße", "École", "naïve"]
+    np.testing.assert_allclose(corpus.probs, 1 / 3)
+    assert {"ß", "É", "ï"} <= set(corpus.vocab.alphabet)
+
+
+def test_long_and_non_letter_words_are_dropped_and_reported(tmp_path):
+    path = write(tmp_path, "abc 3\nabcdefgh 2\nx1 1\n")
+    corpus = load_words(path, max_length=5)
+    assert corpus.words == ["abc"]
+    assert any("dropped 1 words longer than 5" in n for n in corpus.notes)
+    assert any("non-letter" in n for n in corpus.notes)
+
+
+def test_sampler_matches_p_chi_square(sample):
+    sampler = sample.sampler(500, seed=3)
+    counts = np.zeros(len(sample))
+    for _ in range(40):
+        idx = sampler.indices().numpy()
+        counts += np.bincount(idx, minlength=len(sample))
+    # Pool the rare words so every expected count is >= 5.
+    expected = sample.probs * counts.sum()
+    order = np.argsort(-expected)
+    big = order[expected[order] >= 5]
+    rest = order[expected[order] < 5]
+    obs = np.append(counts[big], counts[rest].sum())
+    exp = np.append(expected[big], expected[rest].sum())
+    assert stats.chisquare(obs, exp).pvalue > 1e-3
+
+
+def test_sampler_is_reproducible_and_resumable(sample):
+    a = sample.sampler(8, seed=1)
+    b = sample.sampler(8, seed=1)
+    next(a)
+    state = a.state_dict()
+    next(b)
+    b.load_state_dict(state)
+    assert torch.equal(next(a).ids, next(b).ids)
+    batch = next(sample.sampler(8, seed=2))
+    assert batch.ids.shape == (8, sample.max_length)
+    assert torch.equal(batch.mask.sum(1), batch.lengths)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a 1\nb two\n", "line 2: count 'two' is not an integer"),
+        ("a 1\nb\n", "line 2: expected `word count`"),
+        ("a 1\nb 0\n", "line 2: count must be positive"),
+        ("a 1\na 2\n", "line 2: word 'a' already appeared on line 1"),
+        ("  \n\n", "is empty"),
+    ],
+)
+def test_malformed_files(tmp_path, text, message):
+    with pytest.raises(DataError, match=message):
+        load_words(write(tmp_path, text))
+
+
+def test_bad_sources_and_sizes(tmp_path, sample):
+    with pytest.raises(DataError, match="unknown word corpus 'nope'"):
+        load_words("nope")
+    with pytest.raises(DataError, match="file not found"):
+        load_words(tmp_path / "missing.txt")
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_words(write(tmp_path, "caf\xe9 1\n", encoding="latin-1"))
+    with pytest.raises(DataError, match="--top must be positive"):
+        load_words("sample", top=0)
+    with pytest.raises(DataError, match="larger than the corpus"):
+        load_words("sample", top=401)
+
+
+# --- vocabulary and batches ----------------------------------------------------------------------
+
+
+def test_vocabulary_round_trip_and_serialisation():
+    vocab = Vocabulary.from_texts(["hello", "world"])
+    assert vocab.symbols[:3] == ["<pad>", "<bos>", "<eos>"]
+    ids = vocab.encode("hello")
+    assert ids[-1] == vocab.eos_id and len(ids) == 6
+    assert vocab.decode(ids) == "hello"
+    restored = Vocabulary.from_dict(json.loads(json.dumps(vocab.to_dict())))
+    assert restored == vocab and restored.encode("world") == vocab.encode("world")
+    with pytest.raises(DataError, match="symbol 'z' in 'zoo' is not in the vocabulary"):
+        vocab.encode("zoo")
+
+
+def test_pad_batch_masks_and_lengths():
+    batch = pad_batch([[3, 4, 2], [5, 2]], max_length=4)
+    assert batch.ids.tolist() == [[3, 4, 2, 0], [5, 2, 0, 0]]
+    assert batch.mask.tolist() == [[True, True, True, False], [True, True, False, False]]
+    assert batch.lengths.tolist() == [3, 2]
+    assert batch.num_tokens == 5
+    with pytest.raises(DataError, match="more than max_length"):
+        pad_batch([[3, 4, 5, 2]], max_length=3)
+    with pytest.raises(DataError, match="empty sequence"):
+        pad_batch([[]])
+
+
+# --- text corpus ---------------------------------------------------------------------------------
+
+
+def test_clean_play_keeps_speakers_and_drops_markup():
+    md = "# Play\n\n## ACT I\n\n_Enter A_\n\n**A**  \nHello, *world*.  \nBye.\n\n**B**  \nHi.\n"
+    assert clean_play(md) == "A:\nHello, world.\nBye.\n\nB:\nHi.\n"
+
+
+def test_text_sample_splits_and_chunks():
+    corpus = load_text("sample")
+    total = len(corpus.train) + len(corpus.valid) + len(corpus.test)
+    assert len(corpus.train) == pytest.approx(0.9 * total, abs=60)
+    chunks = corpus.chunks("train", 64)
+    assert chunks.ids.shape[1] == 64 and bool(chunks.mask.all())
+    assert corpus.vocab.decode(chunks.ids[0], stop_at_eos=False) == corpus.train[:64]
+
+
+def test_text_file_with_unseen_held_out_symbols(tmp_path):
+    corpus = load_text(write(tmp_path, "ab" * 50 + "z", name="t.txt"), split=(0.9, 0.05, 0.05))
+    assert "z" not in corpus.test and any("not seen in train" in n for n in corpus.notes)
+    with pytest.raises(DataError, match="split must be"):
+        load_text("sample", split=(0.5, 0.1, 0.1))
+
+
+# --- command line --------------------------------------------------------------------------------
+
+
+def test_cli_data_json_parses(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(cli, ["data", "words", "--source", "sample", "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    for key in ("num_words", "num_symbols", "entropy_nats", "entropy_bits", "mean_length"):
+        assert key in result
+    out = runner.invoke(cli, ["data", "text", "--source", "sample", "--json"])
+    assert json.loads(out.output.strip().splitlines()[-1])["split_chars"]["train"] > 0
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    out = CliRunner().invoke(cli, ["data", "words", "--file", str(write(tmp_path, "a 1\nb x\n"))])
+    assert out.exit_code == 2
+    assert out.output.strip().startswith("error:") and "line 2" in out.output
+    assert "Traceback" not in out.output
