@@ -1,0 +1,73 @@
+"""Checkpoints and run directories: written atomically, read without executing pickled code.
+
+A run directory holds
+
+* ``checkpoint.pt``: model, guide and optimiser state, the vocabulary, the config, the step and the
+  random-number states, saved with ``torch.save`` and loaded with ``weights_only=True``;
+* ``config.json``: the run's configuration, readable by people and tools;
+* ``metrics.jsonl``: one JSON object per logged step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyroseq.errors import CheckpointError
+
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "save_checkpoint", "load_checkpoint", "write_json_atomic"]
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+FORMAT_VERSION = 1
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
+    _atomic_write(Path(path), lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save ``state`` (tensors, numbers, strings, lists, dicts) atomically: a crash leaves the old file."""
+    for name, value in state.get("model", {}).items():
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"refusing to save a checkpoint with non-finite parameter {name!r}")
+    payload = {"format_version": FORMAT_VERSION, **state}
+    _atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train first (pyroseq train --out ...)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable pyroseq checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a pyroseq checkpoint of format {FORMAT_VERSION}")
+    return state

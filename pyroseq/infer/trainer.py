@@ -1,0 +1,205 @@
+"""The training loop: SVI steps over any pyroseq model and guide, with checkpoints and resume.
+
+The trainer knows nothing of the model: it asks the objective for a loss and its gradients
+(``ELBO.loss_and_grads``, the step inside Pyro's ``SVI.step``), then updates the parameters with a torch
+optimiser, which keeps the optimiser's state in one ``state_dict`` a checkpoint can hold.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyroseq.data.batch import Batch
+from pyroseq.errors import ConfigError
+from pyroseq.infer.objectives import make_objective
+from pyroseq.models.base import SequenceModel
+
+__all__ = ["Trainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced non-finite losses for too many steps in a row."""
+
+
+class Trainer:
+    """Fits a model and its guide by stochastic variational inference.
+
+    Each step: ``model.train_hook(step, batch)`` (scheduled sampling, a discriminator update, ...), the
+    objective's loss and gradients for the batch, gradients divided by the batch size (the loss is summed
+    over sequences) and clipped to ``clip_norm``, then Adam with a learning rate that decays
+    geometrically from ``lr`` to ``lr * lr_decay`` over ``total_steps``. A step whose loss or gradients
+    are not finite is skipped (the parameters stay as they were); ``max_bad_steps`` such steps in a row
+    stop training with :class:`NonFiniteLossError`.
+
+    Args:
+        model: a :class:`~pyroseq.models.base.SequenceModel`.
+        guide: a callable with the model's signature (a ``PyroModule``, or a function for models without
+            latent sites).
+        objective: ``"elbo"`` or ``"iwae"``; ``particles`` K >= 1.
+        jit: use ``JitTrace_ELBO`` (ELBO only).
+    """
+
+    def __init__(
+        self,
+        model: SequenceModel,
+        guide: Callable[..., Any],
+        *,
+        objective: str = "elbo",
+        particles: int = 1,
+        lr: float = 3e-3,
+        lr_decay: float = 0.1,
+        total_steps: int = 1000,
+        clip_norm: float = 10.0,
+        jit: bool = False,
+        max_bad_steps: int = 20,
+    ) -> None:
+        for name, value in (("lr", lr), ("clip_norm", clip_norm), ("total_steps", total_steps)):
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        if not 0 < lr_decay <= 1:
+            raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        self.model = model
+        self.guide = guide
+        self.loss = make_objective(objective, particles=particles, jit=jit)
+        self.lr, self.lr_decay, self.total_steps = lr, lr_decay, total_steps
+        self.clip_norm = clip_norm
+        self.max_bad_steps = max_bad_steps
+        params = list(model.optimised_parameters())
+        if isinstance(guide, torch.nn.Module):
+            params += list(guide.parameters())
+        self.params = params
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.step_count = 0
+        self.bad_steps = 0
+
+    def learning_rate(self, step: int) -> float:
+        return self.lr * self.lr_decay ** min(step / self.total_steps, 1.0)
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [m for m in (self.model, self.guide) if isinstance(m, torch.nn.Module)]
+
+    def step(self, batch: Batch) -> dict[str, float]:
+        """One SVI step on ``batch``; returns ``{"loss": loss per sequence, ...hook figures}``."""
+        for m in self._modules():
+            m.train()
+        figures = self.model.train_hook(self.step_count, batch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(self.step_count)
+        self.optimizer.zero_grad(set_to_none=True)
+        with pyro.settings.context(module_local_params=True):
+            loss = self.loss.loss_and_grads(self.model, self.guide, batch.ids, batch.mask)
+        loss = float(loss) / len(batch)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        for g in grads:
+            g.div_(len(batch))
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)) if grads else 0.0
+        if math.isfinite(loss) and math.isfinite(norm):
+            self.optimizer.step()
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+            if self.bad_steps >= self.max_bad_steps:
+                raise NonFiniteLossError(
+                    f"{self.bad_steps} steps in a row gave a non-finite loss or gradient; the last "
+                    "checkpoint is intact: lower --lr or --clip-norm and resume"
+                )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        return {"loss": loss, "grad_norm": norm, "lr": self.learning_rate(self.step_count - 1), **figures}
+
+    @torch.no_grad()
+    def evaluate_loss(self, batch: Batch) -> float:
+        """The objective's loss per sequence on ``batch`` (no update); models in eval mode."""
+        for m in self._modules():
+            m.eval()
+        with pyro.settings.context(module_local_params=True):
+            loss = self.loss.loss(self.model, self.guide, batch.ids, batch.mask)
+        return float(loss) / len(batch)
+
+    def fit(
+        self,
+        batches: Iterator[Batch],
+        *,
+        steps: int,
+        validate: Callable[[], dict[str, float]] | None = None,
+        valid_every: int = 0,
+        checkpoint: Callable[[], None] | None = None,
+        checkpoint_every: int = 0,
+        log: Callable[[dict[str, Any]], None] | None = None,
+        progress: bool | None = None,
+        unit: str = "seq",
+    ) -> dict[str, Any]:
+        """Train until ``step_count == steps``; Ctrl-C stops cleanly after a checkpoint.
+
+        Returns ``{"steps", "initial_loss", "final_loss", "seconds", "sequences_per_second",
+        "interrupted"}``, where the losses average the first and last (up to) 20 steps of this call.
+        """
+        start = self.step_count
+        losses: list[float] = []
+        sequences = 0
+        interrupted = False
+        began = time.perf_counter()
+        bar = tqdm(
+            total=steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            disable=None if progress is None else not progress,  # None: only on a terminal
+            dynamic_ncols=True,
+        )
+        try:
+            while self.step_count < steps:
+                batch = next(batches)
+                figures = self.step(batch)
+                sequences += len(batch)
+                losses.append(figures["loss"])
+                rate = sequences / max(time.perf_counter() - began, 1e-9)
+                record = {"step": self.step_count, **figures, f"{unit}_per_s": rate}
+                if validate is not None and valid_every and self.step_count % valid_every == 0:
+                    record.update(validate())
+                if log is not None:
+                    log(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{figures['loss']:.3f}", **{f"{unit}/s": f"{rate:.0f}"})
+                if checkpoint is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
+                    checkpoint()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        if checkpoint is not None:
+            checkpoint()
+        seconds = time.perf_counter() - began
+        head, tail = losses[:20], losses[-20:]
+        return {
+            "steps": self.step_count,
+            "steps_this_run": self.step_count - start,
+            "initial_loss": sum(head) / len(head) if head else None,
+            "final_loss": sum(tail) / len(tail) if tail else None,
+            "seconds": seconds,
+            "sequences_per_second": sequences / seconds if seconds > 0 else None,
+            "interrupted": interrupted,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"optimizer": self.optimizer.state_dict(), "step": self.step_count}
+        for name, m in (("model", self.model), ("guide", self.guide)):
+            if isinstance(m, torch.nn.Module):
+                state[name] = m.state_dict()
+        state["model_extra"] = self.model.extra_state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if isinstance(self.guide, torch.nn.Module):
+            self.guide.load_state_dict(state["guide"])
+        self.model.load_extra_state_dict(state.get("model_extra", {}))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
