@@ -1,0 +1,109 @@
+"""Transition flows by name, and the check that a flow can score states through its inverse.
+
+Names are the keys of :data:`FLOWS`; a ``+`` composes them in the order written, so ``"triangular+coupling"``
+applies the triangular flow to the noise first, then the coupling layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from pyro.distributions.conditional import ConditionalTransformModule
+from pyro.distributions.transforms import conditional_spline
+
+from pyroseq.errors import ConfigError
+from pyroseq.flows.compose import ConditionalCompose, compose
+from pyroseq.flows.coupling import conditional_coupling
+from pyroseq.flows.diagonal import conditional_diagonal_affine, near_identity_
+from pyroseq.flows.triangular import conditional_triangular_affine
+
+__all__ = ["FlowFactory", "FLOWS", "make_flow", "require_inverse"]
+
+FlowFactory = Callable[[int, int, Sequence[int]], ConditionalTransformModule]
+"""``factory(input_dim, context_dim, hidden_dims)`` -> a conditional flow on ``(..., input_dim)``."""
+
+
+def _spline(input_dim: int, context_dim: int, hidden_dims: Sequence[int]) -> ConditionalTransformModule:
+    """Pyro's conditional linear rational spline (8 bins on ``[-3, 3]``, identity outside), on vectors.
+
+    Its hypernet starts near zero output: equal bins, so the spline starts close to the identity.
+    """
+    spline = conditional_spline(input_dim, context_dim, hidden_dims=list(hidden_dims))
+    near_identity_(spline.nn)
+    return compose(spline)
+
+
+FLOWS: dict[str, FlowFactory] = {
+    "diagonal": conditional_diagonal_affine,
+    "triangular": conditional_triangular_affine,
+    "coupling": conditional_coupling,
+    "spline": _spline,
+}
+"""Name -> factory of every named transition flow; add an entry to make a new flow nameable."""
+
+
+def make_flow(
+    name: str, *, input_dim: int, context_dim: int, hidden_dims: Sequence[int] = (64,)
+) -> ConditionalTransformModule:
+    """The conditional flow called ``name``, e.g. ``"triangular"`` or ``"triangular+coupling"``.
+
+    Args:
+        name: a key of :data:`FLOWS`, or several joined by ``+`` (composed, first name acting first).
+        input_dim: ``D``, the size of the noise and the state.
+        context_dim: ``C``, the size of the context (``D`` for the model's ``h_{t-1}``; more in a guide).
+        hidden_dims: hidden layer sizes of every hypernet in the flow.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the valid ones), or a size that is not positive.
+    """
+    parts = [part.strip() for part in name.split("+")]
+    unknown = [part for part in parts if part not in FLOWS]
+    if unknown:
+        raise ConfigError(
+            f"unknown flow {name!r}: {', '.join(repr(p) for p in unknown)} not among {', '.join(FLOWS)}; "
+            "compose names with '+', e.g. 'triangular+coupling'"
+        )
+    hidden_dims = tuple(hidden_dims)
+    sizes = {"input_dim": input_dim, "context_dim": context_dim}
+    sizes.update({f"hidden_dims[{i}]": size for i, size in enumerate(hidden_dims)})
+    bad = {key: size for key, size in sizes.items() if not (isinstance(size, int) and size > 0)}
+    if bad or not hidden_dims:
+        problems = ", ".join(f"{key}={size!r}" for key, size in bad.items()) or "hidden_dims=()"
+        raise ConfigError(f"flow sizes must be positive integers and hidden_dims non-empty; got {problems}")
+    flows = [FLOWS[part](input_dim, context_dim, hidden_dims) for part in parts]
+    return flows[0] if len(flows) == 1 else compose(*flows)
+
+
+def _describe(flow: ConditionalTransformModule) -> str:
+    """The class name of ``flow``, or of its parts joined by ``+`` for a composition."""
+    if isinstance(flow, ConditionalCompose):
+        return "+".join(_describe(part) for part in flow.parts)
+    return type(flow).__name__
+
+
+def require_inverse(flow: ConditionalTransformModule, *, input_dim: int, context_dim: int) -> None:
+    """Check that ``flow`` can invert any state, as the model's transition flow must.
+
+    The model scores the states that the guide proposes through ``f^{-1}``, so its flow needs an analytic
+    inverse. The check conditions ``flow`` on a zero context and inverts a zero state (a fresh transform,
+    so nothing is in its cache). Pyro's ``conditional_planar`` and ``conditional_radial`` invert only
+    values they produced themselves (``KeyError``); ``conditional_neural_autoregressive`` never does
+    (``NotImplementedError``).
+
+    Raises:
+        ConfigError: ``flow`` has no inverse; the message names the flows that have one.
+    """
+    parameter = next(flow.parameters(), None)
+    like = {} if parameter is None else {"dtype": parameter.dtype, "device": parameter.device}
+    with torch.no_grad():
+        transform = flow.condition(torch.zeros(context_dim, **like))
+        try:
+            transform.inv(torch.zeros(input_dim, **like))
+        except (NotImplementedError, KeyError) as error:
+            raise ConfigError(
+                "the model must score states the guide proposes through f^{-1}; "
+                f"{_describe(flow)} has no inverse; use one of {', '.join(FLOWS)} (or a composition "
+                "such as 'triangular+coupling'), or a Pyro conditional flow with an inverse such as "
+                "conditional_affine_coupling or conditional_spline"
+            ) from error

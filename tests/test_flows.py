@@ -1,0 +1,163 @@
+"""The contract every transition flow keeps, and the flow registry's errors.
+
+One contract test runs over every family of :mod:`pyroseq.flows`, a composition, and a Pyro conditional flow
+passed in directly: shapes, inverse round trip (with the context broadcast over a particle dim), the
+transform cache, log|det J| against an autograd Jacobian in float64, gradients to every parameter, and
+save/load.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import pytest
+import torch
+from pyro.distributions.conditional import ConditionalTransformedDistribution, ConditionalTransformModule
+
+from pyroseq.errors import ConfigError
+from pyroseq.flows import (
+    FLOWS,
+    ConditionalCompose,
+    ConditionalCoupling,
+    ConditionalTriangularAffine,
+    compose,
+    make_flow,
+    require_inverse,
+)
+
+CONTEXT_DIM = 2
+HIDDEN = (8,)
+NAMED = ["diagonal", "triangular", "coupling", "spline", "triangular+coupling"]
+
+
+def _named(name: str) -> Callable[[int, int], ConditionalTransformModule]:
+    return lambda input_dim, context_dim: make_flow(
+        name, input_dim=input_dim, context_dim=context_dim, hidden_dims=HIDDEN
+    )
+
+
+BUILDERS: dict[str, Callable[[int, int], ConditionalTransformModule]] = {name: _named(name) for name in NAMED}
+# A user-supplied Pyro flow; Pyro's own coupling needs D >= 2 (its hypernet squeezes size-1 outputs).
+BUILDERS["pyro_affine_coupling"] = lambda input_dim, context_dim: T.conditional_affine_coupling(
+    input_dim, context_dim, hidden_dims=list(HIDDEN)
+)
+CASES = [(name, 3) for name in BUILDERS] + [(name, 1) for name in NAMED]
+
+# (context batch shape, x batch shape): plain batches, and a particle dim in front of the context's batch.
+SHAPES = [((), ()), ((4,), (4,)), ((3, 2), (3, 2)), ((3,), (5, 3))]
+
+
+def _log_det_by_autograd(flow: ConditionalTransformModule, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """log|det dy/dx| of one vector ``x (D,)`` under ``flow.condition(c)``, ``c (C,)``."""
+    jacobian = torch.autograd.functional.jacobian(lambda v: flow.condition(c)(v), x)  # (D, D)
+    return torch.linalg.slogdet(jacobian).logabsdet
+
+
+@pytest.mark.parametrize(("family", "input_dim"), CASES, ids=[f"{n}-D{d}" for n, d in CASES])
+def test_flow_contract(family: str, input_dim: int) -> None:
+    torch.manual_seed(0)
+    build = BUILDERS[family]
+    flow = build(input_dim, CONTEXT_DIM).double()
+    c = torch.randn(3, CONTEXT_DIM, dtype=torch.float64)
+    x = torch.randn(5, 3, input_dim, dtype=torch.float64)
+
+    if family in NAMED:  # starts near the identity map
+        assert (flow.condition(c)(x) - x).abs().max() < 0.1
+
+    with torch.no_grad():  # move away from the init so that no check below holds trivially
+        for parameter in flow.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+
+    # Shapes, inverse round trip through a fresh (uncached) transform, and the cache.
+    for batch_c, batch_x in SHAPES:
+        cb = torch.randn(*batch_c, CONTEXT_DIM, dtype=torch.float64)
+        xb = torch.randn(*batch_x, input_dim, dtype=torch.float64)
+        transform = flow.condition(cb)
+        yb = transform(xb)
+        assert transform.event_dim == 1 and transform.bijective
+        assert yb.shape == xb.shape
+        assert transform.log_abs_det_jacobian(xb, yb).shape == batch_x
+        assert transform.inv(yb) is xb, "scoring a sample must reuse the cached noise"
+        assert not torch.allclose(yb, xb, atol=1e-3)
+        fresh = flow.condition(cb)
+        y_copy = yb.clone()
+        x_back = fresh.inv(y_copy)
+        torch.testing.assert_close(x_back, xb, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(
+            fresh.log_abs_det_jacobian(x_back, y_copy), transform.log_abs_det_jacobian(xb, yb)
+        )
+
+    # Broadcast context: each (particle, sequence) element matches the unbatched flow, and its
+    # log-det matches the autograd Jacobian's.
+    transform = flow.condition(c)
+    y = transform(x)
+    log_det = transform.log_abs_det_jacobian(x, y)  # (5, 3)
+    for k in range(x.shape[0]):
+        for b in range(x.shape[1]):
+            torch.testing.assert_close(y[k, b], flow.condition(c[b])(x[k, b]))
+            torch.testing.assert_close(log_det[k, b], _log_det_by_autograd(flow, x[k, b], c[b]))
+
+    # A gradient reaches every parameter through the density of given (not sampled) states.
+    base = dist.Normal(torch.zeros(input_dim, dtype=torch.float64), 1.0).to_event(1)
+    flow.zero_grad()
+    loss = -ConditionalTransformedDistribution(base, [flow]).condition(c).log_prob(x).sum()
+    loss.backward()
+    for name, parameter in flow.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+    # Save/load: a fresh instance given the state dict computes the same map.
+    other = build(input_dim, CONTEXT_DIM).double()
+    with torch.no_grad():
+        assert not torch.allclose(other.condition(c)(x), y)
+        other.load_state_dict(flow.state_dict())
+        other_transform = other.condition(c)
+        other_y = other_transform(x)
+        assert torch.equal(other_y, y)
+        assert torch.equal(other_transform.log_abs_det_jacobian(x, other_y), log_det.detach())
+
+
+def test_make_flow_names_and_sizes() -> None:
+    flow = make_flow("triangular + coupling", input_dim=4, context_dim=2)
+    assert isinstance(flow, ConditionalCompose)
+    assert [type(part) for part in flow.parts] == [ConditionalTriangularAffine, ConditionalCoupling]
+
+    with pytest.raises(ConfigError) as error:
+        make_flow("planar", input_dim=4, context_dim=2)
+    assert all(name in str(error.value) for name in FLOWS)
+    with pytest.raises(ConfigError, match="'bogus'"):
+        make_flow("triangular+bogus", input_dim=4, context_dim=2)
+    with pytest.raises(ConfigError, match="unknown flow"):
+        make_flow("triangular+", input_dim=4, context_dim=2)
+
+    bad_sizes = [
+        {"input_dim": 0, "context_dim": 2},
+        {"input_dim": 4, "context_dim": -1},
+        {"input_dim": 4, "context_dim": 2, "hidden_dims": (8, 0)},
+        {"input_dim": 4, "context_dim": 2, "hidden_dims": ()},
+    ]
+    for sizes in bad_sizes:
+        with pytest.raises(ConfigError, match="positive"):
+            make_flow("diagonal", **sizes)
+
+
+def test_require_inverse() -> None:
+    input_dim = 3
+    without_inverse = {
+        "ConditionalPlanar": T.conditional_planar(input_dim, CONTEXT_DIM, hidden_dims=list(HIDDEN)),
+        "ConditionalRadial": T.conditional_radial(input_dim, CONTEXT_DIM, hidden_dims=list(HIDDEN)),
+        "ConditionalNeuralAutoregressive": T.conditional_neural_autoregressive(
+            input_dim, CONTEXT_DIM, hidden_dims=list(HIDDEN)
+        ),
+        "ConditionalTriangularAffine+ConditionalPlanar": compose(
+            make_flow("triangular", input_dim=input_dim, context_dim=CONTEXT_DIM),
+            T.conditional_planar(input_dim, CONTEXT_DIM, hidden_dims=list(HIDDEN)),
+        ),
+    }
+    for name, flow in without_inverse.items():
+        with pytest.raises(ConfigError, match=re.escape(f"{name} has no inverse")):
+            require_inverse(flow, input_dim=input_dim, context_dim=CONTEXT_DIM)
+    for build in BUILDERS.values():
+        require_inverse(build(input_dim, CONTEXT_DIM).double(), input_dim=input_dim, context_dim=CONTEXT_DIM)
