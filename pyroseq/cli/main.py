@@ -6,6 +6,7 @@ import click
 
 from pyroseq import __version__
 from pyroseq.cli.data import data_command
+from pyroseq.cli.train import train_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,6 +16,7 @@ def cli() -> None:
 
 
 cli.add_command(data_command)
+cli.add_command(train_command)
 
 
 def main() -> None:

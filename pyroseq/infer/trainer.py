@@ -65,6 +65,10 @@ class Trainer:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        # The modules own their parameters and the torch optimiser updates them; Pyro's global param
+        # store would only keep stale copies of an earlier model's same-named parameters (which
+        # JitTrace_ELBO reads), so start it empty, as Pyro's own examples do.
+        pyro.clear_param_store()
         self.model = model
         self.guide = guide
         self.loss = make_objective(objective, particles=particles, jit=jit)
@@ -93,9 +97,13 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step_count)
         self.optimizer.zero_grad(set_to_none=True)
-        with pyro.settings.context(module_local_params=True):
-            loss = self.loss.loss_and_grads(self.model, self.guide, batch.ids, batch.mask)
-        loss = float(loss) / len(batch)
+        try:
+            loss = float(self.loss.loss_and_grads(self.model, self.guide, batch.ids, batch.mask)) / len(batch)
+        except ValueError as e:
+            # Distribution argument validation meets NaN states before any loss exists.
+            if "invalid values" not in str(e):
+                raise
+            loss = math.nan
         grads = [p.grad for p in self.params if p.grad is not None]
         for g in grads:
             g.div_(len(batch))
@@ -119,8 +127,7 @@ class Trainer:
         """The objective's loss per sequence on ``batch`` (no update); models in eval mode."""
         for m in self._modules():
             m.eval()
-        with pyro.settings.context(module_local_params=True):
-            loss = self.loss.loss(self.model, self.guide, batch.ids, batch.mask)
+        loss = self.loss.loss(self.model, self.guide, batch.ids, batch.mask)
         return float(loss) / len(batch)
 
     def fit(

@@ -1,0 +1,49 @@
+"""Sequence models as Pyro programs: the deep state-space model and the teacher-forced baselines.
+
+Every model follows :mod:`pyroseq.models.base`; :func:`build_model` makes one from its registry name and
+JSON-serialisable constructor arguments (which is how a checkpoint rebuilds it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pyroseq.errors import ConfigError
+from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel, mask_special_logits
+from pyroseq.models.dssm import DSSM
+from pyroseq.models.professor import ProfessorForcing
+from pyroseq.models.rnn import RNNLM, empty_guide
+
+__all__ = [
+    "SequenceModel",
+    "AutoregressiveModel",
+    "StateSpaceModel",
+    "mask_special_logits",
+    "DSSM",
+    "RNNLM",
+    "ProfessorForcing",
+    "empty_guide",
+    "MODELS",
+    "build_model",
+    "build_guide",
+]
+
+MODELS: dict[str, type[SequenceModel]] = {"dssm": DSSM, "rnn": RNNLM, "professor": ProfessorForcing}
+
+
+def build_model(name: str, **kwargs: Any) -> SequenceModel:
+    """The model registered as ``name`` (``dssm``, ``rnn``, ``professor``), built from ``kwargs``."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
+
+
+def build_guide(name: str, **kwargs: Any) -> Callable[..., Any]:
+    """The guide registered as ``name`` (see :data:`pyroseq.guides.GUIDES`), or ``"empty"`` for models
+    without latent variables."""
+    if name == "empty":
+        return empty_guide
+    from pyroseq.guides import make_guide
+
+    return make_guide(name, **kwargs)

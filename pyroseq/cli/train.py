@@ -1,0 +1,108 @@
+"""``pyroseq train``: train a DSSM or a teacher-forced baseline into a run directory."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.infer.objectives import OBJECTIVES
+from pyroseq.infer.run import DATA, MODELS, TRAINING, RunConfig, train_run
+
+_DEFAULTS = RunConfig()
+
+# (option, RunConfig field, click type, help). Defaults come from RunConfig.
+_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--model", "model", click.Choice(MODELS), "dssm: the deep state-space model; rnn: teacher-forced baselines."),
+    ("--data", "data", click.Choice(DATA), "words: single words against p(w); text: running text."),
+    ("--source", "source", str, "Corpus name (symspell, shakespeare, sample) or a file [default: by --data]."),
+    ("--file", "source", str, "A user's corpus file (same as --source PATH)."),
+    ("--top", "top", int, "Words: keep the N most frequent [default: 10000 for symspell]."),
+    ("--max-length", "max_length", int, "Words: drop words longer than this."),
+    ("--chunk-length", "chunk_length", int, "Text: symbols per training sequence."),
+    ("--state-dim", "state_dim", int, "State size D (the RNN's hidden size)."),
+    ("--flow", "flow", str, "DSSM transition flow: diagonal, triangular, coupling, spline, or a+b."),
+    ("--flow-hidden", "flow_hidden", int, "Hidden units of the flows' conditioners."),
+    ("--emitter-hidden", "emitter_hidden", int, "Hidden units of the emitter (0: linear)."),
+    ("--guide", "guide", str, "DSSM guide: future (with its own flow) or gaussian (no flow)."),
+    ("--guide-flow", "guide_flow", str, "The guide's flow (a flow name, or none)."),
+    ("--guide-hidden", "guide_hidden", int, "Size of the guide's backward RNN."),
+    ("--cell", "cell", click.Choice(["gru", "lstm"]), "RNN cell."),
+    ("--embed-dim", "embed_dim", int, "RNN symbol-embedding size."),
+    ("--layers", "layers", int, "RNN layers."),
+    ("--training", "training", click.Choice(TRAINING), "RNN training: teacher forcing, scheduled sampling, professor forcing."),
+    ("--schedule", "schedule", click.Choice(["linear", "exp", "invsigmoid"]), "Scheduled sampling's decay of the teacher probability."),
+    ("--schedule-k", "schedule_k", float, "The schedule's rate parameter (default: set from --steps)."),
+    ("--adversarial-weight", "adversarial_weight", float, "Professor forcing: weight of the generator's adversarial term."),
+    ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (RenyiELBO alpha=0)."),
+    ("--particles", "particles", int, "K, the number of vectorised particles."),
+    ("--steps", "steps", int, "Total optimisation steps (on --resume: train on to this many)."),
+    ("--batch-size", "batch_size", int, "Sequences per step."),
+    ("--lr", "lr", float, "Adam's initial learning rate."),
+    ("--lr-decay", "lr_decay", float, "The learning rate decays geometrically to lr * lr_decay."),
+    ("--clip-norm", "clip_norm", float, "Gradient-norm clipping."),
+    ("--device", "device", str, "cpu or cuda."),
+    ("--seed", "seed", int, "Random seed; a CPU run is reproducible from it."),
+    ("--valid-every", "valid_every", int, "Validate every N steps (0: only at the end)."),
+    ("--valid-size", "valid_size", int, "Sequences in the validation batch."),
+    ("--checkpoint-every", "checkpoint_every", int, "Checkpoint every N steps (and always at the end)."),
+]  # fmt: skip
+
+
+def _with_options(fn: Any) -> Any:
+    for flag, field, type_, help_ in reversed(_OPTIONS):
+        default = getattr(_DEFAULTS, field)
+        shown = f" [default: {default}]" if default is not None and flag not in ("--file",) else ""
+        fn = click.option(
+            flag, f"opt_{flag[2:].replace('-', '_')}", type=type_, default=None, help=help_ + shown
+        )(fn)
+    return fn
+
+
+@click.command("train")
+@_with_options
+@click.option(
+    "--jit/--no-jit", default=None, help="JitTrace_ELBO for --objective elbo (about 2x faster per step)."
+)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
+@json_option
+@click.pass_context
+@handle_errors
+def train_command(
+    ctx: click.Context,
+    out: str,
+    resume: bool,
+    progress: bool | None,
+    as_json: bool,
+    jit: bool | None,
+    **opts: Any,
+) -> None:
+    """Train a model by SVI into the run directory --out (checkpoint.pt, config.json, metrics.jsonl).
+
+    Ctrl-C stops after writing a checkpoint; --resume continues where it stopped.
+    """
+    given: dict[str, Any] = {}
+    for flag, field, _, _ in _OPTIONS:
+        key = f"opt_{flag[2:].replace('-', '_')}"
+        if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
+            given[field] = opts[key]
+    if jit is not None:
+        given["jit"] = jit
+    config = None if resume else dataclasses.replace(_DEFAULTS)
+    result = train_run(config, out, resume=resume, overrides=given, progress=progress)
+    rate_key = "words_per_second" if "words_per_second" in result else "symbols_per_second"
+    first = "n/a" if result["initial_loss"] is None else f"{result['initial_loss']:.3f}"
+    last = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.3f}"
+    lines = [
+        f"{'stopped' if result['interrupted'] else 'trained'} {result['model']} on {result['data']}: "
+        f"step {result['steps']} ({result['steps_this_run']} this run, {result['seconds']:.1f} s)",
+        f"  loss ({result['loss_unit']}): {first} -> {last}   valid {result['valid_loss']}",
+        f"  {rate_key.replace('_', ' ')}: {result[rate_key] or 0:.0f}",
+        f"  checkpoint: {result['checkpoint']}",
+    ]
+    emit(result, as_json, lines)
