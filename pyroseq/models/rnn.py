@@ -1,0 +1,215 @@
+"""The teacher-forced RNN language model as a deterministic Pyro model, with scheduled sampling.
+
+The model::
+
+    h_0  learned (or zeros)
+    h_t  = RNN(h_{t-1}, embed(w_{t-1}))       w_0 = BOS
+    w_t  ~ Categorical(softmax(emitter(h_t)))  PAD and BOS masked
+
+has no latent sites: with :func:`empty_guide`, ``SVI`` with ``Trace_ELBO`` minimises the exact negative
+log-likelihood. In training mode with a :class:`~pyroseq.models.schedules.TeacherSchedule` the symbol fed
+at step ``t`` is the ground truth ``w_{t-1}`` with probability ``eps_i`` and otherwise a sample from the
+model's own ``q(w_{t-1} | ...)``, drawn independently per sequence and per step (scheduled sampling,
+Bengio et al. 2015).
+
+References:
+    S. Bengio, O. Vinyals, N. Jaitly, N. Shazeer. Scheduled Sampling for Sequence Prediction with
+    Recurrent Neural Networks. NeurIPS 2015. arXiv:1506.03099.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+
+from pyroseq.data.batch import Batch
+from pyroseq.data.vocab import Vocabulary
+from pyroseq.errors import ConfigError
+from pyroseq.models.base import AutoregressiveModel, mask_special_logits
+from pyroseq.models.schedules import TeacherSchedule
+
+__all__ = ["RNNLM", "empty_guide"]
+
+_CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def empty_guide(ids: Tensor | None, mask: Tensor) -> None:
+    """The guide of a model without latent sites: ``Trace_ELBO`` is then the exact negative log-likelihood."""
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+class RNNLM(AutoregressiveModel):
+    """An RNN language model ``q(w) = prod_t q(w_t | w_{<t})`` trained by teacher forcing.
+
+    Args:
+        vocab_size: V, including PAD, BOS and EOS.
+        cell: ``"gru"`` or ``"lstm"``.
+        state_dim: H, the hidden size of every layer.
+        embed_dim: E, the size of the symbol embeddings.
+        num_layers: L, stacked recurrent layers.
+        learned_initial_state: learn ``h_0`` (and ``c_0``) instead of fixing it at zero.
+        schedule: a teacher schedule as a JSON dict (``{"kind": "invsigmoid", "k": 100}``), or ``None`` for
+            plain teacher forcing; see :class:`~pyroseq.models.schedules.TeacherSchedule`.
+
+    The decoder state is flat, ``(B, S)`` with ``S = L H`` (GRU) or ``2 L H`` (LSTM: ``h`` then ``c``).
+    Pyro parameter names start with ``model.``.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        cell: str = "gru",
+        state_dim: int = 16,
+        embed_dim: int = 16,
+        num_layers: int = 1,
+        learned_initial_state: bool = True,
+        schedule: dict[str, Any] | None = None,
+    ) -> None:
+        _check_positive_int("vocab_size", vocab_size)
+        if vocab_size <= len(Vocabulary.specials):
+            raise ConfigError(
+                f"vocab_size={vocab_size} leaves no room for symbols beyond PAD, BOS and EOS; "
+                "pass len(vocabulary)"
+            )
+        if cell not in _CELLS:
+            raise ConfigError(f"unknown RNN cell {cell!r}; choose one of {list(_CELLS)}")
+        _check_positive_int("state_dim", state_dim)
+        _check_positive_int("embed_dim", embed_dim)
+        _check_positive_int("num_layers", num_layers)
+        if not isinstance(learned_initial_state, bool):
+            raise ConfigError(f"learned_initial_state must be true or false, got {learned_initial_state!r}")
+        schedule = None if schedule is None else TeacherSchedule.from_dict(schedule)
+        super().__init__(vocab_size=vocab_size)
+        self.schedule = schedule
+        self._pyro_name = "model"  # before the submodules, which take their names from it
+        self.cell = cell
+        self.state_dim = state_dim
+        self.num_layers = num_layers
+        self.embed = PyroModule[nn.Embedding](vocab_size, embed_dim)
+        self.rnn = PyroModule[_CELLS[cell]](embed_dim, state_dim, num_layers=num_layers, batch_first=True)
+        self.emitter = PyroModule[nn.Linear](state_dim, vocab_size)
+        num_states = 2 * num_layers if cell == "lstm" else num_layers
+        if learned_initial_state:
+            self.initial_hidden = nn.Parameter(torch.zeros(num_states, state_dim))
+        else:
+            self.register_buffer("initial_hidden", torch.zeros(num_states, state_dim))
+        self.teacher_prob = 1.0 if self.schedule is None else self.schedule.teacher_prob(0)
+
+    # The flat decoder state and its nn.GRU / nn.LSTM form.
+
+    def _pack(self, hidden: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        stacked = torch.cat(hidden, dim=0) if isinstance(hidden, tuple) else hidden  # (n, B, H)
+        return stacked.transpose(0, 1).reshape(stacked.shape[1], -1)  # (B, n H)
+
+    def _unpack(self, state: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        stacked = state.reshape(state.shape[0], -1, self.state_dim).transpose(0, 1).contiguous()  # (n, B, H)
+        if self.cell == "lstm":
+            return stacked[: self.num_layers], stacked[self.num_layers :]
+        return stacked
+
+    def initial_state(self, batch_size: int) -> Tensor:
+        h0 = self.initial_hidden  # (n, H)
+        return h0.reshape(1, -1).expand(batch_size, -1)  # (B, n H)
+
+    def _step(self, state: Tensor, prev_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One step: the top layer's ``h_t`` ``(B, H)``, the logits ``(B, V)``, the new state ``(B, S)``."""
+        output, hidden = self.rnn(self.embed(prev_ids)[:, None, :], self._unpack(state))  # (B, 1, H)
+        output = output[:, 0]
+        return output, mask_special_logits(self.emitter(output)), self._pack(hidden)
+
+    def step(self, state: Tensor, prev_ids: Tensor) -> tuple[Tensor, Tensor]:
+        _, logits, state = self._step(state, prev_ids)
+        return logits, state
+
+    # Runs over a whole batch.
+
+    def _teacher_forced(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The teacher-forced run in one RNN call: top-layer states ``(B, T, H)`` and logits ``(B, T, V)``."""
+        B = ids.shape[0]
+        bos = torch.full((B, 1), Vocabulary.bos_id, dtype=ids.dtype, device=ids.device)
+        inputs = torch.cat([bos, ids[:, :-1]], dim=1)  # (B, T): w_0..w_{T-1}
+        outputs, _ = self.rnn(self.embed(inputs), self._unpack(self.initial_state(B)))  # (B, T, H)
+        return outputs, mask_special_logits(self.emitter(outputs))
+
+    def _unroll(
+        self, batch_size: int, length: int, next_input: Callable[[int, Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Run step by step, feeding ``next_input(t, logits_t)`` (0-based ``t``) after step ``t``.
+
+        Returns the top-layer states ``(B, T, H)`` and the logits ``(B, T, V)``.
+        """
+        state = self.initial_state(batch_size)
+        prev = torch.full((batch_size,), Vocabulary.bos_id, dtype=torch.long, device=state.device)
+        outputs, logits = [], []
+        for t in range(length):
+            output, logits_t, state = self._step(state, prev)
+            outputs.append(output)
+            logits.append(logits_t)
+            prev = next_input(t, logits_t)
+        return torch.stack(outputs, dim=1), torch.stack(logits, dim=1)
+
+    def _scheduled(self, ids: Tensor, teacher_prob: float) -> tuple[Tensor, Tensor]:
+        """Scheduled sampling: feed ``w_{t-1}`` with probability ``teacher_prob``, else the model's sample."""
+
+        def next_input(t: int, logits_t: Tensor) -> Tensor:
+            own = dist.Categorical(logits=logits_t.detach()).sample()  # (B,)
+            use_truth = torch.rand(own.shape, device=own.device) < teacher_prob
+            return torch.where(use_truth, ids[:, t], own)
+
+        return self._unroll(ids.shape[0], ids.shape[1], next_input)
+
+    def _free_running(self, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
+        """The model fed its own samples (no Pyro sites); the states keep their gradient path."""
+        return self._unroll(
+            batch_size, length, lambda t, logits_t: dist.Categorical(logits=logits_t.detach()).sample()
+        )
+
+    def _fit_run(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The run that training scores: teacher-forced, or scheduled sampling in training mode."""
+        if self.training and self.teacher_prob < 1.0:
+            return self._scheduled(ids, self.teacher_prob)
+        return self._teacher_forced(ids)
+
+    @staticmethod
+    def _observe(logits: Tensor, ids: Tensor, mask: Tensor) -> None:
+        for t in range(ids.shape[1]):
+            pyro.sample(f"w_{t + 1}", dist.Categorical(logits=logits[:, t]).mask(mask[:, t]), obs=ids[:, t])
+
+    def _generate(self, mask: Tensor) -> None:
+        def next_input(t: int, logits_t: Tensor) -> Tensor:
+            return pyro.sample(f"w_{t + 1}", dist.Categorical(logits=logits_t).mask(mask[:, t]))
+
+        with torch.no_grad():
+            self._unroll(mask.shape[0], mask.shape[1], next_input)
+
+    def forward(self, ids: Tensor | None, mask: Tensor) -> None:
+        """The Pyro model: observed sites ``w_1..w_T`` in the plate ``seqs``; draws them when ``ids`` is None.
+
+        Args:
+            ids: ``(B, T)`` long, or ``None`` to generate (free-running; ``mask`` gives the lengths).
+            mask: ``(B, T)`` bool, True on real steps.
+        """
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            if ids is None:
+                self._generate(mask)
+                return
+            _, logits = self._fit_run(ids)
+            self._observe(logits, ids, mask)
+
+    def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
+        """Set the teacher probability of scheduled sampling for this step; ``{}`` without a schedule."""
+        if self.schedule is None:
+            return {}
+        self.teacher_prob = self.schedule.teacher_prob(step)
+        return {"teacher_prob": self.teacher_prob}
