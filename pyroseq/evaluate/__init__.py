@@ -1,0 +1,35 @@
+"""Evaluation: word-level log q(w) estimators and metrics, bounds, running-text metrics, noise usage.
+
+See ``docs/evaluation.md`` for the definition, bias and standard error of every estimator.
+"""
+
+from pyroseq.evaluate.bounds import elbo_and_iwae, log_weights
+from pyroseq.evaluate.noise import NoiseUsage, noise_usage, plot_noise_usage
+from pyroseq.evaluate.text import evaluate_text, text_metrics, token_log_probs
+from pyroseq.evaluate.trie import PrefixTree
+from pyroseq.evaluate.words import (
+    WORD_ESTIMATORS,
+    WordLogProbs,
+    exact_word_log_probs,
+    guide_word_log_probs,
+    prior_word_log_probs,
+    word_metrics,
+)
+
+__all__ = [
+    "PrefixTree",
+    "WordLogProbs",
+    "WORD_ESTIMATORS",
+    "exact_word_log_probs",
+    "prior_word_log_probs",
+    "guide_word_log_probs",
+    "word_metrics",
+    "log_weights",
+    "elbo_and_iwae",
+    "token_log_probs",
+    "text_metrics",
+    "evaluate_text",
+    "NoiseUsage",
+    "noise_usage",
+    "plot_noise_usage",
+]

@@ -1,0 +1,93 @@
+"""Running-text metrics for autoregressive models: per-symbol NLL, perplexity, bits per character, accuracy.
+
+On ``(B, T)`` chunks of running text, each chunk read from BOS with teacher forcing:
+
+    NLL        = -(1/N) sum_{b,t: mask} log q(w_t | w_{<t})        nats per symbol
+    perplexity = exp(NLL)
+    BPC        = NLL / ln 2                                       bits per character (symbol)
+    accuracy   = (1/N) sum_{b,t: mask} [argmax_v q(v | w_{<t}) = w_t]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from pyroseq.data.batch import Batch
+from pyroseq.data.vocab import Vocabulary
+from pyroseq.errors import ConfigError, DataError
+from pyroseq.models.base import AutoregressiveModel
+
+__all__ = ["token_log_probs", "text_metrics", "evaluate_text"]
+
+
+@torch.no_grad()
+def token_log_probs(model: AutoregressiveModel, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Teacher-forced ``log q(w_t | w_{<t})`` of every symbol, and whether the model's argmax was ``w_t``.
+
+    Args:
+        model: an autoregressive model.
+        ids: ``(B, T)`` long symbols; the first is predicted from BOS.
+
+    Returns:
+        ``(log_probs (B, T) float, correct (B, T) bool)``.
+    """
+    B, T = ids.shape
+    state = model.initial_state(B)
+    prev = torch.full((B,), Vocabulary.bos_id, dtype=torch.long, device=ids.device)
+    log_probs, correct = [], []
+    for t in range(T):
+        logits, state = model.step(state, prev)  # (B, V)
+        target = ids[:, t]
+        log_probs.append(torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1))
+        correct.append(logits.argmax(dim=-1) == target)
+        prev = target
+    return torch.stack(log_probs, dim=1), torch.stack(correct, dim=1)  # (B, T), (B, T)
+
+
+def text_metrics(log_probs: Tensor, correct: Tensor, mask: Tensor) -> dict[str, float | int]:
+    """Per-symbol NLL (nats), perplexity, bits per character and accuracy from per-symbol scores.
+
+    Args:
+        log_probs: ``(...)`` ``log q(w_t | w_{<t})`` of each target symbol.
+        correct: ``(...)`` bool, whether the argmax prediction was the target.
+        mask: ``(...)`` bool, the symbols to count.
+
+    Returns:
+        ``{"nll_nats", "perplexity", "bpc", "accuracy", "tokens"}``.
+    """
+    mask = mask.bool()
+    n = int(mask.sum())
+    if n == 0:
+        raise DataError("there are no symbols to evaluate (the mask is all False)")
+    nll = float(-log_probs.double()[mask].sum() / n)
+    return {
+        "nll_nats": nll,
+        "perplexity": math.exp(nll),
+        "bpc": nll / math.log(2),
+        "accuracy": float(correct[mask].double().mean()),
+        "tokens": n,
+    }
+
+
+@torch.no_grad()
+def evaluate_text(
+    model: AutoregressiveModel, batch: Batch, *, batch_size: int = 256, progress: bool = True
+) -> dict[str, float | int]:
+    """:func:`text_metrics` of ``model`` over the chunks of ``batch``, in minibatches of ``batch_size``.
+
+    Each chunk is read from BOS, so its first symbols are predicted with little context; longer chunks
+    make this matter less. Put the model in eval mode first if it has dropout.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    log_probs, correct = [], []
+    starts = range(0, len(batch), batch_size)
+    for start in tqdm(starts, desc="text chunks", unit="batch", disable=not progress):
+        lp, ok = token_log_probs(model, batch.ids[start : start + batch_size])
+        log_probs.append(lp)
+        correct.append(ok)
+    return text_metrics(torch.cat(log_probs), torch.cat(correct), batch.mask)

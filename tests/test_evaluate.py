@@ -1,0 +1,480 @@
+"""Tests of pyroseq.evaluate against small models whose q(w) is known exactly.
+
+* :class:`MarkovModel`: a second-order Markov chain (autoregressive), q(w) by a direct product.
+* :class:`RandomWalkModel`: a Gaussian random walk in one dimension with a linear emission (state space);
+  q(w) by quadrature (a forward recursion on a fine grid, exact to far below the Monte Carlo errors).
+  With a zero emission weight the emission ignores the state and q(w) = prod_t pi(w_t) in closed form.
+
+Statistical checks use tolerances of 4 reported standard errors and fixed seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyroseq.data.batch import pad_batch
+from pyroseq.data.vocab import Vocabulary
+from pyroseq.errors import ConfigError, DataError
+from pyroseq.evaluate import (
+    PrefixTree,
+    WordLogProbs,
+    elbo_and_iwae,
+    evaluate_text,
+    exact_word_log_probs,
+    guide_word_log_probs,
+    log_weights,
+    noise_usage,
+    plot_noise_usage,
+    prior_word_log_probs,
+    text_metrics,
+    token_log_probs,
+    word_metrics,
+)
+from pyroseq.models.base import AutoregressiveModel, StateSpaceModel, mask_special_logits
+
+BOS, EOS = Vocabulary.bos_id, Vocabulary.eos_id
+LETTER_A, LETTER_B = 3, 4  # the two letters of the toy alphabet
+V = 5
+
+
+def all_words(max_letters: int, letters: tuple[int, ...] = (LETTER_A, LETTER_B)) -> list[list[int]]:
+    """Every word of 0..max_letters letters, followed by EOS."""
+    return [list(w) + [EOS] for n in range(max_letters + 1) for w in itertools.product(letters, repeat=n)]
+
+
+class MarkovModel(AutoregressiveModel):
+    """q(w_t | w_{t-2}, w_{t-1}) from a fixed random table; the state ``(B, 1)`` holds w_{t-1}."""
+
+    def __init__(self, *, seed: int = 0, eos_bias: float = 0.0, vocab_size: int = V) -> None:
+        super().__init__(vocab_size=vocab_size)
+        g = torch.Generator().manual_seed(seed)
+        table = 1.5 * torch.randn(vocab_size, vocab_size, vocab_size, generator=g)
+        table[..., EOS] += eos_bias
+        self.register_buffer("table", mask_special_logits(table))  # (V, V, V)
+
+    def initial_state(self, batch_size: int) -> torch.Tensor:
+        return torch.full((batch_size, 1), float(BOS))
+
+    def step(self, state: torch.Tensor, prev_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.table[state[:, 0].long(), prev_ids], prev_ids.float()[:, None]
+
+    def next_log_probs(self, context: list[int]) -> torch.Tensor:
+        """``log q(. | context)`` by direct lookup, context without BOS."""
+        padded = [BOS, BOS] + context
+        return torch.log_softmax(self.table[padded[-2], padded[-1]].double(), dim=-1)
+
+    def exact_log_prob(self, word: list[int]) -> float:
+        return sum(float(self.next_log_probs(word[:t])[s]) for t, s in enumerate(word))
+
+
+class RandomWalkModel(StateSpaceModel):
+    """h_t ~ N(h_{t-1}, scale^2 I), p(w_t | h_t) = softmax(weight h_t + bias)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, *, scale: float = 1.0) -> None:
+        super().__init__(vocab_size=weight.shape[0])
+        self.state_dim = weight.shape[1]
+        self.scale = scale
+        self.register_buffer("weight", weight)  # (V, D)
+        self.register_buffer("bias", bias)  # (V,)
+
+    def initial_state(self, batch_shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return torch.zeros(*batch_shape, self.state_dim)
+
+    def transition(self, h_prev: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(h_prev, self.scale).to_event(1)
+
+    def emission_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return mask_special_logits(h @ self.weight.T + self.bias)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        B, T = mask.shape
+        h = self.initial_state((B,))
+        with pyro.plate("seqs", B, dim=-1):
+            for t in range(1, T + 1):
+                m = mask[:, t - 1]
+                h = pyro.sample(f"h_{t}", self.transition(h).mask(m))
+                pyro.sample(
+                    f"w_{t}", dist.Categorical(logits=self.emission_logits(h)).mask(m), obs=ids[:, t - 1]
+                )
+
+
+def random_walk(slope: float = 2.0) -> RandomWalkModel:
+    """The state picks between a and b; EOS has probability about 0.4 near h = 0."""
+    weight = torch.tensor([[0.0], [0.0], [0.0], [slope], [-slope]])
+    return RandomWalkModel(weight, torch.tensor([0.0, 0.0, 0.3, 0.0, 0.0]))
+
+
+def length_walk() -> RandomWalkModel:
+    """The state sets the probability of EOS, so one trajectory raises or lowers every word's weight alike."""
+    return RandomWalkModel(torch.tensor([[0.0], [0.0], [2.0], [0.0], [0.0]]), torch.zeros(5))
+
+
+def shifted_guide(model: RandomWalkModel, *, shift: float = 0.3, widen: float = 1.3):
+    """q(h_t | h_{t-1}, w_t) = N(h_{t-1} + shift [w_t = a], (widen scale)^2): data-dependent, not exact."""
+
+    def guide(ids: torch.Tensor, mask: torch.Tensor) -> None:
+        B, T = mask.shape
+        h = model.initial_state((B,))
+        with pyro.plate("seqs", B, dim=-1):
+            for t in range(1, T + 1):
+                loc = h + shift * (ids[:, t - 1] == LETTER_A).float()[:, None]
+                q = dist.Normal(loc, widen * model.scale).to_event(1)
+                h = pyro.sample(f"h_{t}", q.mask(mask[:, t - 1]))
+
+    return guide
+
+
+def quadrature_log_q(model: RandomWalkModel, words: list[list[int]]) -> list[float]:
+    """log q(w) of a one-dimensional random-walk model by the forward recursion on a grid."""
+    grid = torch.linspace(-12.0, 12.0, 801, dtype=torch.float64)
+    dx = float(grid[1] - grid[0])
+    s = model.scale
+    kernel = torch.exp(-0.5 * ((grid[:, None] - grid[None, :]) / s) ** 2) / (s * math.sqrt(2 * math.pi)) * dx
+    probs = torch.softmax(model.emission_logits(grid[:, None].float()).double(), dim=-1)  # (G, V)
+    out = []
+    for word in words:
+        alpha = kernel[:, grid.abs().argmin()] * probs[:, word[0]]  # h_0 = 0
+        for w in word[1:]:
+            alpha = (kernel @ alpha) * probs[:, w]
+        out.append(float(alpha.sum().log()))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+
+
+# ---------------------------------------------------------------------------------------------- trie
+
+
+def test_trie_nodes_are_the_distinct_prefixes():
+    words = [[3, 4, 2], [3, 4, 3, 2], [3, 2], [4, 2], [3, 4, 2], [4, 4, 4, 4, 2]]
+    tree = PrefixTree.from_sequences(words)
+    prefixes = {tuple(w[:n]) for w in words for n in range(len(w) + 1)}
+    assert tree.num_nodes == len(prefixes)
+    assert {tuple(tree.sequence(n)) for n in range(tree.num_nodes)} == prefixes
+    assert [tree.sequence(int(n)) for n in tree.word_end] == words
+    assert tree.word_end[0] == tree.word_end[4]  # duplicates share their end node
+    assert torch.equal(tree.depth[tree.parent[1:]], tree.depth[1:] - 1)
+    assert sorted(torch.cat(tree.levels).tolist()) == list(range(tree.num_nodes))
+    assert all(bool((tree.depth[level] == d).all()) for d, level in enumerate(tree.levels))
+    assert tree.is_leaf[tree.word_end].all() and not tree.is_leaf[0]
+    assert tree.max_depth == 5
+
+
+def test_trie_rejects_empty_input():
+    with pytest.raises(DataError):
+        PrefixTree.from_sequences([])
+    with pytest.raises(DataError):
+        PrefixTree.from_sequences([[3, 2], []])
+
+
+# ------------------------------------------------------------------------------------ exact scoring
+
+
+def test_exact_trie_scoring_equals_log_prob_on_padded_batches():
+    model = MarkovModel(seed=1, eos_bias=-0.5)
+    g = torch.Generator().manual_seed(0)
+    words = [
+        torch.randint(3, 5, (int(n),), generator=g).tolist() + [EOS]
+        for n in torch.randint(0, 7, (60,), generator=g)
+    ]
+    estimate = exact_word_log_probs(model, words, batch_size=3)
+    batch = pad_batch(words)
+    assert torch.allclose(estimate.log_q, model.log_prob(batch.ids, batch.mask).double(), atol=1e-5)
+    closed_form = torch.tensor([model.exact_log_prob(w) for w in words], dtype=torch.float64)
+    assert torch.allclose(estimate.log_q, closed_form, atol=1e-5)
+    assert estimate.estimator == "exact" and estimate.log_weights is None
+
+
+def test_word_checks():
+    model = MarkovModel()
+    with pytest.raises(DataError, match="does not end in EOS"):
+        exact_word_log_probs(model, [[3, 4]])
+    with pytest.raises(DataError, match="before its end"):
+        exact_word_log_probs(model, [[3, EOS, 4, EOS]])
+    with pytest.raises(ConfigError):
+        prior_word_log_probs(random_walk(), [[3, EOS]], num_samples=0)
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def test_word_metrics_of_exact_estimate():
+    model = MarkovModel(seed=2)
+    words = all_words(3)
+    p = np.random.default_rng(0).dirichlet(np.ones(len(words)))
+    est = exact_word_log_probs(model, words)
+    m = word_metrics(est, 10 * p)  # counts work too: p is normalised
+    ce = -float((torch.as_tensor(p) * est.log_q).sum())
+    h = -float((p * np.log(p)).sum())
+    assert m["ce_nats"] == pytest.approx(ce) and m["entropy_nats"] == pytest.approx(h)
+    assert m["kl_nats"] == pytest.approx(ce - h) and m["kl_nats"] > 0
+    assert m["ce_stderr"] == 0 and m["vocab_mass_stderr"] == 0
+    assert (m["estimator"], m["samples"]) == ("exact", 0)
+    assert set(m) == {
+        "ce_nats",
+        "ce_stderr",
+        "entropy_nats",
+        "kl_nats",
+        "vocab_mass",
+        "vocab_mass_stderr",
+        "estimator",
+        "samples",
+    }
+    with pytest.raises(DataError):
+        word_metrics(est, p[:-1])
+    with pytest.raises(DataError):
+        word_metrics(est, -p)
+
+
+def _survival_mass(model: MarkovModel, max_steps: int) -> float:
+    """P(EOS within max_steps) of a Markov model, by dynamic programming over contexts."""
+    contexts = {(): 1.0}
+    ended = 0.0
+    for _ in range(max_steps):
+        following: dict[tuple[int, ...], float] = {}
+        for ctx, mass in contexts.items():
+            probs = model.next_log_probs(list(ctx)).exp()
+            ended += mass * float(probs[EOS])
+            for s in (LETTER_A, LETTER_B):
+                key = (ctx + (s,))[-2:]
+                following[key] = following.get(key, 0.0) + mass * float(probs[s])
+        contexts = following
+    return ended
+
+
+def test_enumeration_mass_autoregressive():
+    """Over all words of <= 4 letters over {a, b} (V has no other letters), the mass is P(EOS by step 5)."""
+    model = MarkovModel(seed=3)
+    words = all_words(4)
+    m = word_metrics(exact_word_log_probs(model, words), np.ones(len(words)))
+    assert m["vocab_mass"] == pytest.approx(_survival_mass(model, 5), abs=1e-6)
+    assert m["vocab_mass"] <= 1.0
+
+
+def test_enumeration_mass_state_space():
+    model = random_walk()
+    words = all_words(3)
+    est = prior_word_log_probs(model, words, num_samples=2000, chunk_size=300, progress=False)
+    m = word_metrics(est, np.ones(len(words)))
+    exact = sum(math.exp(lq) for lq in quadrature_log_q(model, words))
+    assert exact < 1.0
+    assert abs(m["vocab_mass"] - exact) < 4 * m["vocab_mass_stderr"]
+    # Given one trajectory, distinct words are disjoint events: their probabilities sum to at most 1.
+    assert (torch.logsumexp(est.log_weights, dim=1) <= 1e-6).all()
+    assert m["vocab_mass"] <= 1.0
+
+
+# ------------------------------------------------------------------------------------- estimators
+
+
+def _per_word_checks(est: WordLogProbs, exact: list[float]) -> None:
+    """Each word's estimate agrees with the exact value within 4 of its own standard errors."""
+    for i, log_q in enumerate(exact):
+        one_hot = np.zeros(len(exact))
+        one_hot[i] = 1.0
+        m = word_metrics(est, one_hot)
+        assert abs(m["ce_nats"] + log_q) < 4 * m["ce_stderr"], (i, m, log_q)
+
+
+def test_prior_estimator_agrees_with_quadrature():
+    model = random_walk()
+    words = all_words(3)
+    exact = quadrature_log_q(model, words)
+    p = np.random.default_rng(1).dirichlet(np.ones(len(words)))
+    est = prior_word_log_probs(model, words, num_samples=3000, chunk_size=700, progress=False)
+    assert est.log_weights.shape == (3000, len(words)) and est.shared
+    m = word_metrics(est, p)
+    assert abs(m["ce_nats"] + float(np.dot(p, exact))) < 4 * m["ce_stderr"]
+    assert 0 < m["ce_stderr"] < 0.05
+    _per_word_checks(est, exact)
+
+
+def test_guide_estimator_agrees_with_quadrature_and_prior_estimator():
+    model = random_walk()
+    words = all_words(3)
+    exact = quadrature_log_q(model, words)
+    p = np.random.default_rng(2).dirichlet(np.ones(len(words)))
+    guide = shifted_guide(model)
+    iwae = guide_word_log_probs(
+        model, guide, words, num_samples=600, batch_size=4, particle_chunk=250, progress=False
+    )
+    assert iwae.log_weights.shape == (600, len(words)) and not iwae.shared
+    m_iwae = word_metrics(iwae, p)
+    assert abs(m_iwae["ce_nats"] + float(np.dot(p, exact))) < 4 * m_iwae["ce_stderr"]
+    _per_word_checks(iwae, exact)
+    m_prior = word_metrics(
+        prior_word_log_probs(model, words, num_samples=2000, progress=False),
+        p,
+    )
+    joint = math.hypot(m_iwae["ce_stderr"], m_prior["ce_stderr"])
+    assert abs(m_iwae["ce_nats"] - m_prior["ce_nats"]) < 4 * joint
+
+
+def test_estimators_are_exact_when_the_emission_ignores_the_state():
+    """q(w) = prod_t pi(w_t): every prior weight equals q(w); guide weights average to it."""
+    model = random_walk(slope=0.0)
+    words = all_words(3)
+    pi = torch.log_softmax(model.emission_logits(torch.zeros(1)).double(), dim=-1)
+    closed = torch.tensor([float(pi[w].sum()) for w in words], dtype=torch.float64)
+    prior = prior_word_log_probs(model, words, num_samples=50, progress=False)
+    assert torch.allclose(prior.log_q, closed, atol=1e-5)
+    assert word_metrics(prior, np.ones(len(words)))["ce_stderr"] < 1e-6
+    iwae = guide_word_log_probs(model, shifted_guide(model), words, num_samples=500, progress=False)
+    m = word_metrics(iwae, np.ones(len(words)))
+    assert abs(m["ce_nats"] + float(closed.mean())) < 4 * m["ce_stderr"]
+
+
+@pytest.mark.parametrize("estimator", ["prior", "iwae"])
+def test_reported_stderr_matches_spread_over_repeats(estimator):
+    """The delta-method standard error is the actual spread of the CE estimate (within sampling error).
+
+    Under ``length_walk`` the words' prior weights are strongly correlated: ignoring that would
+    understate the prior estimator's standard error by a factor of about 2.8.
+    """
+    model = length_walk()
+    words = all_words(3)
+    p = np.ones(len(words))
+    guide = shifted_guide(model)
+    ces, stderrs = [], []
+    for _ in range(40):
+        if estimator == "prior":
+            est = prior_word_log_probs(model, words, num_samples=200, progress=False)
+        else:
+            est = guide_word_log_probs(model, guide, words, num_samples=100, progress=False)
+        m = word_metrics(est, p)
+        ces.append(m["ce_nats"])
+        stderrs.append(m["ce_stderr"])
+    ratio = float(np.std(ces, ddof=1) / np.mean(stderrs))
+    assert 0.65 < ratio < 1.5, ratio
+
+
+# ------------------------------------------------------------------------------------------ bounds
+
+
+def test_log_weights_respect_masks():
+    """Emission ignoring h and guide = prior: every weight is exactly q(w), padding notwithstanding."""
+    model = random_walk(slope=0.0)
+    words = [[LETTER_A, EOS], [LETTER_A, LETTER_B, LETTER_B, EOS], [EOS]]
+    batch = pad_batch(words, max_length=6)
+    lw = log_weights(
+        model, shifted_guide(model, shift=0.0, widen=1.0), batch.ids, batch.mask, num_particles=7
+    )
+    pi = torch.log_softmax(model.emission_logits(torch.zeros(1)), dim=-1)
+    closed = torch.stack([pi[w].sum() for w in words])
+    assert lw.shape == (7, 3)
+    assert torch.allclose(lw, closed.expand(7, 3), atol=1e-5)
+
+
+def test_log_weights_reject_sites_outside_the_sequence_plate():
+    model = random_walk()
+
+    def joint_guide(ids: torch.Tensor, mask: torch.Tensor) -> None:
+        pyro.sample("h_1", dist.Normal(torch.zeros(1), 1.0).to_event(1))
+
+    batch = pad_batch([[LETTER_A, EOS], [LETTER_B, EOS]])
+    with pytest.raises(ConfigError, match="seqs"):
+        log_weights(model, joint_guide, batch.ids, batch.mask, num_particles=3)
+
+
+def test_elbo_iwae_ordering_and_tightness():
+    model = random_walk()
+    word = [LETTER_A, LETTER_A, LETTER_B, EOS]
+    batch = pad_batch([word] * 64, max_length=5)  # one word repeated: the stderr is pure Monte Carlo
+    (exact,) = quadrature_log_q(model, [word])
+    out = elbo_and_iwae(model, shifted_guide(model), batch.ids, batch.mask, ks=(1, 10, 100))
+    assert out["num_sequences"] == 64 and out["num_particles"] == 100 and out["num_tokens"] == 256
+    assert out["elbo"] <= out["iwae_10"] <= out["iwae_100"]
+    assert out["iwae_100"] < exact + 4 * out["iwae_100_stderr"]
+    assert abs(out["iwae_100"] - exact) < 4 * out["iwae_100_stderr"] + 0.02
+    assert out["elbo"] < exact - 4 * out["elbo_stderr"]  # the guide is not the posterior
+    with pytest.raises(ConfigError):
+        elbo_and_iwae(model, shifted_guide(model), batch.ids, batch.mask, ks=(0, 10))
+
+
+# -------------------------------------------------------------------------------------------- noise
+
+
+def _mutual_information_at_step_1(model: RandomWalkModel) -> float:
+    """I(h_1; w_1) of a one-dimensional model by quadrature."""
+    grid = torch.linspace(-10.0, 10.0, 4001, dtype=torch.float64)
+    density = torch.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi) * float(grid[1] - grid[0])
+    log_p = torch.log_softmax(model.emission_logits(grid[:, None].float()).double(), dim=-1)
+    p = log_p.exp()
+    each = -torch.where(p > 0, p * log_p, 0.0).sum(-1)
+    mix = (density[:, None] * p).sum(0)
+    return float(-torch.special.xlogy(mix, mix).sum() - (density * each).sum())
+
+
+def test_noise_usage_zero_when_emission_ignores_state(tmp_path):
+    model = random_walk(slope=0.0)
+    result = noise_usage(model, length=4, num_outer=6, num_inner=20, chunk_size=4, progress=False)
+    assert result.mutual_information.shape == (4, 6) and result.entropy.shape == (4, 6)
+    pi = torch.softmax(model.emission_logits(torch.zeros(1)).double(), dim=-1)
+    entropy = float(-torch.special.xlogy(pi, pi).sum())
+    assert result.mutual_information.abs().max() < 1e-5
+    assert torch.allclose(result.entropy, torch.full((4, 6), entropy, dtype=torch.float64), atol=1e-5)
+    path = plot_noise_usage(result, tmp_path / "noise.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_noise_usage_positive_when_emission_uses_state(tmp_path):
+    model = random_walk()
+    result = noise_usage(model, length=3, num_outer=20, num_inner=1000, progress=False)
+    assert (result.mean_mutual_information > 0.1).all()
+    assert (result.mutual_information > -1e-6).all()
+    assert result.mean_mutual_information[0] == pytest.approx(_mutual_information_at_step_1(model), abs=0.01)
+    summary = result.to_dict()
+    assert summary["num_outer"] == 20 and len(summary["mutual_information_nats"]) == 3
+    assert plot_noise_usage(result, tmp_path / "noise.png").stat().st_size > 0
+    with pytest.raises(ConfigError):
+        noise_usage(model, length=0)
+
+
+# --------------------------------------------------------------------------------------------- text
+
+
+def test_text_metrics_hand_computed():
+    log_probs = torch.tensor([[0.5, 0.25], [0.125, 1.0]]).log()
+    correct = torch.tensor([[True, False], [True, True]])
+    mask = torch.tensor([[True, True], [True, False]])
+    m = text_metrics(log_probs, correct, mask)
+    # NLL = (ln 2 + 2 ln 2 + 3 ln 2) / 3 = 2 ln 2
+    assert m["nll_nats"] == pytest.approx(2 * math.log(2))
+    assert m["bpc"] == pytest.approx(2.0) and m["bpc"] == pytest.approx(m["nll_nats"] / math.log(2))
+    assert m["perplexity"] == pytest.approx(4.0) and m["perplexity"] == pytest.approx(math.exp(m["nll_nats"]))
+    assert m["accuracy"] == pytest.approx(2 / 3) and m["tokens"] == 3
+    with pytest.raises(DataError):
+        text_metrics(log_probs, correct, torch.zeros_like(mask))
+
+
+def test_evaluate_text_on_markov_model():
+    model = MarkovModel(seed=4)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 5, (7, 9), generator=g)
+    batch = pad_batch(ids.tolist())
+    log_probs, correct = token_log_probs(model, batch.ids)
+    expected_lp, expected_ok = [], []
+    for row in ids.tolist():
+        for t, s in enumerate(row):
+            lp = model.next_log_probs(row[:t])
+            expected_lp.append(float(lp[s]))
+            expected_ok.append(int(lp.argmax()) == s)
+    assert torch.allclose(
+        log_probs.flatten().double(), torch.tensor(expected_lp, dtype=torch.float64), atol=1e-5
+    )
+    assert correct.flatten().tolist() == expected_ok
+    m = evaluate_text(model, batch, batch_size=3, progress=False)
+    assert m["nll_nats"] == pytest.approx(-np.mean(expected_lp), abs=1e-6)
+    assert m["accuracy"] == pytest.approx(np.mean(expected_ok))
+    assert m["tokens"] == 63
