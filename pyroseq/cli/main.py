@@ -6,6 +6,8 @@ import click
 
 from pyroseq import __version__
 from pyroseq.cli.data import data_command
+from pyroseq.cli.evaluate import evaluate_command
+from pyroseq.cli.sample import sample_command
 from pyroseq.cli.train import train_command
 
 
@@ -17,6 +19,8 @@ def cli() -> None:
 
 cli.add_command(data_command)
 cli.add_command(train_command)
+cli.add_command(evaluate_command)
+cli.add_command(sample_command)
 
 
 def main() -> None:

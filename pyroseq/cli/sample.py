@@ -1,0 +1,66 @@
+"""``pyroseq sample``: decode sequences from a trained run."""
+
+from __future__ import annotations
+
+import click
+
+from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.data.words import WordCorpus
+from pyroseq.decode import DECODERS, decode
+from pyroseq.infer.run import load_run
+
+
+@click.command("sample")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("-n", "num", type=int, default=20, show_default=True, help="How many sequences.")
+@click.option("--decoder", type=click.Choice(DECODERS), default="ancestral", show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True, help="Divides the logits.")
+@click.option("--top-k", type=int, help="topk: keep the K most probable symbols.")
+@click.option("--top-p", type=float, help="nucleus: keep the smallest set with this much mass.")
+@click.option("--beam-size", type=int, help="beam: the beam width B (default n).")
+@click.option(
+    "--beam-sampled", is_flag=True, help="beam: expand by sampled continuations instead of the top B."
+)
+@click.option("--length-normalise", is_flag=True, help="beam: rank by log-probability per symbol.")
+@click.option(
+    "--max-length",
+    type=int,
+    help="Most symbols per sequence, EOS included [default: words: longest word; text: chunk length].",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@json_option
+@handle_errors
+def sample_command(
+    run_dir: str, num: int, decoder: str, temperature: float, top_k: int | None, top_p: float | None,
+    beam_size: int | None, beam_sampled: bool, length_normalise: bool, max_length: int | None, seed: int,
+    device: str, as_json: bool,
+) -> None:  # fmt: skip
+    """Decode N sequences from the model of RUN_DIR (DSSM: along sampled state trajectories)."""
+    run = load_run(run_dir, device=device)
+    corpus = run.corpus()
+    words = isinstance(corpus, WordCorpus)
+    if max_length is None:
+        max_length = corpus.max_length if words else run.config.chunk_length
+    decoded = decode(
+        run.model, num=num, max_length=max_length, decoder=decoder, temperature=temperature, top_k=top_k,
+        top_p=top_p, beam_size=beam_size, beam_sampled=beam_sampled, length_normalise=length_normalise,
+        seed=seed,
+    )  # fmt: skip
+    known = set(corpus.words) if words else set()
+    samples = []
+    for ids, score in decoded:
+        text = run.vocab.decode(ids)
+        sample = {"text": text, "score": score, "length": len(ids)}
+        if words:
+            sample["in_vocabulary"] = text in known
+        samples.append(sample)
+    result = {"run_dir": str(run.path), "model": run.config.model, "decoder": decoder, "samples": samples}
+    lines = [f"{decoder} samples from {run.path} (score: log-probability of the emitted symbols)"]
+    for s in samples:
+        flag = "" if not words else ("  [word]" if s["in_vocabulary"] else "")
+        lines.append(f"  {s['score']:9.3f}  {s['text']!r}{flag}")
+    if words:
+        result["in_vocabulary_fraction"] = sum(s["in_vocabulary"] for s in samples) / len(samples)
+        lines.append(f"  {result['in_vocabulary_fraction']:.0%} are words of the corpus")
+    emit(result, as_json, lines)
