@@ -15,6 +15,7 @@ from pyroseq.errors import ConfigError
 from pyroseq.evaluate import (
     elbo_and_iwae,
     evaluate_text,
+    evaluate_text_latent,
     exact_word_log_probs,
     guide_word_log_probs,
     noise_usage,
@@ -146,11 +147,9 @@ def evaluate_command(
             if run.model.autoregressive:
                 result.update(evaluate_text(run.model, chunks, progress=show))
             else:
-                bound = elbo_and_iwae(run.model, run.guide, chunks.ids, chunks.mask, ks=(samples,))
-                nll = -bound[f"iwae_{samples}"] / run.config.chunk_length
-                result.update({"nll_nats": nll, "perplexity": float(torch.tensor(nll).exp()),
-                               "bpc": nll / float(torch.log(torch.tensor(2.0))), "accuracy": None,
-                               "estimator": f"iwae_{samples} (an upper bound on the NLL)"})  # fmt: skip
+                result.update(
+                    evaluate_text_latent(run.model, run.guide, chunks, num_samples=samples, progress=show)
+                )
             lines.append(f"  test: NLL {result['nll_nats']:.4f} nats/symbol, perplexity {result['perplexity']:.3f}, "
                          f"BPC {result['bpc']:.4f}, accuracy {result['accuracy']}")  # fmt: skip
     emit(result, as_json, lines)

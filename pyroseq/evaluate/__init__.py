@@ -5,7 +5,7 @@ See ``docs/evaluation.md`` for the definition, bias and standard error of every 
 
 from pyroseq.evaluate.bounds import elbo_and_iwae, log_weights
 from pyroseq.evaluate.noise import NoiseUsage, noise_usage, plot_noise_usage
-from pyroseq.evaluate.text import evaluate_text, text_metrics, token_log_probs
+from pyroseq.evaluate.text import evaluate_text, evaluate_text_latent, text_metrics, token_log_probs
 from pyroseq.evaluate.trie import PrefixTree
 from pyroseq.evaluate.words import (
     WORD_ESTIMATORS,
@@ -29,6 +29,7 @@ __all__ = [
     "token_log_probs",
     "text_metrics",
     "evaluate_text",
+    "evaluate_text_latent",
     "NoiseUsage",
     "noise_usage",
     "plot_noise_usage",
