@@ -6,9 +6,11 @@ import dataclasses
 from typing import Any
 
 import click
+import torch
 from click.core import ParameterSource
 
 from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.errors import ConfigError
 from pyroseq.infer.objectives import OBJECTIVES
 from pyroseq.infer.run import DATA, MODELS, TRAINING, RunConfig, train_run
 
@@ -67,6 +69,9 @@ def _with_options(fn: Any) -> Any:
 @click.option(
     "--jit/--no-jit", default=None, help="JitTrace_ELBO for --objective elbo (about 2x faster per step)."
 )
+@click.option(
+    "--threads", type=int, help="torch intra-op CPU threads [default: torch's]; 1 suits --jit on CPU."
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
@@ -80,12 +85,17 @@ def train_command(
     progress: bool | None,
     as_json: bool,
     jit: bool | None,
+    threads: int | None,
     **opts: Any,
 ) -> None:
     """Train a model by SVI into the run directory --out (checkpoint.pt, config.json, metrics.jsonl).
 
     Ctrl-C stops after writing a checkpoint; --resume continues where it stopped.
     """
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     given: dict[str, Any] = {}
     for flag, field, _, _ in _OPTIONS:
         key = f"opt_{flag[2:].replace('-', '_')}"

@@ -29,5 +29,11 @@ def make_objective(name: str, *, particles: int = 1, jit: bool = False) -> ELBO:
         if jit:
             raise ConfigError("there is no JIT version of the IWAE objective (RenyiELBO); drop --jit")
         return RenyiELBO(alpha=0, num_particles=particles, vectorize_particles=vectorize, max_plate_nesting=1)
-    cls = JitTrace_ELBO if jit else Trace_ELBO
-    return cls(num_particles=particles, vectorize_particles=vectorize, max_plate_nesting=1)
+    if jit:
+        return JitTrace_ELBO(
+            num_particles=particles,
+            vectorize_particles=vectorize,
+            max_plate_nesting=1,
+            ignore_jit_warnings=True,
+        )
+    return Trace_ELBO(num_particles=particles, vectorize_particles=vectorize, max_plate_nesting=1)
