@@ -1,0 +1,144 @@
+"""The future-conditioned guide of the DSSM (Schmidt & Hofmann, 2018), with and without a flow.
+
+The data reaches the states only through the guide, as information about the **future**; the past
+lives in the previous state:
+
+    b_t  = backward GRU summary of w_{t:T}                       (the future, w_t included)
+    xi_t ~ N(mu(h_{t-1}, b_t), diag sigma^2(h_{t-1}, b_t))
+    h_t  = f_Q(xi_t; h_{t-1}, b_t)                               its own conditional flow, or h_t = xi_t
+
+so that q(h_t | h_{t-1}, w_{t:T}) = N(f_Q^{-1}(h_t); mu, sigma^2) |det d f_Q^{-1} / d h_t|. The guide
+only scores its own samples, so ``f_Q`` needs no inverse.
+
+References:
+    F. Schmidt and T. Hofmann. Deep State Space Models for Unconditional Word Generation.
+    NeurIPS 2018. arXiv:1806.04550.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.conditional import ConditionalTransformModule
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+
+from pyroseq.data.vocab import Vocabulary
+from pyroseq.errors import DataError
+from pyroseq.models.dssm import check_positive_sizes, check_vocab_size, plate_batch_shape, resolve_flow
+
+__all__ = ["FutureGuide", "GaussianGuide"]
+
+
+class FutureGuide(PyroModule):
+    """Guide ``q(h_{1:T} | w_{1:T}) = prod_t q(h_t | h_{t-1}, w_{t:T})`` for :class:`~pyroseq.models.DSSM`.
+
+    ``forward(ids, mask)`` takes the model's arguments and declares the model's latent sites ``h_{t}``
+    inside ``pyro.plate("seqs", B, dim=-1)``, masked by ``mask[:, t-1]``. The combiner follows Pyro's Deep
+    Markov Model: ``c_t = (tanh(A h_{t-1}) + b_t) / 2``, ``mu = M c_t``, ``sigma = softplus(S c_t)``.
+
+    Args:
+        vocab_size: V, the number of symbols including PAD, BOS and EOS.
+        state_dim: D, the dimension of the state (must equal the model's).
+        flow: the guide's flow f_Q, a name of :func:`pyroseq.flows.make_flow` or a
+            :class:`~pyro.distributions.conditional.ConditionalTransformModule` mapping ``(D,)`` to ``(D,)``
+            with a ``(D + rnn_hidden,)`` context ``[h_{t-1}, b_t]``; ``None`` or ``"none"`` for a Gaussian.
+        flow_hidden: hidden width of a named flow's networks.
+        embed_dim: dimension of the symbol embedding fed to the backward GRU.
+        rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        state_dim: int = 16,
+        flow: str | ConditionalTransformModule | None = "diagonal",
+        flow_hidden: int = 64,
+        embed_dim: int = 16,
+        rnn_hidden: int = 64,
+    ) -> None:
+        check_vocab_size(vocab_size)
+        check_positive_sizes(
+            state_dim=state_dim, flow_hidden=flow_hidden, embed_dim=embed_dim, rnn_hidden=rnn_hidden
+        )
+        super().__init__(name="guide")
+        self.vocab_size = vocab_size
+        self.state_dim = state_dim
+        self.rnn_hidden = rnn_hidden
+        self.h_0 = nn.Parameter(torch.zeros(state_dim))
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=Vocabulary.pad_id)
+        self.future_rnn = nn.GRU(embed_dim, rnn_hidden, batch_first=True)
+        self.state_to_hidden = nn.Linear(state_dim, rnn_hidden)
+        self.hidden_to_loc = nn.Linear(rnn_hidden, state_dim)
+        self.hidden_to_scale = nn.Linear(rnn_hidden, state_dim)
+        if flow is None or flow == "none":
+            self.posterior_flow = None
+        else:
+            self.posterior_flow = resolve_flow(
+                flow,
+                input_dim=state_dim,
+                context_dim=state_dim + rnn_hidden,
+                flow_hidden=flow_hidden,
+                need_inverse=False,
+                role="guide flow",
+            )
+
+    def future_summary(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """``b_t``, the backward GRU's summary of ``w_{t:L}`` for each sequence of length L, ``(B, T, H)``.
+
+        Each sequence is reversed within its length (padding stays at the end), run through the GRU and
+        put back in order, so ``b_t`` never sees padding. Values at padded steps are meaningless (masked).
+        """
+        B, T = ids.shape
+        lengths = mask.sum(-1, keepdim=True)  # (B, 1)
+        pos = torch.arange(T, device=ids.device).expand(B, T)  # (B, T)
+        reverse = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B, T), an involution
+        summary, _ = self.future_rnn(self.embed(ids.gather(1, reverse)))  # (B, T, H), reversed time
+        return summary.gather(1, reverse.unsqueeze(-1).expand(B, T, self.rnn_hidden))  # (B, T, H)
+
+    def forward(self, ids: Tensor | None, mask: Tensor) -> None:
+        """Draw ``h_1..h_T`` given the symbols.
+
+        Args:
+            ids: ``(B, T)`` long symbol ids; this guide needs them (it conditions on the future).
+            mask: ``(B, T)`` bool, True on real steps; each row a prefix of Trues (right padding).
+        """
+        if ids is None:
+            raise DataError("the future-conditioned guide needs the observed symbols, got ids=None")
+        B, T = mask.shape
+        future = self.future_summary(ids, mask)  # (B, T, H)
+        # Each attribute access of a plain nn.Module is a pyro.module statement: fetch them once per run.
+        flow, state_to_hidden = self.posterior_flow, self.state_to_hidden
+        hidden_to_loc, hidden_to_scale = self.hidden_to_loc, self.hidden_to_scale
+        with pyro.plate("seqs", B, dim=-1):
+            h = self.h_0.expand(*plate_batch_shape(), self.state_dim)  # (B, D), or (K, B, D) with particles
+            for t in range(1, T + 1):
+                b = future[:, t - 1].expand(*h.shape[:-1], self.rnn_hidden)  # (..., B, H)
+                hidden = 0.5 * (torch.tanh(state_to_hidden(h)) + b)  # (..., B, H)
+                loc = hidden_to_loc(hidden)  # (..., B, D)
+                scale = nn.functional.softplus(hidden_to_scale(hidden)) + 1e-4  # (..., B, D)
+                q = dist.Normal(loc, scale).to_event(1)
+                if flow is not None:
+                    # A fresh .condition() per step: each sample is scored from its own transform's cache.
+                    q = dist.TransformedDistribution(q, [flow.condition(torch.cat([h, b], dim=-1))])
+                h = pyro.sample(f"h_{t}", q.mask(mask[:, t - 1]))  # (..., B, D)
+
+
+class GaussianGuide(FutureGuide):
+    """The future-conditioned guide without a flow: ``q(h_t | h_{t-1}, w_{t:T})`` is a diagonal Normal.
+
+    Args:
+        vocab_size: V, the number of symbols including PAD, BOS and EOS.
+        state_dim: D, the dimension of the state (must equal the model's).
+        embed_dim: dimension of the symbol embedding fed to the backward GRU.
+        rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+    """
+
+    def __init__(
+        self, *, vocab_size: int, state_dim: int = 16, embed_dim: int = 16, rnn_hidden: int = 64
+    ) -> None:
+        super().__init__(
+            vocab_size=vocab_size, state_dim=state_dim, flow=None, embed_dim=embed_dim, rnn_hidden=rnn_hidden
+        )

@@ -1,0 +1,223 @@
+"""The deep state-space model (DSSM) of Schmidt & Hofmann (2018) as a Pyro model.
+
+The state moves by a conditional normalising flow of white noise and never sees the symbols:
+
+    h_0   learned parameter
+    xi_t  ~ N(0, I_D)
+    h_t   = f_G(xi_t; h_{t-1})                    f_G: a bijection in xi, conditioned on h_{t-1}
+    w_t   ~ Categorical(softmax(g(h_t)))          g: the emitter (linear or a small MLP)
+
+so that
+
+    p(h_t | h_{t-1}) = N(f_G^{-1}(h_t; h_{t-1}); 0, I) |det d f_G^{-1} / d h_t|.
+
+Training is amortised variational inference with a guide over the states (see :mod:`pyroseq.guides`);
+the model scores every state the guide proposes through ``f_G^{-1}``, so ``f_G`` must have an inverse.
+
+References:
+    F. Schmidt and T. Hofmann. Deep State Space Models for Unconditional Word Generation.
+    NeurIPS 2018. arXiv:1806.04550.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import TorchDistribution
+from pyro.distributions.conditional import ConditionalTransformModule
+from pyro.poutine.runtime import get_plates
+from torch import Tensor, nn
+
+from pyroseq.data.vocab import Vocabulary
+from pyroseq.errors import ConfigError, DataError
+from pyroseq.flows import make_flow, require_inverse
+from pyroseq.models.base import StateSpaceModel, mask_special_logits
+
+__all__ = ["DSSM", "resolve_flow", "plate_batch_shape", "check_positive_sizes", "check_vocab_size"]
+
+
+def plate_batch_shape() -> torch.Size:
+    """The batch shape that the enclosing vectorised plates broadcast a sample site to.
+
+    ``(B,)`` inside ``pyro.plate("seqs", B, dim=-1)``; ``(K, B)`` when vectorised particles add a plate
+    of size K at dim -2. Expanding the initial state to this shape keeps every later tensor at the full
+    batch shape, so that a flow never has to broadcast its context against its input.
+    """
+    frames = [f for f in get_plates() if f.vectorized]
+    if not frames:
+        return torch.Size()
+    shape = [1] * -min(f.dim for f in frames)
+    for f in frames:
+        shape[f.dim] = f.size
+    return torch.Size(shape)
+
+
+def resolve_flow(
+    flow: str | ConditionalTransformModule,
+    *,
+    input_dim: int,
+    context_dim: int,
+    flow_hidden: int,
+    need_inverse: bool,
+    role: str,
+) -> ConditionalTransformModule:
+    """A conditional flow from a name of :func:`pyroseq.flows.make_flow` or a ready module, checked.
+
+    The check runs the flow once: it must map ``(input_dim,)`` to ``(input_dim,)`` given a
+    ``(context_dim,)`` context and, when ``need_inverse``, pass :func:`pyroseq.flows.require_inverse`.
+
+    Args:
+        flow: a name such as ``"triangular"`` or ``"triangular+coupling"``, or a
+            :class:`~pyro.distributions.conditional.ConditionalTransformModule`.
+        input_dim: the dimension the flow transforms.
+        context_dim: the dimension of the context it is conditioned on.
+        flow_hidden: hidden width of the flow's networks (names only).
+        need_inverse: whether the inverse is required.
+        role: what the flow is for, used in error messages.
+    """
+    if isinstance(flow, str):
+        flow = make_flow(flow, input_dim=input_dim, context_dim=context_dim, hidden_dims=(flow_hidden,))
+    if not isinstance(flow, ConditionalTransformModule):
+        raise ConfigError(
+            f"the {role} must be a flow name or a pyro ConditionalTransformModule, got {type(flow).__name__}"
+        )
+    parameter = next(flow.parameters(), None)
+    like = {} if parameter is None else {"dtype": parameter.dtype, "device": parameter.device}
+    x = torch.zeros(2, input_dim, **like)
+    try:
+        with torch.no_grad():
+            y = flow.condition(torch.zeros(2, context_dim, **like))(x)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"the {role} {type(flow).__name__} does not accept states of dimension {input_dim} with a "
+            f"context of dimension {context_dim}: {e}"
+        ) from None
+    if y.shape != x.shape:
+        raise ConfigError(
+            f"the {role} {type(flow).__name__} maps ({input_dim},) to {tuple(y.shape[1:])}; it must keep "
+            "the dimension"
+        )
+    if need_inverse:
+        require_inverse(flow, input_dim=input_dim, context_dim=context_dim)
+    return flow
+
+
+def check_positive_sizes(**sizes: int | None) -> None:
+    """Raise :class:`ConfigError` naming the first size that is not a positive integer (``None`` passes)."""
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    """Raise :class:`ConfigError` unless ``vocab_size`` leaves room for a symbol after the specials."""
+    check_positive_sizes(vocab_size=vocab_size)
+    if vocab_size <= len(Vocabulary.specials):
+        raise ConfigError(
+            f"vocab_size={vocab_size} leaves no symbols after the {len(Vocabulary.specials)} specials "
+            "(PAD, BOS, EOS); pass len(vocabulary)"
+        )
+
+
+def _pushforward_of_noise(flow: ConditionalTransformModule, h_prev: Tensor) -> TorchDistribution:
+    """The law of ``f(xi; h_prev)``, ``xi ~ N(0, I_D)``: batch shape ``h_prev.shape[:-1]``, event ``(D,)``."""
+    noise = dist.Normal(h_prev.new_zeros(()), 1.0).expand(h_prev.shape).to_event(1)  # (..., D)
+    # .condition() makes a fresh transform, so its one-entry cache holds this step's sample only.
+    return dist.TransformedDistribution(noise, [flow.condition(h_prev)])
+
+
+class DSSM(StateSpaceModel):
+    """Deep state-space model: a white-noise state transition through a conditional flow.
+
+    ``forward(ids, mask)`` is the Pyro model: inside ``pyro.plate("seqs", B, dim=-1)``, for t = 1..T a
+    latent site ``h_{t}`` with
+
+        p(h_t | h_{t-1}) = N(f_G^{-1}(h_t; h_{t-1}); 0, I) |det d f_G^{-1} / d h_t|
+
+    and an observed site ``w_{t}`` with ``p(w_t | h_t) = Categorical(softmax(g(h_t)))``, both masked by
+    ``mask[:, t-1]`` so that padded steps add nothing to any objective.
+
+    Args:
+        vocab_size: V, the number of symbols including PAD, BOS and EOS.
+        state_dim: D, the dimension of the state (and of the noise).
+        flow: the transition flow f_G, a name of :func:`pyroseq.flows.make_flow` or any
+            :class:`~pyro.distributions.conditional.ConditionalTransformModule` mapping ``(D,)`` to ``(D,)``
+            with a ``(D,)`` context; it must have an inverse.
+        flow_hidden: hidden width of a named flow's networks.
+        emitter_hidden: hidden width of the emitter MLP ``D -> emitter_hidden -> V``; ``None`` for a linear
+            emitter ``D -> V``.
+    """
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        state_dim: int = 16,
+        flow: str | ConditionalTransformModule = "triangular",
+        flow_hidden: int = 64,
+        emitter_hidden: int | None = 64,
+    ) -> None:
+        check_vocab_size(vocab_size)
+        check_positive_sizes(state_dim=state_dim, flow_hidden=flow_hidden, emitter_hidden=emitter_hidden)
+        super().__init__(vocab_size=vocab_size)
+        self._pyro_name = "model"  # prefix of every Pyro param name, distinct from the guide's "guide"
+        self.state_dim = state_dim
+        self.h_0 = nn.Parameter(torch.zeros(state_dim))
+        self.transition_flow = resolve_flow(
+            flow,
+            input_dim=state_dim,
+            context_dim=state_dim,
+            flow_hidden=flow_hidden,
+            need_inverse=True,
+            role="transition flow",
+        )
+        if emitter_hidden is None:
+            self.emitter = nn.Linear(state_dim, vocab_size)
+        else:
+            self.emitter = nn.Sequential(
+                nn.Linear(state_dim, emitter_hidden), nn.Tanh(), nn.Linear(emitter_hidden, vocab_size)
+            )
+
+    def initial_state(self, batch_shape: torch.Size | tuple[int, ...]) -> Tensor:
+        """``h_0`` expanded to ``batch_shape + (D,)``."""
+        return self.h_0.expand(*batch_shape, self.state_dim)
+
+    def transition(self, h_prev: Tensor) -> TorchDistribution:
+        """``p(h_t | h_{t-1})``: the push-forward of N(0, I_D) through ``f_G(. ; h_{t-1})``.
+
+        Args:
+            h_prev: ``(..., D)``.
+
+        Returns:
+            a distribution with batch shape ``h_prev.shape[:-1]`` and event shape ``(D,)``.
+        """
+        return _pushforward_of_noise(self.transition_flow, h_prev)
+
+    def emission_logits(self, h: Tensor) -> Tensor:
+        """Logits of ``p(w_t | h_t)``, ``(..., V)``, with PAD and BOS at ``-inf``."""
+        return mask_special_logits(self.emitter(h))  # (..., V)
+
+    def forward(self, ids: Tensor | None, mask: Tensor) -> None:
+        """The Pyro model over a padded batch.
+
+        Args:
+            ids: ``(B, T)`` long symbol ids, or ``None`` to draw the symbols (generation, ``Predictive``).
+            mask: ``(B, T)`` bool, True on real steps.
+        """
+        if ids is not None and ids.shape != mask.shape:
+            raise DataError(f"ids {tuple(ids.shape)} and mask {tuple(mask.shape)} must have the same shape")
+        B, T = mask.shape
+        # Each attribute access of a plain nn.Module is a pyro.module statement: fetch them once per run.
+        flow, emitter = self.transition_flow, self.emitter
+        with pyro.plate("seqs", B, dim=-1):
+            h = self.initial_state(plate_batch_shape())  # (B, D), or (K, B, D) under vectorised particles
+            for t in range(1, T + 1):
+                step_mask = mask[:, t - 1]  # (B,)
+                h = pyro.sample(f"h_{t}", _pushforward_of_noise(flow, h).mask(step_mask))  # (..., B, D)
+                logits = mask_special_logits(emitter(h))  # (..., B, V)
+                pyro.sample(
+                    f"w_{t}",
+                    dist.Categorical(logits=logits).mask(step_mask),
+                    obs=None if ids is None else ids[:, t - 1],
+                )
