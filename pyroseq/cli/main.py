@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pyroseq import __version__
+from pyroseq.cli.check import check_command
 from pyroseq.cli.data import data_command
 from pyroseq.cli.evaluate import evaluate_command
 from pyroseq.cli.sample import sample_command
@@ -21,6 +22,7 @@ cli.add_command(data_command)
 cli.add_command(train_command)
 cli.add_command(evaluate_command)
 cli.add_command(sample_command)
+cli.add_command(check_command)
 
 
 def main() -> None:

@@ -1,0 +1,54 @@
+"""``pyroseq check``: a predictive check of a trained run on the word task."""
+
+from __future__ import annotations
+
+import warnings
+
+import click
+import torch
+
+from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.data.words import WordCorpus
+from pyroseq.errors import ConfigError
+from pyroseq.infer.run import load_run
+from pyroseq.predictive import check_words, plot_ppc
+
+
+@click.command("check")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--words", "num_words", type=int, default=256, show_default=True, help="Observed words drawn from p(w)."
+)
+@click.option("--samples", type=int, default=20, show_default=True, help="Replicates per observed word.")
+@click.option("--prior", is_flag=True, help="Prior predictive instead of posterior predictive.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@json_option
+@handle_errors
+def check_command(
+    run_dir: str, num_words: int, samples: int, prior: bool, seed: int, device: str, as_json: bool
+) -> None:
+    """Posterior (or prior) predictive check of word lengths and real-word rate, with an ArviZ plot."""
+    if num_words < 1:
+        raise ConfigError(f"--words must be at least 1, got {num_words}")
+    run = load_run(run_dir, device=device)
+    corpus = run.corpus()
+    if not isinstance(corpus, WordCorpus):
+        raise ConfigError(f"{run_dir} was trained on text; pyroseq check compares words with p(w)")
+    torch.manual_seed(seed)
+    batch = corpus.batch(corpus.sampler(num_words, seed=seed).indices(), device=device)
+    summary, idata = check_words(
+        run.model, run.guide, batch, run.vocab, corpus.words, num_samples=samples, posterior=not prior
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ's notices about its coming refactor
+        summary["plot"] = str(plot_ppc(idata, run.path / f"ppc_{summary['kind']}_length.png"))
+    lines = [
+        f"{summary['kind']} predictive check of {run.path} on {summary['num_sequences']} words x {samples} replicates",
+        f"  mean length: observed {summary['observed_mean_length']:.3f}, replicated "
+        f"{summary['replicated_mean_length']:.3f} ± {summary['replicated_mean_length_sd']:.3f}  (p = {summary['p_value_mean_length']:.3f})",
+        f"  replicates that are words of the corpus: {summary['in_vocabulary_fraction']:.1%}",
+        "  e.g. " + " ".join(repr(t) for t in summary["examples"]),
+        f"  plot: {summary['plot']}",
+    ]
+    emit(summary, as_json, lines)
