@@ -46,8 +46,9 @@ class SequenceModel(PyroModule):
 
     autoregressive: bool = False
 
-    def __init__(self, *, vocab_size: int) -> None:
-        super().__init__()
+    def __init__(self, *, vocab_size: int, name: str = "model") -> None:
+        # ``name`` prefixes every Pyro param name, keeping the model's apart from the guide's ("guide").
+        super().__init__(name=name)
         self.vocab_size = vocab_size
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:  # pragma: no cover - abstract

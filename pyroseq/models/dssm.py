@@ -161,7 +161,6 @@ class DSSM(StateSpaceModel):
         check_vocab_size(vocab_size)
         check_positive_sizes(state_dim=state_dim, flow_hidden=flow_hidden, emitter_hidden=emitter_hidden)
         super().__init__(vocab_size=vocab_size)
-        self._pyro_name = "model"  # prefix of every Pyro param name, distinct from the guide's "guide"
         self.state_dim = state_dim
         self.h_0 = nn.Parameter(torch.zeros(state_dim))
         self.transition_flow = resolve_flow(

@@ -92,7 +92,6 @@ class RNNLM(AutoregressiveModel):
         schedule = None if schedule is None else TeacherSchedule.from_dict(schedule)
         super().__init__(vocab_size=vocab_size)
         self.schedule = schedule
-        self._pyro_name = "model"  # before the submodules, which take their names from it
         self.cell = cell
         self.state_dim = state_dim
         self.num_layers = num_layers
