@@ -70,8 +70,10 @@ def _with_options(fn: Any) -> Any:
     "--jit/--no-jit", default=None, help="JitTrace_ELBO for --objective elbo (about 2x faster per step)."
 )
 @click.option(
-    "--threads", type=int, help="torch intra-op CPU threads [default: torch's]; 1 suits --jit on CPU."
-)
+    "--threads", type=int, default=1, show_default=True,
+    help="torch intra-op CPU threads. Models of this size gain little from more, and lose much when the "
+    "cores are shared or with --jit (see docs/benchmarks.md).",
+)  # fmt: skip
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
@@ -85,17 +87,16 @@ def train_command(
     progress: bool | None,
     as_json: bool,
     jit: bool | None,
-    threads: int | None,
+    threads: int,
     **opts: Any,
 ) -> None:
     """Train a model by SVI into the run directory --out (checkpoint.pt, config.json, metrics.jsonl).
 
     Ctrl-C stops after writing a checkpoint; --resume continues where it stopped.
     """
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
     given: dict[str, Any] = {}
     for flag, field, _, _ in _OPTIONS:
         key = f"opt_{flag[2:].replace('-', '_')}"
