@@ -117,3 +117,5 @@ def train_command(
         f"  checkpoint: {result['checkpoint']}",
     ]
     emit(result, as_json, lines)
+    if result["interrupted"]:
+        ctx.exit(130)  # stopped by Ctrl-C, checkpoint written: let `train && evaluate` chains stop too
