@@ -68,3 +68,33 @@ def pad_batch(
     length = torch.tensor(lengths, dtype=torch.long)
     mask = torch.arange(T)[None, :] < length[:, None]  # (B, T)
     return Batch(ids, mask, length).to(device) if device is not None else Batch(ids, mask, length)
+
+
+class SeededSampler:
+    """Base of the endless minibatch streams: a seeded generator whose state travels with checkpoints.
+
+    A resumed run restores :meth:`state_dict` and so draws the same batches as an uninterrupted one.
+    Subclasses implement ``__next__`` and draw with :attr:`generator`.
+    """
+
+    def __init__(self, batch_size: int, *, seed: int = 0, device: torch.device | str | None = None) -> None:
+        if batch_size <= 0:
+            raise DataError(f"batch size must be positive, got {batch_size}")
+        self.batch_size = batch_size
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> SeededSampler:
+        return self
+
+    def __next__(self) -> Batch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _placed(self, batch: Batch) -> Batch:
+        return batch.to(self.device) if self.device is not None else batch
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import Batch, SeededSampler
 from pyroseq.data.files import read_text_file
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
@@ -115,7 +115,7 @@ class TextCorpus:
         }
 
 
-class TextSampler:
+class TextSampler(SeededSampler):
     """An endless, seedable stream of ``(B, L)`` training chunks at uniform random offsets."""
 
     def __init__(
@@ -127,33 +127,22 @@ class TextSampler:
         seed: int = 0,
         device: torch.device | str | None = None,
     ) -> None:
-        if batch_size <= 0 or length <= 0:
-            raise DataError(f"batch size and chunk length must be positive, got {batch_size} and {length}")
+        if length <= 0:
+            raise DataError(f"chunk length must be positive, got {length}")
         if ids.numel() <= length:
             raise DataError(
                 f"the training text ({ids.numel()} symbols) is not longer than one chunk ({length})"
             )
-        self.ids, self.batch_size, self.length, self.device = ids, batch_size, length, device
-        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(batch_size, seed=seed, device=device)
+        self.ids, self.length = ids, length
 
     def __next__(self) -> Batch:
         starts = torch.randint(
             0, self.ids.numel() - self.length + 1, (self.batch_size,), generator=self.generator
         )
         chunks = self.ids[starts[:, None] + torch.arange(self.length)]  # (B, L)
-        batch = Batch(
-            chunks, torch.ones_like(chunks, dtype=torch.bool), torch.full((self.batch_size,), self.length)
-        )
-        return batch.to(self.device) if self.device is not None else batch
-
-    def __iter__(self) -> TextSampler:
-        return self
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        mask = torch.ones_like(chunks, dtype=torch.bool)
+        return self._placed(Batch(chunks, mask, torch.full((self.batch_size,), self.length)))
 
 
 def load_text(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyroseq.data.batch import Batch, pad_batch
+from pyroseq.data.batch import Batch, SeededSampler, pad_batch
 from pyroseq.data.files import read_text_file
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
@@ -125,12 +125,10 @@ class WordCorpus:
         }
 
 
-class WordSampler:
+class WordSampler(SeededSampler):
     """An endless stream of minibatches of words drawn i.i.d. from p(w), reproducible from a seed.
 
     Every batch is padded to the corpus's longest word, so batches have a fixed shape ``(B, T)``.
-    The generator's state is part of a checkpoint (:meth:`state_dict`) so that a resumed run draws the
-    same batches as an uninterrupted one.
     """
 
     def __init__(
@@ -141,11 +139,7 @@ class WordSampler:
         seed: int = 0,
         device: torch.device | str | None = None,
     ) -> None:
-        if batch_size <= 0:
-            raise DataError(f"batch size must be positive, got {batch_size}")
-        self.batch_size = batch_size
-        self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(batch_size, seed=seed, device=device)
         self._probs = torch.as_tensor(corpus.probs, dtype=torch.float64)
         all_words = corpus.batch()
         self._ids, self._lengths = all_words.ids, all_words.lengths  # (N, T), (N,)
@@ -159,17 +153,7 @@ class WordSampler:
         ids = self._ids[idx]
         lengths = self._lengths[idx]
         mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]  # (B, T)
-        batch = Batch(ids, mask, lengths)
-        return batch.to(self.device) if self.device is not None else batch
-
-    def __iter__(self) -> WordSampler:
-        return self
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        return self._placed(Batch(ids, mask, lengths))
 
 
 def _symspell_path() -> Path:

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.distributions import Transform
 
 from pyroseq.errors import ConfigError
-from pyroseq.flows.diagonal import LOG_SCALE_MAX_CLIP, LOG_SCALE_MIN_CLIP, near_identity_
+from pyroseq.flows.base import LOG_SCALE_MAX_CLIP, LOG_SCALE_MIN_CLIP, near_identity_
 
 __all__ = ["ConditionalCoupling", "conditional_coupling"]
 

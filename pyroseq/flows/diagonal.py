@@ -11,30 +11,14 @@ from collections.abc import Sequence
 
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms.utils import clamp_preserve_gradients
-from pyro.nn import ConditionalDenseNN, DenseNN
+from pyro.nn import DenseNN
 from torch import Tensor
 from torch.distributions import Transform
 
-__all__ = ["ConditionalDiagonalAffine", "conditional_diagonal_affine", "near_identity_"]
+from pyroseq.flows.base import LOG_SCALE_MAX_CLIP, LOG_SCALE_MIN_CLIP, HypernetFlow, near_identity_
 
-LOG_SCALE_MIN_CLIP = -5.0
-LOG_SCALE_MAX_CLIP = 3.0
-INIT_GAIN = 1e-2
-
-
-def near_identity_(hypernet: ConditionalDenseNN, *, gain: float = INIT_GAIN) -> None:
-    """Shrink a Pyro ``(Conditional)DenseNN``'s output layer in place, so that a flow starts near identity.
-
-    The output layer's weights are multiplied by ``gain`` and its bias zeroed: shifts and log-scales then
-    start at about ``0`` (scale about ``1``) yet still depend on their inputs, so that a gradient
-    reaches every layer from the first step. Shared by the affine families.
-    """
-    last = hypernet.layers[-1]
-    with torch.no_grad():
-        last.weight.mul_(gain)
-        last.bias.zero_()
+__all__ = ["ConditionalDiagonalAffine", "conditional_diagonal_affine"]
 
 
 class _ConditionedDiagonalAffine(Transform):
@@ -60,7 +44,7 @@ class _ConditionedDiagonalAffine(Transform):
         return log_det.expand(torch.broadcast_shapes(x.shape[:-1], log_det.shape))
 
 
-class ConditionalDiagonalAffine(ConditionalTransformModule):
+class ConditionalDiagonalAffine(HypernetFlow):
     r"""Conditional diagonal shift/scale flow, ``h = mu(c) + sigma(c) * xi``.
 
     .. math::
@@ -87,10 +71,6 @@ class ConditionalDiagonalAffine(ConditionalTransformModule):
         Schmidt & Hofmann. Deep State Space Models for Unconditional Word Generation. NeurIPS 2018.
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(
         self,
         hypernet: torch.nn.Module,
@@ -99,11 +79,10 @@ class ConditionalDiagonalAffine(ConditionalTransformModule):
         log_scale_min_clip: float = LOG_SCALE_MIN_CLIP,
         log_scale_max_clip: float = LOG_SCALE_MAX_CLIP,
     ) -> None:
-        super().__init__()
-        self.hypernet = hypernet
-        self.input_dim = input_dim
-        self.log_scale_min_clip = log_scale_min_clip
-        self.log_scale_max_clip = log_scale_max_clip
+        super().__init__(
+            hypernet, input_dim=input_dim, log_scale_min_clip=log_scale_min_clip,
+            log_scale_max_clip=log_scale_max_clip,
+        )  # fmt: skip
 
     def condition(self, context: Tensor) -> Transform:
         shift, log_scale = self.hypernet(context).split(self.input_dim, dim=-1)  # (..., D) each

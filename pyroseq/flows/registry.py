@@ -13,9 +13,10 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms import conditional_spline
 
 from pyroseq.errors import ConfigError
+from pyroseq.flows.base import near_identity_
 from pyroseq.flows.compose import ConditionalCompose, compose
 from pyroseq.flows.coupling import conditional_coupling
-from pyroseq.flows.diagonal import conditional_diagonal_affine, near_identity_
+from pyroseq.flows.diagonal import conditional_diagonal_affine
 from pyroseq.flows.triangular import conditional_triangular_affine
 
 __all__ = ["FlowFactory", "FLOWS", "make_flow", "require_inverse"]

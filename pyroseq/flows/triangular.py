@@ -11,13 +11,12 @@ from collections.abc import Sequence
 
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms.utils import clamp_preserve_gradients
 from pyro.nn import DenseNN
 from torch import Tensor
 from torch.distributions import Transform
 
-from pyroseq.flows.diagonal import LOG_SCALE_MAX_CLIP, LOG_SCALE_MIN_CLIP, near_identity_
+from pyroseq.flows.base import LOG_SCALE_MAX_CLIP, LOG_SCALE_MIN_CLIP, HypernetFlow, near_identity_
 
 __all__ = ["ConditionalTriangularAffine", "conditional_triangular_affine"]
 
@@ -47,7 +46,7 @@ class _ConditionedTriangularAffine(Transform):
         return log_det.expand(torch.broadcast_shapes(x.shape[:-1], log_det.shape))
 
 
-class ConditionalTriangularAffine(ConditionalTransformModule):
+class ConditionalTriangularAffine(HypernetFlow):
     r"""Conditional lower-triangular shift/scale flow, ``h = mu(c) + L(c) xi``.
 
     .. math::
@@ -77,10 +76,6 @@ class ConditionalTriangularAffine(ConditionalTransformModule):
         Schmidt & Hofmann. Deep State Space Models for Unconditional Word Generation. NeurIPS 2018.
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
     def __init__(
         self,
         hypernet: torch.nn.Module,
@@ -89,11 +84,10 @@ class ConditionalTriangularAffine(ConditionalTransformModule):
         log_scale_min_clip: float = LOG_SCALE_MIN_CLIP,
         log_scale_max_clip: float = LOG_SCALE_MAX_CLIP,
     ) -> None:
-        super().__init__()
-        self.hypernet = hypernet
-        self.input_dim = input_dim
-        self.log_scale_min_clip = log_scale_min_clip
-        self.log_scale_max_clip = log_scale_max_clip
+        super().__init__(
+            hypernet, input_dim=input_dim, log_scale_min_clip=log_scale_min_clip,
+            log_scale_max_clip=log_scale_max_clip,
+        )  # fmt: skip
         self.register_buffer("tril_index", torch.tril_indices(input_dim, input_dim, -1), persistent=False)
 
     def condition(self, context: Tensor) -> Transform:
