@@ -71,19 +71,6 @@ class ConditionalDiagonalAffine(HypernetFlow):
         Schmidt & Hofmann. Deep State Space Models for Unconditional Word Generation. NeurIPS 2018.
     """
 
-    def __init__(
-        self,
-        hypernet: torch.nn.Module,
-        *,
-        input_dim: int,
-        log_scale_min_clip: float = LOG_SCALE_MIN_CLIP,
-        log_scale_max_clip: float = LOG_SCALE_MAX_CLIP,
-    ) -> None:
-        super().__init__(
-            hypernet, input_dim=input_dim, log_scale_min_clip=log_scale_min_clip,
-            log_scale_max_clip=log_scale_max_clip,
-        )  # fmt: skip
-
     def condition(self, context: Tensor) -> Transform:
         shift, log_scale = self.hypernet(context).split(self.input_dim, dim=-1)  # (..., D) each
         log_scale = clamp_preserve_gradients(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)

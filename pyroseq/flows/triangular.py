@@ -76,18 +76,8 @@ class ConditionalTriangularAffine(HypernetFlow):
         Schmidt & Hofmann. Deep State Space Models for Unconditional Word Generation. NeurIPS 2018.
     """
 
-    def __init__(
-        self,
-        hypernet: torch.nn.Module,
-        *,
-        input_dim: int,
-        log_scale_min_clip: float = LOG_SCALE_MIN_CLIP,
-        log_scale_max_clip: float = LOG_SCALE_MAX_CLIP,
-    ) -> None:
-        super().__init__(
-            hypernet, input_dim=input_dim, log_scale_min_clip=log_scale_min_clip,
-            log_scale_max_clip=log_scale_max_clip,
-        )  # fmt: skip
+    def __init__(self, hypernet: torch.nn.Module, *, input_dim: int, **clips: float) -> None:
+        super().__init__(hypernet, input_dim=input_dim, **clips)
         self.register_buffer("tril_index", torch.tril_indices(input_dim, input_dim, -1), persistent=False)
 
     def condition(self, context: Tensor) -> Transform:
