@@ -165,3 +165,31 @@ def test_train_command_json(tmp_path):
     )
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.output.strip().splitlines()[-1])["steps"] == 6
+
+
+@pytest.mark.parametrize(
+    "extra, logged",
+    [
+        (["--training", "scheduled", "--schedule", "linear"], "teacher_prob"),
+        (["--training", "scheduled", "--schedule", "exp"], "teacher_prob"),
+        (["--training", "scheduled", "--schedule", "invsigmoid", "--schedule-k", "100"], "teacher_prob"),
+        (["--training", "professor"], "disc_accuracy"),
+        (["--cell", "lstm"], "loss"),
+    ],
+)
+def test_train_command_runs_every_rnn_training(tmp_path, extra, logged):
+    args = ["train", "--model", "rnn", "--source", "sample", "--state-dim", "8", "--batch-size", "8",
+            "--steps", "3", "--valid-size", "8", "--out", str(tmp_path / "run"), "--json",
+            *extra]  # fmt: skip
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(logged in r for r in records)
+    if logged == "teacher_prob":
+        probs = [r["teacher_prob"] for r in records]
+        assert probs[0] == pytest.approx(1.0, abs=0.05) and probs == sorted(probs, reverse=True)
+
+
+def test_jit_is_refused_where_a_trace_would_freeze_training(tmp_path):
+    with pytest.raises(ConfigError, match="--jit cannot trace --training scheduled"):
+        train_run(RunConfig(**{**TINY, "model": "rnn", "training": "scheduled", "jit": True}), tmp_path / "r")
