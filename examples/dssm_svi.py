@@ -21,8 +21,12 @@ from pyroseq.models import DSSM
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", default="sample", help="symspell, sample, or a file of `word count` lines")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--source", default="sample", help="symspell, sample, or a file of `word count` lines"
+    )
     parser.add_argument("--top", type=int, default=None)
     parser.add_argument("--state-dim", type=int, default=16)
     parser.add_argument("--flow", default="triangular", help="the model's transition flow")
