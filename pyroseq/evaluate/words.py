@@ -40,6 +40,10 @@ __all__ = [
 
 WORD_ESTIMATORS = ("exact", "prior", "iwae")
 
+# Word-particles per guide call of the IWAE estimator: K = 1000 particles for 256 words at once needed
+# over 23 GB (OOM-killed); 256 x 100 ran in about 2.3 GB.
+MAX_WORD_PARTICLES = 16_384
+
 
 @dataclass(frozen=True)
 class WordLogProbs:
@@ -201,11 +205,14 @@ def guide_word_log_probs(
         words: W id lists, each ending in EOS.
         num_samples: K particles per word.
         batch_size: words per guide call (all padded to the longest word).
-        particle_chunk: particles per guide call (default all K); lower it to bound memory.
+        particle_chunk: particles per guide call; default: as many as keep ``batch_size * particle_chunk``
+            within :data:`MAX_WORD_PARTICLES` (about 1.5 GB for a D = 16 DSSM), which bounds memory.
         progress: show a tqdm progress bar over word batches.
     """
     _check_words(words)
-    chunk = num_samples if particle_chunk is None else particle_chunk
+    if particle_chunk is None:
+        particle_chunk = min(num_samples, max(1, MAX_WORD_PARTICLES // batch_size))
+    chunk = particle_chunk
     _check_positive(num_samples=num_samples, batch_size=batch_size, particle_chunk=chunk)
     device = _device_of(model)
     T = max(len(w) for w in words)
