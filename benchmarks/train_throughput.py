@@ -51,6 +51,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["dssm"], help="dssm, rnn")
+    parser.add_argument(
+        "--training", nargs="+", default=["teacher"], help="rnn: teacher, scheduled, professor"
+    )
     parser.add_argument("--batch-size", nargs="+", type=int, default=[256])
     parser.add_argument("--state-dim", nargs="+", type=int, default=[16])
     parser.add_argument("--particles", nargs="+", type=int, default=[1, 4])
@@ -65,22 +68,27 @@ def main() -> None:
 
     corpus = load_words("symspell", top=args.top)
     rows = []
-    grid = itertools.product(args.models, args.threads, args.batch_size, args.state_dim, args.particles)
-    for model, threads, B, D, K in grid:
+    grid = itertools.product(
+        args.models, args.training, args.threads, args.batch_size, args.state_dim, args.particles
+    )
+    for model, training, threads, B, D, K in grid:
+        if model == "dssm" and training != args.training[0]:
+            continue
         torch.set_num_threads(threads)
         objectives = [("iwae" if K > 1 else "elbo", False)]
-        if args.jit and K == 1:
+        if args.jit and K == 1 and (model == "dssm" or training == "teacher"):
             objectives.append(("elbo", True))
         for objective, jit in objectives:
             if model == "rnn" and K > 1:
                 continue
-            config = RunConfig(model=model, state_dim=D, batch_size=B, particles=K, objective=objective,
-                               jit=jit, device=args.device)  # fmt: skip
+            config = RunConfig(model=model, training=training, state_dim=D, batch_size=B, particles=K,
+                               objective=objective, jit=jit, device=args.device)  # fmt: skip
             rate = measure(config, corpus, steps=args.steps, warmup=args.warmup)
-            row = {"model": model, "threads": threads, "batch_size": B, "state_dim": D, "particles": K,
+            name = model if model == "dssm" else f"rnn-{training}"
+            row = {"model": name, "threads": threads, "batch_size": B, "state_dim": D, "particles": K,
                    "objective": objective, "jit": jit, "words_per_second": round(rate, 1)}  # fmt: skip
             rows.append(row)
-            print(f"{model:5s} threads={threads} B={B:5d} D={D:3d} K={K:3d} {objective}{'+jit' if jit else '':4s}"
+            print(f"{name:14s} threads={threads} B={B:5d} D={D:3d} K={K:3d} {objective}{'+jit' if jit else '':4s}"
                   f"  {rate:10.1f} words/s", flush=True)  # fmt: skip
     result = {
         "device": args.device if args.device != "cuda" else torch.cuda.get_device_name(),

@@ -190,6 +190,7 @@ def test_train_command_runs_every_rnn_training(tmp_path, extra, logged):
         assert probs[0] == pytest.approx(1.0, abs=0.05) and probs == sorted(probs, reverse=True)
 
 
-def test_jit_is_refused_where_a_trace_would_freeze_training(tmp_path):
-    with pytest.raises(ConfigError, match="--jit cannot trace --training scheduled"):
-        train_run(RunConfig(**{**TINY, "model": "rnn", "training": "scheduled", "jit": True}), tmp_path / "r")
+@pytest.mark.parametrize("training, name", [("scheduled", "RNNLM"), ("professor", "ProfessorForcing")])
+def test_jit_is_refused_where_a_trace_would_freeze_training(tmp_path, training, name):
+    with pytest.raises(ConfigError, match=f"--jit cannot trace {name} as configured"):
+        train_run(RunConfig(**{**TINY, "model": "rnn", "training": training, "jit": True}), tmp_path / "r")

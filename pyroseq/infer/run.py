@@ -98,11 +98,6 @@ class RunConfig:
         for name in ("valid_every", "checkpoint_every", "emitter_hidden"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.jit and self.model == "rnn" and self.training != "teacher":
-            raise ConfigError(
-                f"--jit cannot trace --training {self.training}: its teacher probability and discriminator "
-                "window are Python values a trace would freeze; drop --jit"
-            )
         if self.model == "rnn" and self.objective == "iwae" and self.particles > 1:
             raise ConfigError(
                 "the RNN has no latent variables: IWAE with K > 1 is the same as the exact ELBO"

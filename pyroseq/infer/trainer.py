@@ -65,6 +65,12 @@ class Trainer:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        if jit and not model.supports_jit:
+            raise ConfigError(
+                f"--jit cannot trace {type(model).__name__} as configured: its training depends on Python "
+                "values (a teacher probability, a discriminator's accuracy) that a trace would freeze; "
+                "drop --jit"
+            )
         # The modules own their parameters and the torch optimiser updates them; Pyro's global param
         # store would only keep stale copies of an earlier model's same-named parameters (which
         # JitTrace_ELBO reads), so start it empty, as Pyro's own examples do.

@@ -63,6 +63,12 @@ class SequenceModel(PyroModule):
         """
         return {}
 
+    @property
+    def supports_jit(self) -> bool:
+        """Whether ``JitTrace_ELBO`` may trace this model: False when training depends on Python values
+        (a teacher probability, a discriminator's accuracy) that a trace would freeze."""
+        return True
+
     def optimised_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters the SVI optimiser trains (all by default; an adversary may train its own)."""
         return list(self.parameters())

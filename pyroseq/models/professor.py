@@ -92,6 +92,8 @@ class ProfessorForcing(RNNLM):
     the SVI optimiser must train :meth:`optimised_parameters` only; the discriminator is never a Pyro param.
     """
 
+    supports_jit = False  # the adversarial factor depends on the discriminator's accuracy, a Python value
+
     def __init__(
         self,
         *,

@@ -206,6 +206,10 @@ class RNNLM(AutoregressiveModel):
             _, logits = self._fit_run(ids)
             self._observe(logits, ids, mask)
 
+    @property
+    def supports_jit(self) -> bool:
+        return self.schedule is None
+
     def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
         """Set the teacher probability of scheduled sampling for this step; ``{}`` without a schedule."""
         if self.schedule is None:
