@@ -2,13 +2,16 @@
 
 import json
 import math
+import os
+import signal
+import stat
 
 import pytest
 import torch
 from click.testing import CliRunner
 
 from pyroseq.cli.main import cli
-from pyroseq.errors import CheckpointError, ConfigError, DeviceError
+from pyroseq.errors import CheckpointError, ConfigError, DeviceError, PyroseqError
 from pyroseq.infer.checkpoint import save_checkpoint
 from pyroseq.infer.run import RunConfig, load_run, train_run
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
@@ -131,7 +134,6 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
     guide = build_guide("gaussian", vocab_size=len(corpus.vocab), state_dim=4, rnn_hidden=8)
     trainer = Trainer(model, guide, max_bad_steps=3)
     batch = next(corpus.sampler(4))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         next(iter(model.parameters())).view(-1)[0] = math.nan  # every loss is now NaN
     poisoned = {k: v.clone() for k, v in model.state_dict().items()}
@@ -144,7 +146,6 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
     with pytest.raises(CheckpointError, match="non-finite parameter"):
         save_checkpoint(tmp_path / "bad.pt", trainer.state_dict())
     assert not (tmp_path / "bad.pt").exists()
-    assert before.keys() == poisoned.keys()
     assert trainer.step_count == 2  # the third, failing step is not counted
 
 
@@ -194,3 +195,196 @@ def test_train_command_runs_every_rnn_training(tmp_path, extra, logged):
 def test_jit_is_refused_where_a_trace_would_freeze_training(tmp_path, training, name):
     with pytest.raises(ConfigError, match=f"--jit cannot trace {name} as configured"):
         train_run(RunConfig(**{**TINY, "model": "rnn", "training": training, "jit": True}), tmp_path / "r")
+
+
+def assert_same_params(a_dir, b_dir):
+    a, _ = params(a_dir)
+    b, _ = params(b_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+
+
+def test_sigint_mid_step_finishes_the_step_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    full = train_run(RunConfig(**TINY), tmp_path / "full", progress=False)
+    original = Trainer.step
+
+    def interrupted_step(self, batch):
+        if self.step_count == 2:  # Ctrl-C arrives during the third step
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "step", interrupted_step)
+    handler = signal.getsignal(signal.SIGINT)
+    stopped = train_run(RunConfig(**{**TINY, "checkpoint_every": 0}), tmp_path / "half", progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
+    assert stopped["interrupted"] and stopped["steps"] == 3
+    monkeypatch.setattr(Trainer, "step", original)
+    resumed = train_run(None, tmp_path / "half", resume=True, progress=False)
+    assert resumed["steps"] == 6
+    assert_same_params(tmp_path / "full", tmp_path / "half")
+    # The summary's losses are means over the whole run, the same however it was split.
+    assert resumed["initial_loss"] == pytest.approx(full["initial_loss"], abs=0)
+    assert resumed["final_loss"] == pytest.approx(full["final_loss"], abs=0)
+
+
+def test_non_finite_loss_error_is_a_user_error_and_resume_may_lower_the_step_size(tmp_path):
+    assert issubclass(NonFiniteLossError, PyroseqError)
+    train_run(RunConfig(**{**TINY, "steps": 3}), tmp_path / "run", progress=False)
+    change = {"lr": 1e-3, "lr_decay": 0.5, "clip_norm": 1.0, "steps": 4}
+    train_run(None, tmp_path / "run", resume=True, overrides=change, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {k: saved[k] for k in change} == change
+
+
+def crash_at(monkeypatch, call):
+    """Make the word sampler raise RuntimeError (a crash) when asked for batch number ``call``."""
+    from pyroseq.data import words
+
+    original = words.WordSampler.__next__
+    calls = {"n": 0}
+
+    def crashing(self):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise RuntimeError("crash")
+        return original(self)
+
+    monkeypatch.setattr(words.WordSampler, "__next__", crashing)
+    return lambda: monkeypatch.setattr(words.WordSampler, "__next__", original)
+
+
+def test_resume_after_a_crash_drops_metrics_logged_after_the_checkpoint(tmp_path, monkeypatch):
+    restore = crash_at(monkeypatch, 6)
+    with pytest.raises(RuntimeError, match="crash"):
+        train_run(RunConfig(**TINY), tmp_path / "run", progress=False)  # checkpoint at 3, logged to 5
+    restore()
+    train_run(None, tmp_path / "run", resume=True, progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_start_again(tmp_path, monkeypatch):
+    restore = crash_at(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="crash"):
+        train_run(RunConfig(**TINY), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
+    restore()
+    result = train_run(RunConfig(**TINY), tmp_path / "run", progress=False)
+    assert result["steps"] == 6
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_valid_loss_is_the_final_steps(tmp_path):
+    result = train_run(RunConfig(**{**TINY, "steps": 5}), tmp_path / "run", progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    at_three = next(r["valid_loss"] for r in lines if r["step"] == 3)
+    run = load_run(tmp_path / "run")
+    from pyroseq.infer.trainer import Trainer as T
+
+    trainer = T(run.model, run.guide)
+    corpus = run.corpus()
+    valid = corpus.batch(corpus.sampler(16, seed=1).indices())
+    torch.manual_seed(2)
+    assert result["valid_loss"] == pytest.approx(trainer.evaluate_loss(valid), abs=0)
+    assert result["valid_loss"] != at_three
+
+
+@pytest.mark.parametrize(
+    "config, given, error",
+    [
+        ({}, {"cell": "lstm"}, "--cell applies to --model rnn only"),
+        ({}, {"training": "professor"}, "--training applies to --model rnn only"),
+        ({}, {"layers": 2}, "--layers applies to --model rnn only"),
+        ({"model": "rnn"}, {"flow": "diagonal"}, "--flow applies to --model dssm only"),
+        ({"model": "rnn"}, {"guide_hidden": 8}, "--guide-hidden applies to --model dssm only"),
+        ({"data": "text"}, {"top": 10}, "--top applies to --data words only"),
+        ({}, {"chunk_length": 8}, "--chunk-length applies to --data text only"),
+        (
+            {"guide": "gaussian"},
+            {"guide_flow": "diagonal"},
+            "--guide-flow has no effect: --guide gaussian",
+        ),
+        ({"model": "rnn"}, {"schedule": "exp"}, "--schedule applies to --training scheduled only"),
+        (
+            {"model": "rnn", "training": "scheduled"},
+            {"adversarial_weight": 2.0},
+            "--adversarial-weight applies",
+        ),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(tmp_path, config, given, error):
+    with pytest.raises(ConfigError, match=error):
+        train_run(RunConfig(**{**TINY, **config}), tmp_path / "run", overrides=given, progress=False)
+
+
+def test_options_that_do_apply_are_accepted(tmp_path):
+    given = {"embed_dim": 8, "guide_flow": "diagonal", "top": 50, "steps": 1}  # the DSSM guide embeds
+    train_run(RunConfig(**TINY), tmp_path / "run", overrides=given, progress=False)
+
+
+def test_a_relative_corpus_file_is_saved_as_an_absolute_path(tmp_path, monkeypatch):
+    from pyroseq.data.words import _sample_path
+
+    (tmp_path / "words.txt").write_text(_sample_path().read_text())
+    monkeypatch.chdir(tmp_path)
+    train_run(RunConfig(**{**TINY, "source": "words.txt", "steps": 1}), "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["source"]
+    assert saved == str((tmp_path / "words.txt").resolve())
+    monkeypatch.chdir(tmp_path / "run")
+    load_run(tmp_path / "run").corpus()  # found from another directory
+
+
+def test_resume_refuses_steps_not_past_the_runs_step(tmp_path):
+    train_run(RunConfig(**{**TINY, "steps": 3}), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ConfigError, match="--steps 3 is not more than the run's step 3"):
+        train_run(None, tmp_path / "run", resume=True, overrides={"steps": 3}, progress=False)
+    assert (tmp_path / "run" / "config.json").read_text() == before
+
+
+def test_run_files_get_the_usual_mode(tmp_path):
+    train_run(RunConfig(**{**TINY, "steps": 1}), tmp_path / "run", progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoint.pt", "config.json"):
+        assert stat.S_IMODE(os.stat(tmp_path / "run" / name).st_mode) == 0o666 & ~umask, name
+
+
+@pytest.mark.parametrize("load", [load_run, lambda d: train_run(None, d, resume=True, progress=False)])
+@pytest.mark.parametrize("field", ["step", "config", "model_spec", "sampler", "rng"])
+def test_incomplete_checkpoints_are_checkpoint_errors(tmp_path, load, field):
+    train_run(RunConfig(**{**TINY, "steps": 1}), tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state.pop(field)
+    save_checkpoint(ckpt, state)
+    if field in ("sampler", "rng") and load is load_run:
+        load(tmp_path / "run")  # loading for evaluation does not need them
+        return
+    with pytest.raises(CheckpointError, match=f"lacks '{field}'"):
+        load(tmp_path / "run")
+
+
+@pytest.mark.parametrize("load", [load_run, lambda d: train_run(None, d, resume=True, progress=False)])
+def test_a_checkpoint_whose_model_spec_has_an_unknown_argument_is_a_checkpoint_error(tmp_path, load):
+    train_run(RunConfig(**{**TINY, "steps": 1}), tmp_path / "run", progress=False)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["model_spec"]["kwargs"]["wings"] = 2
+    save_checkpoint(ckpt, state)
+    with pytest.raises(CheckpointError, match="describes a model this pyroseq cannot build"):
+        load(tmp_path / "run")
+
+
+def test_the_final_checkpoint_is_written_once(tmp_path, monkeypatch):
+    from pyroseq.infer import run
+
+    saves = []
+    original = run.save_checkpoint
+    monkeypatch.setattr(
+        run, "save_checkpoint", lambda path, state: (saves.append(state["step"]), original(path, state))
+    )
+    train_run(RunConfig(**TINY), tmp_path / "run", progress=False)
+    assert saves == [3, 6]

@@ -20,12 +20,30 @@ import torch
 
 from pyroseq.errors import CheckpointError
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "save_checkpoint", "load_checkpoint", "write_json_atomic"]
+__all__ = [
+    "CHECKPOINT",
+    "CONFIG",
+    "METRICS",
+    "save_checkpoint",
+    "load_checkpoint",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 FORMAT_VERSION = 1
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which would race with other threads' writes.
+_UMASK = _umask()
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -37,6 +55,8 @@ def _atomic_write(path: Path, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the mode open() would have, as other files get.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -45,6 +65,10 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
     _atomic_write(Path(path), lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:

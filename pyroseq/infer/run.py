@@ -10,15 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pyroseq.data.text import TextCorpus, load_text
+from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.vocab import Vocabulary
-from pyroseq.data.words import WordCorpus, load_words
+from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError
 from pyroseq.infer.checkpoint import (
     CHECKPOINT,
@@ -27,9 +28,10 @@ from pyroseq.infer.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     write_json_atomic,
+    write_text_atomic,
 )
 from pyroseq.infer.objectives import OBJECTIVES
-from pyroseq.infer.trainer import Trainer
+from pyroseq.infer.trainer import Trainer, load_modules
 from pyroseq.models import build_guide, build_model
 
 __all__ = ["RunConfig", "LoadedRun", "train_run", "load_run", "resolve_device", "load_corpus"]
@@ -195,19 +197,48 @@ class LoadedRun:
         return corpus
 
 
-def _build(spec_model: dict, spec_guide: dict, device: torch.device) -> tuple[Any, Any]:
-    model = build_model(spec_model["name"], **spec_model["kwargs"]).to(device)
-    guide = build_guide(spec_guide["name"], **spec_guide["kwargs"])
+def _build(
+    spec_model: dict, spec_guide: dict, device: torch.device, *, checkpoint: Path | None = None
+) -> tuple[Any, Any]:
+    """Build the model and guide from their specs; specs read from ``checkpoint`` that do not fit the
+    registry (an unknown argument, a bad value) are a :class:`CheckpointError`, not a crash."""
+    try:
+        model = build_model(spec_model["name"], **spec_model["kwargs"]).to(device)
+        guide = build_guide(spec_guide["name"], **spec_guide["kwargs"])
+    except (TypeError, ValueError, KeyError) as e:
+        if checkpoint is None:
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise CheckpointError(f"{checkpoint} describes a model this pyroseq cannot build: {first}") from None
     if isinstance(guide, torch.nn.Module):
         guide = guide.to(device)
     return model, guide
 
 
-def _restore(trainer_or_modules: Any, state: dict, path: Path) -> None:
+def _checkpoint_fields(state: dict[str, Any], path: Path, *extra: str) -> dict[str, Any]:
+    """The fields every run checkpoint holds (``config`` parsed, ``vocab``, the specs, ``step``) and the
+    ``extra`` ones asked for; a missing or malformed field is a :class:`CheckpointError`."""
     try:
-        trainer_or_modules(state)
-    except (RuntimeError, KeyError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:300]
+        fields = {name: state[name] for name in ("model_spec", "guide_spec", *extra)}
+        fields["config"] = RunConfig.from_dict(state["config"])
+        fields["vocab"] = Vocabulary.from_dict(state["vocab"])
+        fields["step"] = int(state["step"])
+        for name in ("model_spec", "guide_spec"):
+            if not isinstance(fields[name], dict) or not isinstance(fields[name].get("kwargs"), dict):
+                raise ValueError(f"its {name} is not a registry name with arguments")
+    except KeyError as e:
+        raise CheckpointError(f"{path} lacks {e.args[0]!r}: not a complete pyroseq checkpoint") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise CheckpointError(f"{path} is not a valid pyroseq checkpoint: {first}") from None
+    return fields
+
+
+def _restore(load: Callable[[dict[str, Any]], None], state: dict, path: Path) -> None:
+    try:
+        load(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise CheckpointError(f"{path} does not match the model its config describes: {first}") from None
 
 
@@ -215,36 +246,70 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     """Rebuild a run's model and guide from its directory (or checkpoint file)."""
     path = Path(path)
     run_dir = path.parent if path.is_file() else path
-    state = load_checkpoint(
-        run_dir / CHECKPOINT if run_dir == path else path, map_location=resolve_device(device)
-    )
-    try:
-        config = RunConfig.from_dict(state["config"])
-        vocab = Vocabulary.from_dict(state["vocab"])
-        model, guide = _build(state["model_spec"], state["guide_spec"], resolve_device(device))
-    except KeyError as e:
-        raise CheckpointError(f"{run_dir} checkpoint lacks {e.args[0]!r}: not a pyroseq run") from None
-
-    def load(s: dict) -> None:
-        model.load_state_dict(s["model"])
-        if isinstance(guide, torch.nn.Module):
-            guide.load_state_dict(s["guide"])
-        model.load_extra_state_dict(s.get("model_extra", {}))
-
-    _restore(load, state, run_dir)
+    ckpt = run_dir / CHECKPOINT if run_dir == path else path
+    where = resolve_device(device)
+    state = load_checkpoint(ckpt, map_location=where)
+    fields = _checkpoint_fields(state, ckpt)
+    model, guide = _build(fields["model_spec"], fields["guide_spec"], where, checkpoint=ckpt)
+    _restore(lambda s: load_modules(model, guide, s), state, ckpt)
     model.eval()
     if isinstance(guide, torch.nn.Module):
         guide.eval()
-    return LoadedRun(run_dir, config, vocab, model, guide, int(state["step"]))
+    return LoadedRun(run_dir, fields["config"], fields["vocab"], model, guide, fields["step"])
+
+
+# Options that may change on resume: the length of training, where it runs, how often it logs, and
+# the step size (as NonFiniteLossError advises: lower --lr or --clip-norm and resume).
+RESUMABLE = {"steps", "device", "valid_every", "checkpoint_every", "lr", "lr_decay", "clip_norm"}
 
 
 def _config_differences(saved: RunConfig, given: dict[str, Any]) -> list[str]:
-    allowed = {"steps", "device", "valid_every", "checkpoint_every"}  # may change on resume
     return [
         f"--{k.replace('_', '-')} {v} (the run has {getattr(saved, k)})"
         for k, v in given.items()
-        if k not in allowed and getattr(saved, k) != v
+        if k not in RESUMABLE and getattr(saved, k) != v
     ]
+
+
+def _inapplicable(config: RunConfig, given: set[str]) -> str | None:
+    """Why the first explicitly given option in ``given`` has no effect on ``config``'s run, or None.
+
+    A given option that would be recorded in ``config.json`` but not used misleads whoever reads the
+    run later, so it is refused rather than ignored.
+    """
+    rules: list[tuple[tuple[str, ...], bool, str]] = [
+        (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
+         config.model == "dssm", "applies to --model rnn only"),
+        (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden"),
+         config.model == "rnn", "applies to --model dssm only"),
+        (("top", "max_length"), config.data == "text", "applies to --data words only"),
+        (("chunk_length",), config.data == "words", "applies to --data text only"),
+        (("guide_flow",), config.guide == "gaussian", "has no effect: --guide gaussian has no flow"),
+        (("schedule", "schedule_k"), config.training != "scheduled", "applies to --training scheduled only"),
+        (("adversarial_weight",), config.training != "professor", "applies to --training professor only"),
+    ]  # fmt: skip
+    for names, unused, why in rules:
+        for name in names:
+            if unused and name in given:
+                return f"--{name.replace('_', '-')} {why}"
+    return None
+
+
+def _resolve_source(config: RunConfig) -> RunConfig:
+    """Store a corpus file as an absolute path, so the run can be loaded again from another directory."""
+    named = WORD_SOURCES if config.data == "words" else TEXT_SOURCES
+    if config.source is None or config.source in named or not Path(config.source).is_file():
+        return config
+    return dataclasses.replace(config, source=str(Path(config.source).resolve()))
+
+
+def _logged_step(line: str) -> int | None:
+    """The step of one ``metrics.jsonl`` line; None for a line a crash cut short."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get("step") if isinstance(record, dict) else None
 
 
 def train_run(
@@ -259,50 +324,67 @@ def train_run(
 
     Args:
         config: the configuration of a new run (ignored on resume, where ``config.json`` is used).
-        out: the run directory; a new run refuses a directory that already holds one.
+        out: the run directory; a new run refuses a directory that already holds a checkpoint.
         resume: continue from ``out/checkpoint.pt``. ``overrides`` may change ``steps`` (to train
-            longer), ``device`` and the logging intervals; any other differing option is an error.
+            longer, past the run's step), ``device``, the logging intervals, and the step size: ``lr``,
+            ``lr_decay`` and ``clip_norm`` (to get past non-finite losses); any other differing option is
+            an error. Metrics logged after the checkpoint (by a run that crashed) are dropped.
+        overrides: the options given explicitly (the command line's); one that does not apply to the
+            run (``--cell`` for the DSSM, ``--top`` for text, ...) is a :class:`ConfigError`.
 
     Returns:
-        a summary: ``steps``, ``initial_loss``, ``final_loss`` (per sequence), ``words_per_second``
-        (word data) or ``symbols_per_second`` (text), ``checkpoint``, ``valid_loss``, ``interrupted``.
+        a summary: ``steps``, ``initial_loss``, ``final_loss`` (per sequence, the means of the run's
+        first and last 20 steps), ``words_per_second`` (word data) or ``symbols_per_second`` (text),
+        ``checkpoint``, ``valid_loss`` (at the final step), ``interrupted``.
     """
     out = Path(out)
     overrides = overrides or {}
     state = None
+    fields: dict[str, Any] = {}
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise CheckpointError(
                 f"--resume: {out} holds no checkpoint to resume; drop --resume to start a run"
             )
         state = load_checkpoint(out / CHECKPOINT)
-        config = RunConfig.from_dict(state["config"])
+        fields = _checkpoint_fields(state, out / CHECKPOINT, "sampler", "rng")
+        config = fields["config"]
         diffs = _config_differences(config, overrides)
         if diffs:
             raise CheckpointError(f"--resume: options differ from the saved run: {'; '.join(diffs)}")
+        if "steps" in overrides and overrides["steps"] <= fields["step"]:
+            raise ConfigError(
+                f"--steps {overrides['steps']} is not more than the run's step {fields['step']}; "
+                "pass a larger --steps to train on"
+            )
         config = dataclasses.replace(config, **overrides)
     else:
         if config is None:
             raise ConfigError("a new run needs a config")
-        config = dataclasses.replace(config, **overrides)
-        if (out / CONFIG).exists() or (out / CHECKPOINT).exists():
+        config = _resolve_source(dataclasses.replace(config, **overrides))
+        # Only a checkpoint makes a run: a config.json alone is left by a run that failed before its
+        # first checkpoint, and starting again is the only way on from it.
+        if (out / CHECKPOINT).exists():
             raise CheckpointError(
                 f"{out} already holds a run; pass --resume to continue it, or choose another --out"
             )
     config.validate()
+    why = _inapplicable(config, set(overrides))
+    if why:
+        raise ConfigError(why)
     device = resolve_device(config.device)
 
     corpus = load_corpus(config)
     vocab = corpus.vocab
-    if state is not None and Vocabulary.from_dict(state["vocab"]) != vocab:
+    if state is not None and fields["vocab"] != vocab:
         raise CheckpointError(f"--resume: the corpus's alphabet changed since {out} was trained")
     spec_model, spec_guide = (
-        (state["model_spec"], state["guide_spec"])
+        (fields["model_spec"], fields["guide_spec"])
         if state
         else (model_spec(config, vocab), guide_spec(config, vocab))
     )
     torch.manual_seed(config.seed)
-    model, guide = _build(spec_model, spec_guide, device)
+    model, guide = _build(spec_model, spec_guide, device, checkpoint=out / CHECKPOINT if state else None)
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
@@ -320,21 +402,26 @@ def train_run(
             device
         )
         unit, per_sequence = "symbols", float(config.chunk_length)
-    initial_loss = None
     if state is not None:
-        _restore(trainer.load_state_dict, state, out)
-        sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["rng"])
-        initial_loss = state.get("initial_loss")
+        _restore(trainer.load_state_dict, state, out / CHECKPOINT)
+        _restore(sampler.load_state_dict, fields["sampler"], out / CHECKPOINT)
+        _restore(torch.set_rng_state, fields["rng"], out / CHECKPOINT)
+        if device.type == "cuda" and "cuda_rng" in state:
+            _restore(torch.cuda.set_rng_state_all, state["cuda_rng"], out / CHECKPOINT)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / CONFIG, asdict(config))
+    if state is not None and (out / METRICS).is_file():
+        # Steps logged after the checkpoint (before a crash) are trained again: keep only their new lines.
+        lines = (out / METRICS).read_text().splitlines(keepends=True)
+        kept = [x for x in lines if (step := _logged_step(x)) is not None and step <= trainer.step_count]
+        write_text_atomic(out / METRICS, "".join(kept))
     last_valid: dict[str, float] = {}
 
     def validate() -> dict[str, float]:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed + 2)
             loss = trainer.evaluate_loss(valid)
-        last_valid["valid_loss"] = loss
+        last_valid.update(valid_loss=loss, step=trainer.step_count)
         return {"valid_loss": loss}
 
     def checkpoint() -> None:
@@ -346,16 +433,15 @@ def train_run(
             "guide_spec": spec_guide,
             "sampler": sampler.state_dict(),
             "rng": torch.get_rng_state(),
-            "initial_loss": initial_loss,
         }
+        if device.type == "cuda":
+            payload["cuda_rng"] = torch.cuda.get_rng_state_all()
         save_checkpoint(out / CHECKPOINT, payload)
 
-    with open(out / METRICS, "a", buffering=1) as metrics:
+    # A new run starts the log afresh (a run that failed before its first checkpoint may have left one).
+    with open(out / METRICS, "a" if state is not None else "w", buffering=1) as metrics:
 
         def log(record: dict[str, Any]) -> None:
-            nonlocal initial_loss
-            if initial_loss is None:
-                initial_loss = record["loss"]
             metrics.write(
                 json.dumps({k: v for k, v in record.items() if not isinstance(v, float) or math.isfinite(v)})
                 + "\n"
@@ -366,8 +452,8 @@ def train_run(
             checkpoint=checkpoint, checkpoint_every=config.checkpoint_every, log=log, progress=progress,
             unit="words" if unit == "words" else "seq",
         )  # fmt: skip
-    if "valid_loss" not in last_valid and trainer.step_count > 0:
-        validate()
+    if last_valid.get("step") != trainer.step_count and trainer.step_count > 0:
+        validate()  # the summary reports the final model's validation loss, not an earlier one's
     rate = summary["sequences_per_second"]
     result = {
         "run_dir": str(out),
@@ -378,7 +464,7 @@ def train_run(
         "steps": summary["steps"],
         "steps_this_run": summary["steps_this_run"],
         "batch_size": config.batch_size,
-        "initial_loss": initial_loss,
+        "initial_loss": summary["initial_loss"],
         "final_loss": summary["final_loss"],
         "valid_loss": last_valid.get("valid_loss"),
         "loss_unit": "nats per word" if unit == "words" else f"nats per {config.chunk_length}-symbol chunk",

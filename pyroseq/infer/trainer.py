@@ -8,7 +8,10 @@ optimiser, which keeps the optimiser's state in one ``state_dict`` a checkpoint 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,15 +20,25 @@ import torch
 from tqdm.auto import tqdm
 
 from pyroseq.data.batch import Batch
-from pyroseq.errors import ConfigError
+from pyroseq.errors import ConfigError, PyroseqError
 from pyroseq.infer.objectives import make_objective
 from pyroseq.models.base import SequenceModel
 
-__all__ = ["Trainer", "NonFiniteLossError"]
+__all__ = ["Trainer", "NonFiniteLossError", "load_modules"]
+
+SUMMARY_STEPS = 20  # the initial and final losses average this many steps of the whole run
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(PyroseqError, RuntimeError):
     """Training produced non-finite losses for too many steps in a row."""
+
+
+def load_modules(model: SequenceModel, guide: Callable[..., Any], state: dict[str, Any]) -> None:
+    """Load the model's and guide's weights (and the model's extra state) from a checkpoint's ``state``."""
+    model.load_state_dict(state["model"])
+    if isinstance(guide, torch.nn.Module):
+        guide.load_state_dict(state["guide"])
+    model.load_extra_state_dict(state.get("model_extra", {}))
 
 
 class Trainer:
@@ -88,6 +101,10 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.step_count = 0
         self.bad_steps = 0
+        # The first and the latest losses of the whole run, kept in checkpoints so that a resumed run
+        # reports the same initial and final loss as an uninterrupted one.
+        self.head_losses: list[float] = []
+        self.tail_losses: deque[float] = deque(maxlen=SUMMARY_STEPS)
 
     def learning_rate(self, step: int) -> float:
         return self.lr * self.lr_decay ** min(step / self.total_steps, 1.0)
@@ -149,16 +166,32 @@ class Trainer:
         progress: bool | None = None,
         unit: str = "seq",
     ) -> dict[str, Any]:
-        """Train until ``step_count == steps``; Ctrl-C stops cleanly after a checkpoint.
+        """Train until ``step_count == steps``; Ctrl-C stops cleanly between steps, after a checkpoint.
+
+        Ctrl-C (SIGINT, caught in the main thread) only asks the loop to stop after the step under way,
+        so a step is never cut in half: the checkpoint then matches the sampler and random states, and
+        a resumed run equals an uninterrupted one. A second Ctrl-C, or a KeyboardInterrupt raised inside
+        a step, propagates without a closing checkpoint (the last one is intact); a KeyboardInterrupt
+        from ``batches`` (between steps) stops cleanly.
 
         Returns ``{"steps", "initial_loss", "final_loss", "seconds", "sequences_per_second",
-        "interrupted"}``, where the losses average the first and last (up to) 20 steps of this call.
+        "interrupted"}``, where the losses average the first and last (up to) 20 steps of the whole run
+        (counting steps before a resume).
         """
         start = self.step_count
-        losses: list[float] = []
         sequences = 0
-        interrupted = False
+        interrupted = False  # a plain flag: a signal handler must not take locks
         began = time.perf_counter()
+        previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+
+            def on_sigint(signum: int, frame: Any) -> None:
+                nonlocal interrupted
+                if interrupted:  # asked twice: the user wants out now
+                    raise KeyboardInterrupt
+                interrupted = True
+
+            previous_handler = signal.signal(signal.SIGINT, on_sigint)
         bar = tqdm(
             total=steps,
             initial=start,
@@ -167,12 +200,17 @@ class Trainer:
             disable=None if progress is None else not progress,  # None: only on a terminal
             dynamic_ncols=True,
         )
+        saved_at = None  # the step of the last checkpoint written here
         try:
-            while self.step_count < steps:
-                batch = next(batches)
+            while self.step_count < steps and not interrupted:
+                try:
+                    batch = next(batches)
+                except KeyboardInterrupt:  # between steps: nothing is half done
+                    interrupted = True
+                    break
                 figures = self.step(batch)
                 sequences += len(batch)
-                losses.append(figures["loss"])
+                self._record_loss(figures["loss"])
                 rate = sequences / max(time.perf_counter() - began, 1e-9)
                 record = {"step": self.step_count, **figures, f"{unit}_per_s": rate}
                 if validate is not None and valid_every and self.step_count % valid_every == 0:
@@ -183,14 +221,15 @@ class Trainer:
                 bar.set_postfix(loss=f"{figures['loss']:.3f}", **{f"{unit}/s": f"{rate:.0f}"})
                 if checkpoint is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
                     checkpoint()
-        except KeyboardInterrupt:
-            interrupted = True
+                    saved_at = self.step_count
         finally:
             bar.close()
-        if checkpoint is not None:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+        if checkpoint is not None and saved_at != self.step_count:
             checkpoint()
         seconds = time.perf_counter() - began
-        head, tail = losses[:20], losses[-20:]
+        head, tail = self.head_losses, list(self.tail_losses)
         return {
             "steps": self.step_count,
             "steps_this_run": self.step_count - start,
@@ -201,18 +240,24 @@ class Trainer:
             "interrupted": interrupted,
         }
 
+    def _record_loss(self, loss: float) -> None:
+        if len(self.head_losses) < SUMMARY_STEPS:
+            self.head_losses.append(loss)
+        self.tail_losses.append(loss)
+
     def state_dict(self) -> dict[str, Any]:
         state = {"optimizer": self.optimizer.state_dict(), "step": self.step_count}
         for name, m in (("model", self.model), ("guide", self.guide)):
             if isinstance(m, torch.nn.Module):
                 state[name] = m.state_dict()
         state["model_extra"] = self.model.extra_state_dict()
+        state["losses"] = {"head": list(self.head_losses), "tail": list(self.tail_losses)}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        if isinstance(self.guide, torch.nn.Module):
-            self.guide.load_state_dict(state["guide"])
-        self.model.load_extra_state_dict(state.get("model_extra", {}))
+        load_modules(self.model, self.guide, state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step_count = int(state["step"])
+        losses = state.get("losses", {})  # absent from checkpoints of earlier versions
+        self.head_losses = [float(x) for x in losses.get("head", [])]
+        self.tail_losses = deque((float(x) for x in losses.get("tail", [])), maxlen=SUMMARY_STEPS)
