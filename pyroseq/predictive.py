@@ -134,16 +134,19 @@ def check_words(
 
 
 def plot_ppc(idata: Any, path: str | Path, *, var: str = "length") -> Path:
-    """ArviZ's posterior predictive plot of ``var`` saved as a PNG."""
-    import matplotlib
+    """ArviZ's posterior predictive plot of ``var`` saved as a PNG.
 
-    matplotlib.use("Agg")
+    Draws on matplotlib's object-oriented Agg canvas, so it needs no display and leaves the caller's
+    backend and pyplot's figures alone.
+    """
     import arviz as az
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    ax = az.plot_ppc(idata, var_names=[var], num_pp_samples=min(50, idata.posterior_predictive.sizes["draw"]))
-    fig = np.atleast_1d(ax).ravel()[0].figure
+    fig = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(fig)
+    num_pp_samples = min(50, idata.posterior_predictive.sizes["draw"])
+    az.plot_ppc(idata, var_names=[var], num_pp_samples=num_pp_samples, ax=fig.subplots())
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -22,6 +22,8 @@ def test_dssm_svi_example_lowers_the_loss():
         import dssm_svi
     finally:
         sys.path.pop(0)
-    first = dssm_svi.main(["--state-dim", "4", "--steps", "1", "--batch-size", "16"])
-    later = dssm_svi.main(["--state-dim", "4", "--steps", "25", "--batch-size", "16"])
-    assert later < first - 1.0
+    args = ["--state-dim", "4", "--batch-size", "64", "--lr", "1e-2"]
+    first = dssm_svi.main([*args, "--steps", "1"])  # the first step's loss
+    later = dssm_svi.main([*args, "--steps", "30"])  # the mean loss of steps 21-30
+    # Over seeds 0-7 the drop is 4.1 to 8.1 nats/word: a 2-nat margin leaves room for platform noise.
+    assert later < first - 2.0

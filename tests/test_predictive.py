@@ -13,7 +13,7 @@ from pyroseq.data.words import load_words
 from pyroseq.guides import GaussianGuide
 from pyroseq.infer.run import RunConfig, train_run
 from pyroseq.models import DSSM, RNNLM
-from pyroseq.predictive import check_words, draw, sequence_lengths, to_inferencedata
+from pyroseq.predictive import check_words, draw, plot_ppc, sequence_lengths, to_inferencedata
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,19 @@ def test_to_inferencedata_groups():
     assert idata.observed_data["length"].shape == (4,)
 
 
+def test_plot_ppc_leaves_the_backend_and_pyplot_alone(tmp_path, monkeypatch):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(matplotlib, "use", lambda *a, **k: pytest.fail("plot_ppc switched the backend"))
+    figures = plt.get_fignums()
+    rng = np.random.default_rng(0)
+    idata = to_inferencedata({"length": rng.integers(1, 6, (4, 8))}, {"length": rng.integers(1, 6, 8)})
+    path = plot_ppc(idata, tmp_path / "ppc.png")
+    assert path.is_file() and path.stat().st_size > 0
+    assert plt.get_fignums() == figures
+
+
 def test_check_words_on_a_model_that_knows_one_word():
     """An RNN trained on a single word replicates it: lengths match, every replicate is a word."""
     corpus_words = ["abc"]
@@ -68,7 +81,7 @@ def test_check_words_on_a_model_that_knows_one_word():
     summary, idata = check_words(model, empty_guide, batch, vocab, corpus_words, num_samples=10)
     assert summary["in_vocabulary_fraction"] > 0.95
     assert summary["replicated_mean_length"] == pytest.approx(3.0, abs=0.1)
-    assert 0.0 <= summary["p_value_mean_length"] <= 1.0
+    assert summary["observed_mean_length"] == 3.0  # symbols before EOS
     assert idata.posterior_predictive["length"].shape == (1, 10, 16)
 
 
@@ -82,3 +95,20 @@ def test_check_command(tmp_path):
     assert out.exit_code == 0, out.output
     result = json.loads(out.output.strip().splitlines()[-1])
     assert result["kind"] == "posterior" and (tmp_path / "run" / "ppc_posterior_length.png").is_file()
+
+
+@pytest.mark.parametrize("model, refused, accepted", [("rnn", "iwae", "exact"), ("dssm", "prior", "iwae")])
+def test_evaluate_refuses_an_estimator_it_would_ignore_on_text(tmp_path, model, refused, accepted):
+    config = RunConfig(data="text", source="sample", model=model, chunk_length=8, state_dim=4, embed_dim=4,
+                       flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=4, steps=1,
+                       valid_size=4)  # fmt: skip
+    train_run(config, tmp_path / "run", progress=False)
+    args = ["evaluate", str(tmp_path / "run"), "--samples", "2", "--estimator"]
+    out = CliRunner().invoke(cli, [*args, refused])
+    assert out.exit_code == 2 and out.output.startswith("error: --estimator"), out.output
+    if model == "dssm":
+        out = CliRunner().invoke(cli, [*args, "exact"])
+        assert out.exit_code == 2 and f"use {accepted}" in out.output, out.output
+    out = CliRunner().invoke(cli, [*args, accepted, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.strip().splitlines()[-1])["nll_nats"] > 0

@@ -36,7 +36,7 @@ def check_command(
     if not isinstance(corpus, WordCorpus):
         raise ConfigError(f"{run_dir} was trained on text; pyroseq check compares words with p(w)")
     torch.manual_seed(seed)
-    batch = corpus.batch(corpus.sampler(num_words, seed=seed).indices(), device=device)
+    batch = corpus.draw_batch(num_words, seed=seed, device=device)
     summary, idata = check_words(
         run.model, run.guide, batch, run.vocab, corpus.words, num_samples=samples, posterior=not prior
     )

@@ -58,7 +58,8 @@ def _word_task(run: Any, corpus: WordCorpus, estimator: str | None, samples: int
 @click.option(
     "--estimator",
     type=click.Choice(["exact", "iwae", "prior"]),
-    help="log q(w) estimator [default: exact for RNNs, prior for the DSSM].",
+    help="log q(w) estimator [default: exact for RNNs, prior for the DSSM; on text: exact for RNNs, "
+    "iwae for the DSSM].",
 )
 @click.option(
     "--bounds/--no-bounds", default=True, show_default=True, help="DSSM: ELBO and IWAE_K, K in {1, 10, 100}."
@@ -112,7 +113,7 @@ def evaluate_command(
                 f"  KL   {result['kl_nats']:.4f} nats/word   vocabulary mass {result['vocab_mass']:.4f}",
             ]
             if not run.model.autoregressive and bounds:
-                batch = corpus.batch(corpus.sampler(bound_words, seed=seed).indices(), device=device)
+                batch = corpus.draw_batch(bound_words, seed=seed, device=device)
                 result["bounds"] = elbo_and_iwae(run.model, run.guide, batch.ids, batch.mask, ks=(1, 10, 100))
                 b = result["bounds"]
                 lines.append(
@@ -143,6 +144,14 @@ def evaluate_command(
                 lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi.tolist()))
                 lines.append(f"  noise plot: {plot}")
         else:
+            if run.model.autoregressive and estimator not in (None, "exact"):
+                raise ConfigError(
+                    f"--estimator {estimator}: an autoregressive model's test NLL is exact; use exact"
+                )
+            if not run.model.autoregressive and estimator not in (None, "iwae"):
+                raise ConfigError(
+                    f"--estimator {estimator}: a DSSM's text NLL is an IWAE bound with its guide; use iwae"
+                )
             chunks = corpus.chunks("test", run.config.chunk_length).to(device)
             if run.model.autoregressive:
                 result.update(evaluate_text(run.model, chunks, progress=show))

@@ -101,6 +101,8 @@ def train_command(
     for flag, field, _, _ in _OPTIONS:
         key = f"opt_{flag[2:].replace('-', '_')}"
         if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
+            if field in given:  # --source and --file both name the corpus
+                raise ConfigError("give either --source or --file, not both (--file PATH is --source PATH)")
             given[field] = opts[key]
     if jit is not None:
         given["jit"] = jit

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from pyroseq.errors import DataError
@@ -96,8 +96,3 @@ class Vocabulary:
             return cls(data["alphabet"])
         except (KeyError, TypeError):
             raise DataError(f"not a serialised vocabulary: {data!r}") from None
-
-    def check(self, texts: Sequence[str]) -> None:
-        """Raise :class:`DataError` naming the first symbol of ``texts`` outside this vocabulary."""
-        for text in texts:
-            self.encode(text, add_eos=False)

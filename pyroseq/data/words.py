@@ -28,7 +28,7 @@ DEFAULT_TOP = 10_000
 DEFAULT_MAX_LENGTH = 12
 SYMSPELL_FILE = "frequency_dictionary_en_82_765.txt"
 WORD_SOURCES = ("symspell", "sample")
-_ENGLISH = re.compile(rf"[a-z]{{1,{DEFAULT_MAX_LENGTH}}}")
+_ENGLISH = re.compile("[a-z]+")  # letters only; max_length (default 12) cuts the length
 
 
 @dataclass
@@ -99,6 +99,17 @@ class WordCorpus:
         """The words at ``indices`` (default all) as one batch padded to :attr:`max_length`."""
         words = self.words if indices is None else [self.words[int(i)] for i in indices]
         return pad_batch([self.vocab.encode(w) for w in words], max_length=self.max_length, device=device)
+
+    def draw_batch(self, n: int, *, seed: int, device: torch.device | str | None = None) -> Batch:
+        """``n`` words drawn i.i.d. from p(w) with a generator seeded by ``seed``, as one padded batch.
+
+        Draws the same words as the first batch of ``sampler(n, seed=seed)``, without padding the corpus.
+        """
+        if n <= 0:
+            raise DataError(f"batch size must be positive, got {n}")
+        generator = torch.Generator().manual_seed(seed)
+        probs = torch.as_tensor(self.probs, dtype=torch.float64)
+        return self.batch(torch.multinomial(probs, n, replacement=True, generator=generator), device=device)
 
     def sampler(
         self, batch_size: int, *, seed: int = 0, device: torch.device | str | None = None
@@ -212,9 +223,9 @@ def load_words(
 
     Args:
         source: ``"symspell"`` (the English frequency dictionary shipped by the symspellpy package: words
-            matching ``[a-z]{1,12}``), ``"sample"`` (a few hundred of them kept in pyroseq), or a path to a
-            UTF-8 file of ``word count`` lines or of one word per line (then p is uniform; any Unicode
-            letters are allowed, and the alphabet comes from the data).
+            matching ``[a-z]+``, then cut by ``max_length``), ``"sample"`` (a few hundred of them kept in
+            pyroseq), or a path to a UTF-8 file of ``word count`` lines or of one word per line (then p is
+            uniform; any Unicode letters are allowed, and the alphabet comes from the data).
         top: keep the N most frequent words. Default: 10,000 for ``"symspell"``, all words otherwise.
         max_length: drop words longer than this many symbols, reporting how many were dropped.
             Default 12 for the named sources, no limit for a file.
@@ -229,7 +240,7 @@ def load_words(
         words, counts, _ = _parse_lines(text, str(source))
         keep = [i for i, w in enumerate(words) if _ENGLISH.fullmatch(w)]
         if len(keep) < len(words):
-            notes.append(f"kept {len(keep)} of {len(words)} words matching [a-z]{{1,{DEFAULT_MAX_LENGTH}}}")
+            notes.append(f"kept {len(keep)} of {len(words)} words matching [a-z]+")
         words, counts = [words[i] for i in keep], [counts[i] for i in keep]
         if top is None and source == "symspell":
             top = DEFAULT_TOP
