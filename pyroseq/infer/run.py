@@ -391,7 +391,7 @@ def train_run(
     )  # fmt: skip
     if isinstance(corpus, WordCorpus):
         sampler = corpus.sampler(config.batch_size, seed=config.seed, device=device)
-        valid = corpus.batch(corpus.sampler(config.valid_size, seed=config.seed + 1).indices(), device=device)
+        valid = corpus.draw_batch(config.valid_size, seed=config.seed + 1, device=device)
         unit, per_sequence = "words", 1.0
     else:
         sampler = corpus.sampler(
