@@ -62,8 +62,8 @@ def decode(
         top_p: for ``"nucleus"``, the mass to reach, in (0, 1].
         beam_size: for ``"beam"``, the beam width B (default ``num``; ``num <= B``).
         beam_sampled: for ``"beam"``, expand each beam by B continuations drawn without replacement from
-            ``softmax(logits / temperature)`` (Gumbel top-k) instead of its B most probable ones; the B
-            best by score are kept either way (Kool et al. 2019 call the sampled form stochastic beam search).
+            ``softmax(logits / temperature)`` (Gumbel top-k, per beam) instead of its B most probable ones;
+            the B best by true score are kept either way: beam search with sampled expansions.
         length_normalise: for ``"beam"``, rank (and score) by log-probability per symbol.
         generator: the random-number generator for the symbol choices (state-space trajectories use
             torch's global generator).
@@ -71,7 +71,9 @@ def decode(
             result is reproducible and the caller's random state is left unchanged.
 
     Returns:
-        ``num`` pairs ``(ids, score)``. The score is the model's log-probability of the ids (untempered,
+        At most ``num`` pairs ``(ids, score)``: beam search returns fewer when fewer distinct sequences
+        exist (e.g. with ``max_length`` 1, one per symbol other than PAD and BOS); the other decoders
+        return exactly ``num``. The score is the model's log-probability of the ids (untempered,
         summed): ``log q(w)`` for an autoregressive model, ``sum_t log p(w_t | h_t)`` along the sampled
         trajectory for a state-space model; beam search divides it by the length when
         ``length_normalise`` and returns beams in non-increasing score.
@@ -264,6 +266,7 @@ def _beam_search(
     Each step expands every live hypothesis by B continuations (its B most probable, or B drawn without
     replacement by Gumbel top-k) and keeps the B best of the finished hypotheses and the expansions.
     With B = 1 this is greedy decoding. Hypotheses still live at ``max_length`` are returned cut there.
+    Returns the ``num`` best, or all of them when fewer than ``num`` sequences can be formed.
     """
     state = model.initial_state(1)  # (1, S)
     device = state.device

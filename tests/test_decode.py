@@ -129,6 +129,16 @@ def test_wide_beam_is_exhaustive_search(model, length_normalise):
     assert [o[1] for o in out] == pytest.approx([s for s, _ in best], abs=1e-5)
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_beam_returns_at_most_num(model, sampled):
+    """With max_length 1 only [EOS], [a] and [b] exist: asking for five beams gives those three."""
+    out = decode(model, num=5, max_length=1, decoder="beam", beam_sampled=sampled, seed=0)
+    assert sorted(ids for ids, _ in out) == sorted([[EOS], [LETTER_A], [LETTER_B]])
+    assert [score for _, score in out] == pytest.approx(
+        sorted(log_probs(model, [ids for ids, _ in out]), reverse=True), abs=1e-5
+    )
+
+
 def reference_beam(model: MarkovModel, beam_size: int, max_length: int, normalise: bool) -> list:
     """Textbook beam search: the B best of (finished hypotheses + all one-symbol expansions), by key."""
 

@@ -13,10 +13,19 @@ import pytest
 import torch
 from pyro.infer import SVI, JitTrace_ELBO, Predictive, RenyiELBO, Trace_ELBO
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import MultivariateNormal
 
 from pyroseq.data.batch import pad_batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
+from pyroseq.evaluate import (
+    WordLogProbs,
+    guide_word_log_probs,
+    log_weights,
+    prior_word_log_probs,
+    word_metrics,
+)
+from pyroseq.evaluate.bounds import _in_particle_plate as in_particle_plate
 from pyroseq.guides import GUIDES, FutureGuide, GaussianGuide, make_guide
 from pyroseq.models.dssm import DSSM
 
@@ -43,31 +52,6 @@ def batch_of(words: list[str], max_length: int | None = None):
     return pad_batch([VOCAB.encode(w) for w in words], max_length=max_length)
 
 
-def in_particle_plate(fn, num_particles: int):
-    """``fn`` with every site vectorised over ``pyro.plate("particles", K, dim=-2)``."""
-
-    def wrapped(*args):
-        with pyro.plate("particles", num_particles, dim=-2):
-            return fn(*args)
-
-    return wrapped
-
-
-@torch.no_grad()
-def log_weights(model, guide, ids, mask, num_particles: int) -> torch.Tensor:
-    """``log p(w, h^k) - log q(h^k | w)`` for K vectorised guide draws per sequence, ``(K, B)``."""
-    guide_trace = poutine.trace(in_particle_plate(guide, num_particles)).get_trace(ids, mask)
-    model_trace = poutine.trace(poutine.replay(in_particle_plate(model, num_particles), trace=guide_trace))
-    model_trace = model_trace.get_trace(ids, mask)
-    total = torch.zeros(num_particles, ids.shape[0])
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace.compute_log_prob()
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                total = total + sign * site["log_prob"]
-    return total
-
-
 def latent_sites(trace) -> list[str]:
     return [
         n
@@ -78,19 +62,18 @@ def latent_sites(trace) -> list[str]:
 
 def iwae(model, guide, ids, mask, *, num_particles: int, repeats: int) -> torch.Tensor:
     """``repeats`` independent IWAE_K estimates per sequence, ``(repeats, B)``; K=1 gives the ELBO."""
-    lw = log_weights(model, guide, ids, mask, num_particles * repeats)  # (R*K, B)
+    lw = log_weights(model, guide, ids, mask, num_particles=num_particles * repeats)  # (R*K, B)
     lw = lw.reshape(repeats, num_particles, -1)  # (R, K, B)
     return torch.logsumexp(lw, dim=1) - math.log(num_particles)  # (R, B)
 
 
-@torch.no_grad()
-def prior_log_q(model: DSSM, ids, mask, *, num_trajectories: int) -> torch.Tensor:
-    """``log q(w) ~= logsumexp_k sum_t log p(w_t | h_t^k) - log K`` with prior trajectories, ``(B,)``."""
-    states = model.sample_states(num_trajectories, ids.shape[1])  # (K, T, D)
-    log_p = torch.log_softmax(model.emission_logits(states), dim=-1)  # (K, T, V)
-    per_step = log_p[:, torch.arange(ids.shape[1]), ids]  # (K, B, T)
-    per_word = per_step.masked_fill(~mask, 0.0).sum(-1)  # (K, B)
-    return torch.logsumexp(per_word, dim=0) - math.log(num_trajectories)
+def per_word(estimate: WordLogProbs) -> list[tuple[float, float]]:
+    """Each word's ``(log q(w) estimate, its standard error)``, from :func:`word_metrics` on a one-hot p."""
+    out = []
+    for i in range(estimate.log_q.numel()):
+        m = word_metrics(estimate, torch.nn.functional.one_hot(torch.tensor(i), estimate.log_q.numel()))
+        out.append((-m["ce_nats"], m["ce_stderr"]))
+    return out
 
 
 def train(model, guide, batch, *, loss, steps: int, lr: float = 0.01) -> list[float]:
@@ -154,17 +137,29 @@ def test_transition_initial_state_and_sample_states_shapes():
     assert torch.isfinite(states).all()
 
 
-def test_transition_density_is_change_of_variables_through_the_inverse():
-    """log p(h_t | h_{t-1}) = log N(f^{-1}(h_t); 0, I) + log |det d f^{-1}/d h_t|, on a fresh tensor."""
-    model = make_model()
-    h_prev = torch.randn(6, D)
+def test_transition_density_is_the_gaussian_of_the_triangular_flow():
+    """With the triangular flow, p(h_t | h_{t-1}) = N(mu, L L^T), mu and L from the flow's hypernet.
+
+    The DSSM scores a fresh tensor (no cache hit) through f^{-1} and its log-determinant; the reference
+    is torch's MultivariateNormal, built directly from the hypernet's outputs.
+    """
+    torch.manual_seed(0)
+    model = DSSM(vocab_size=V, state_dim=D, flow="triangular", flow_hidden=16, emitter_hidden=16).double()
+    flow = model.transition_flow
     with torch.no_grad():
+        for parameter in flow.parameters():  # away from the near-identity init
+            parameter.add_(0.3 * torch.randn_like(parameter))
+        h_prev = torch.randn(6, D, dtype=torch.float64)
         h = model.transition(h_prev).sample().clone()  # a new tensor object: no cache hit
-        flow = model.transition_flow.condition(h_prev)
-        xi = flow.inv(h)
-        expected = dist.Normal(0.0, 1.0).log_prob(xi).sum(-1) - flow.log_abs_det_jacobian(xi, h)
-        assert torch.allclose(model.transition(h_prev).log_prob(h), expected, atol=1e-5)
-        assert torch.allclose(flow(xi), h, atol=1e-5)
+        mu, log_diag, lower = flow.hypernet(h_prev).split([D, D, D * (D - 1) // 2], dim=-1)
+        log_diag = log_diag.clamp(flow.log_scale_min_clip, flow.log_scale_max_clip)
+        scale_tril = torch.diag_embed(log_diag.exp())
+        rows, cols = torch.tril_indices(D, D, -1)
+        scale_tril[:, rows, cols] = lower
+        reference = MultivariateNormal(loc=mu, scale_tril=scale_tril)
+        torch.testing.assert_close(
+            model.transition(h_prev).log_prob(h), reference.log_prob(h), atol=1e-10, rtol=0
+        )
 
 
 # --- masking -----------------------------------------------------------------------------------------
@@ -393,12 +388,21 @@ def test_iwae_with_many_particles_matches_the_prior_estimate_of_log_q(trained):
     """Two independent estimators of log q(w) agree: IWAE with the guide (K=4000) and prior trajectories.
 
     They only agree if the model scores the guide's states with the right density (through f^{-1} and its
-    log-determinant) and the guide scores its own draws right. Tolerance 0.05 nats per word.
+    log-determinant) and the guide scores its own draws right. Each word's two estimates (the library's
+    :func:`guide_word_log_probs` and :func:`prior_word_log_probs`) must agree within four combined standard
+    errors, plus 0.01 nats for the O(1/K) downward bias of log-mean estimates that the errors leave out.
     """
-    model, guide, batch = trained
-    by_guide = iwae(model, guide, batch.ids, batch.mask, num_particles=4000, repeats=1)[0]  # (B,)
-    by_prior = prior_log_q(model, batch.ids, batch.mask, num_trajectories=40000)  # (B,)
-    assert torch.allclose(by_guide, by_prior, atol=0.05), (by_guide, by_prior)
+    model, guide, _ = trained
+    words = [VOCAB.encode(w) for w in WORDS]
+    by_guide = per_word(
+        guide_word_log_probs(model, guide, words, num_samples=4000, batch_size=len(words), progress=False)
+    )
+    by_prior = per_word(
+        prior_word_log_probs(model, words, num_samples=40000, chunk_size=10000, progress=False)
+    )
+    for word, (log_q_guide, se_guide), (log_q_prior, se_prior) in zip(WORDS, by_guide, by_prior, strict=True):
+        tolerance = 4 * math.hypot(se_guide, se_prior) + 0.01
+        assert abs(log_q_guide - log_q_prior) < tolerance, (word, by_guide, by_prior)
 
 
 @pytest.mark.slow
@@ -411,7 +415,7 @@ def test_two_continuations_are_fitted():
     gets stuck with the states unused on this task: q(w) uniform over a, b, EOS at every step.)
     """
     vocab = Vocabulary("ab")
-    words, probs = ["ab", "ba"], torch.tensor([0.7, 0.3])
+    words, probs = ["ab", "ba"], torch.tensor([0.7, 0.3], dtype=torch.float64)
     train_batch = pad_batch([vocab.encode(w) for w in (["ab"] * 7 + ["ba"] * 3) * 4])
     model = DSSM(vocab_size=len(vocab), state_dim=4, flow="triangular", flow_hidden=32, emitter_hidden=32)
     guide = GaussianGuide(vocab_size=len(vocab), state_dim=4, embed_dim=8, rnn_hidden=16)
@@ -426,6 +430,8 @@ def test_two_continuations_are_fitted():
 
     batch = pad_batch([vocab.encode(w) for w in words])
     by_guide = iwae(model, guide, batch.ids, batch.mask, num_particles=10000, repeats=2).mean(0)  # (2,)
-    by_prior = prior_log_q(model, batch.ids, batch.mask, num_trajectories=40000)  # (2,)
+    by_prior = prior_word_log_probs(
+        model, [vocab.encode(w) for w in words], num_samples=40000, chunk_size=10000, progress=False
+    ).log_q
     assert torch.allclose(by_guide, probs.log(), atol=0.1), by_guide.exp()
     assert torch.allclose(by_prior, probs.log(), atol=0.1), by_prior.exp()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pyro
@@ -335,6 +337,27 @@ def test_estimators_are_exact_when_the_emission_ignores_the_state():
     assert abs(m["ce_nats"] + float(closed.mean())) < 4 * m["ce_stderr"]
 
 
+def test_guide_estimator_pads_each_batch_to_its_own_longest_word():
+    """Words are batched by length (each batch as wide as its longest word) and scored in their order."""
+    model = random_walk(slope=0.0)
+    words = all_words(4)[::-1]  # longest first, so that sorting by length matters
+    words = words[1::2] + words[::2]  # and mixed
+    pi = torch.log_softmax(model.emission_logits(torch.zeros(1)).double(), dim=-1)
+    closed = torch.tensor([float(pi[w].sum()) for w in words], dtype=torch.float64)
+    prior_guide = shifted_guide(model, shift=0.0, widen=1.0)  # the guide is the prior: every weight is q(w)
+    widths = []
+
+    def guide(ids: torch.Tensor, mask: torch.Tensor) -> None:
+        widths.append(ids.shape[1])
+        prior_guide(ids, mask)
+
+    est = guide_word_log_probs(model, guide, words, num_samples=3, batch_size=8, progress=False)
+    torch.testing.assert_close(est.log_q, closed, atol=1e-5, rtol=0)
+    lengths = sorted(len(w) for w in words)
+    assert widths == [max(lengths[i : i + 8]) for i in range(0, len(words), 8)]
+    assert sum(widths) < len(widths) * max(lengths)
+
+
 @pytest.mark.parametrize("estimator", ["prior", "iwae"])
 def test_reported_stderr_matches_spread_over_repeats(estimator):
     """The delta-method standard error is the actual spread of the CE estimate (within sampling error).
@@ -371,7 +394,7 @@ def test_log_weights_respect_masks():
         model, shifted_guide(model, shift=0.0, widen=1.0), batch.ids, batch.mask, num_particles=7
     )
     pi = torch.log_softmax(model.emission_logits(torch.zeros(1)), dim=-1)
-    closed = torch.stack([pi[w].sum() for w in words])
+    closed = torch.stack([pi[w].sum() for w in words]).double()
     assert lw.shape == (7, 3)
     assert torch.allclose(lw, closed.expand(7, 3), atol=1e-5)
 
@@ -385,6 +408,21 @@ def test_log_weights_reject_sites_outside_the_sequence_plate():
     batch = pad_batch([[LETTER_A, EOS], [LETTER_B, EOS]])
     with pytest.raises(ConfigError, match="seqs"):
         log_weights(model, joint_guide, batch.ids, batch.mask, num_particles=3)
+
+
+def test_log_weights_accumulate_in_float64():
+    """A float64 site's log-density reaches the weights unrounded."""
+    obs = torch.tensor([1.0 / 3.0, 2.0 / 7.0], dtype=torch.float64)
+
+    def model(ids: torch.Tensor, mask: torch.Tensor) -> None:
+        with pyro.plate("seqs", 2, dim=-1):
+            pyro.sample("x", dist.Normal(torch.zeros(2, dtype=torch.float64), 1.0), obs=obs)
+
+    batch = pad_batch([[LETTER_A, EOS], [LETTER_B, EOS]])
+    lw = log_weights(model, lambda ids, mask: None, batch.ids, batch.mask, num_particles=3)
+    assert lw.dtype == torch.float64
+    exact = -0.5 * obs**2 - 0.5 * math.log(2 * math.pi)
+    torch.testing.assert_close(lw, exact.expand(3, 2), atol=1e-14, rtol=0)
 
 
 def test_elbo_iwae_ordering_and_tightness():
@@ -478,3 +516,27 @@ def test_evaluate_text_on_markov_model():
     assert m["nll_nats"] == pytest.approx(-np.mean(expected_lp), abs=1e-6)
     assert m["accuracy"] == pytest.approx(np.mean(expected_ok))
     assert m["tokens"] == 63
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def test_mask_special_logits():
+    logits = torch.randn(3, 2, V, requires_grad=True)
+    masked = mask_special_logits(logits)
+    special = [Vocabulary.pad_id, Vocabulary.bos_id]
+    others = [i for i in range(V) if i not in special]
+    assert (masked[..., special] == float("-inf")).all()
+    assert torch.equal(masked[..., others], logits[..., others])
+    assert torch.isfinite(logits).all(), "the input is left alone"
+    torch.log_softmax(masked, dim=-1)[..., others].sum().backward()
+    assert (logits.grad[..., special] == 0).all() and torch.isfinite(logits.grad).all()
+
+
+def test_importing_the_package_leaves_matplotlib_out():
+    """Every CLI command imports pyroseq.evaluate; matplotlib (about 0.3 s) is loaded only to plot."""
+    code = (
+        "import sys, pyroseq.cli.main, pyroseq.evaluate; "
+        "sys.exit(any(m.split('.')[0] == 'matplotlib' for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -36,9 +36,12 @@ def _in_particle_plate(fn: Callable[..., None], num_particles: int) -> Callable[
 def _site_log_probs(
     trace: poutine.Trace, *, observed: bool, shape: tuple[int, int], device: torch.device
 ) -> Tensor:
-    """Sum of the (scaled, masked) log-densities of a trace's sample sites, per particle and sequence."""
+    """Sum of the (scaled, masked) log-densities of a trace's sample sites, per particle and sequence.
+
+    Accumulated in float64, whatever the sites' dtypes: many float32 terms add up to a large total.
+    """
     B = shape[1]
-    total = torch.zeros(shape, device=device)
+    total = torch.zeros(shape, dtype=torch.float64, device=device)
     trace.compute_log_prob()
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or (site["is_observed"] and not observed):
@@ -78,7 +81,7 @@ def log_weights(
         num_particles: K.
 
     Returns:
-        ``(K, B)`` float log-weights.
+        ``(K, B)`` float64 log-weights.
     """
     if num_particles < 1:
         raise ConfigError(f"the number of particles must be at least 1, got {num_particles}")

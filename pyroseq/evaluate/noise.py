@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -151,6 +149,9 @@ def plot_noise_usage(result: NoiseUsage, path: str | Path) -> Path:
 
     Uses matplotlib's object-oriented Agg canvas, so it needs no display and leaves pyplot's state alone.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: keeps matplotlib off CLI startup
+    from matplotlib.figure import Figure
+
     path = Path(path)
     steps = list(range(1, result.length + 1))
     fig = Figure(figsize=(max(6.0, 0.5 * result.length + 2), 6.5), layout="constrained")

@@ -204,7 +204,8 @@ def guide_word_log_probs(
         model, guide: the Pyro model and guide, both called as ``fn(ids, mask)``.
         words: W id lists, each ending in EOS.
         num_samples: K particles per word.
-        batch_size: words per guide call (all padded to the longest word).
+        batch_size: words per guide call; the words are sorted by length, so each call pads them to
+            the longest of similar lengths rather than to the longest word of all.
         particle_chunk: particles per guide call; default: as many as keep ``batch_size * particle_chunk``
             within :data:`MAX_WORD_PARTICLES` (about 1.5 GB for a D = 16 DSSM), which bounds memory.
         progress: show a tqdm progress bar over word batches.
@@ -215,15 +216,16 @@ def guide_word_log_probs(
     chunk = particle_chunk
     _check_positive(num_samples=num_samples, batch_size=batch_size, particle_chunk=chunk)
     device = _device_of(model)
-    T = max(len(w) for w in words)
-    lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W)
+    order = sorted(range(len(words)), key=lambda i: len(words[i]))  # words by length: little padding
+    lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W), in the words' order
     starts = range(0, len(words), batch_size)
     for start in tqdm(starts, desc="IWAE word batches", unit="batch", disable=not progress):
-        batch = pad_batch(words[start : start + batch_size], max_length=T, device=device)
+        columns = order[start : start + batch_size]
+        batch = pad_batch([words[i] for i in columns], device=device)  # padded to its own longest word
         for k0 in range(0, num_samples, chunk):
             k = min(chunk, num_samples - k0)
             block = log_weights(model, guide, batch.ids, batch.mask, num_particles=k)  # (k, B)
-            lw[k0 : k0 + k, start : start + len(batch)] = block.double().cpu()
+            lw[k0 : k0 + k, columns] = block.double().cpu()
     log_q = torch.logsumexp(lw, dim=0) - math.log(num_samples)
     return WordLogProbs(log_q, "iwae", num_samples, lw, shared=False)
 

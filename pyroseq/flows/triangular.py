@@ -71,19 +71,21 @@ class _ConditionedTriangularAffine(Transform):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, shift: Tensor, log_diag: Tensor, entries: Tensor, index: Tensor) -> None:
+    def __init__(
+        self, shift: Tensor, log_diag: Tensor, entries: Tensor, index: Tensor, flat_index: Tensor
+    ) -> None:
         super().__init__(cache_size=1)
         self.shift = shift  # (..., D)
         self.log_diag = log_diag  # (..., D), the log of L's diagonal
         self.entries = entries  # (..., P), L's entries at index: its diagonal, then strictly-lower part
         self.index = index  # (2, P), rows and columns
         D = shift.shape[-1]
-        # One scatter into the flattened L is several times cheaper than zeros, an indexed assignment
-        # and diag_embed; gradients reach entries through _TriangularProduct, not through L.
-        rows, cols = index
+        # One scatter into the flattened L (flat_index (P,) = rows * D + cols) is several times cheaper
+        # than zeros, an indexed assignment and diag_embed; gradients reach entries through
+        # _TriangularProduct, not through L.
         flat = entries.detach()
         scale_tril = flat.new_zeros(flat.shape[:-1] + (D * D,)).scatter_(
-            -1, (rows * D + cols).expand(flat.shape), flat
+            -1, flat_index.expand(flat.shape), flat
         )
         self.scale_tril = scale_tril.unflatten(-1, (D, D))  # (..., D, D)
 
@@ -136,13 +138,15 @@ class ConditionalTriangularAffine(HypernetFlow):
         self.register_buffer(
             "tril_index", torch.cat([diagonal, torch.tril_indices(D, D, -1)], dim=1), persistent=False
         )  # (2, D (D + 1) / 2), where the diagonal then the strictly-lower entries sit in L
+        rows, cols = self.tril_index
+        self.register_buffer("tril_flat_index", rows * D + cols, persistent=False)  # the same, in L.flatten()
 
     def condition(self, context: Tensor) -> Transform:
         D = self.input_dim
         shift, log_diag, lower = self.hypernet(context).split([D, D, D * (D - 1) // 2], dim=-1)
         log_diag = clamp_preserve_gradients(log_diag, self.log_scale_min_clip, self.log_scale_max_clip)
         entries = torch.cat([log_diag.exp(), lower], dim=-1)  # (..., D (D + 1) / 2)
-        return _ConditionedTriangularAffine(shift, log_diag, entries, self.tril_index)
+        return _ConditionedTriangularAffine(shift, log_diag, entries, self.tril_index, self.tril_flat_index)
 
 
 def conditional_triangular_affine(

@@ -33,12 +33,17 @@ from pyroseq.data.vocab import Vocabulary
 __all__ = ["SequenceModel", "AutoregressiveModel", "StateSpaceModel", "mask_special_logits"]
 
 
+# The ids of PAD and BOS, one small index tensor per device: mask_special_logits runs every time step.
+_SPECIAL_IDS: dict[torch.device, Tensor] = {}
+
+
 def mask_special_logits(logits: Tensor) -> Tensor:
     """Set the logits of PAD and BOS to ``-inf``: no model emits them."""
-    special = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    special[Vocabulary.pad_id] = True
-    special[Vocabulary.bos_id] = True
-    return logits.masked_fill(special, float("-inf"))
+    index = _SPECIAL_IDS.get(logits.device)
+    if index is None:
+        index = torch.tensor([Vocabulary.pad_id, Vocabulary.bos_id], device=logits.device)
+        _SPECIAL_IDS[logits.device] = index
+    return logits.index_fill(-1, index, float("-inf"))
 
 
 class SequenceModel(PyroModule):
