@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pyroseq.checks import check_positive_sizes
 from pyroseq.data.batch import pad_batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
@@ -81,12 +82,6 @@ def _check_words(words: Sequence[Sequence[int]]) -> None:
             raise DataError(f"word {list(w)} contains PAD, BOS or EOS before its end")
 
 
-def _check_positive(**sizes: int) -> None:
-    for name, value in sizes.items():
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
-
-
 def _device_of(module: torch.nn.Module) -> torch.device:
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
@@ -110,7 +105,7 @@ def exact_word_log_probs(
         batch_size: nodes per model step.
     """
     _check_words(words)
-    _check_positive(batch_size=batch_size)
+    check_positive_sizes(batch_size=batch_size)
     state = model.initial_state(1)  # (1, S)
     device = state.device
     tree = PrefixTree.from_sequences(words).to(device)
@@ -167,7 +162,7 @@ def prior_word_log_probs(
         progress: show a tqdm progress bar over chunks.
     """
     _check_words(words)
-    _check_positive(num_samples=num_samples, chunk_size=chunk_size)
+    check_positive_sizes(num_samples=num_samples, chunk_size=chunk_size)
     tree = PrefixTree.from_sequences(words).to(model.initial_state((1,)).device)
     T = tree.max_depth
     lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W)
@@ -214,7 +209,7 @@ def guide_word_log_probs(
     if particle_chunk is None:
         particle_chunk = min(num_samples, max(1, MAX_WORD_PARTICLES // batch_size))
     chunk = particle_chunk
-    _check_positive(num_samples=num_samples, batch_size=batch_size, particle_chunk=chunk)
+    check_positive_sizes(num_samples=num_samples, batch_size=batch_size, particle_chunk=chunk)
     device = _device_of(model)
     order = sorted(range(len(words)), key=lambda i: len(words[i]))  # words by length: little padding
     lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W), in the words' order

@@ -24,9 +24,10 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
-from pyroseq.models.dssm import check_positive_sizes, check_vocab_size, plate_batch_shape, resolve_flow
+from pyroseq.models.dssm import plate_batch_shape, resolve_flow
 
 __all__ = ["FutureGuide", "GaussianGuide"]
 

@@ -29,12 +29,12 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.poutine.runtime import get_plates
 from torch import Tensor, nn
 
-from pyroseq.data.vocab import Vocabulary
+from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.flows import make_flow, require_inverse
 from pyroseq.models.base import StateSpaceModel, mask_special_logits
 
-__all__ = ["DSSM", "resolve_flow", "plate_batch_shape", "check_positive_sizes", "check_vocab_size"]
+__all__ = ["DSSM", "resolve_flow", "plate_batch_shape"]
 
 
 def plate_batch_shape() -> torch.Size:
@@ -101,23 +101,6 @@ def resolve_flow(
     if need_inverse:
         require_inverse(flow, input_dim=input_dim, context_dim=context_dim)
     return flow
-
-
-def check_positive_sizes(**sizes: int | None) -> None:
-    """Raise :class:`ConfigError` naming the first size that is not a positive integer (``None`` passes)."""
-    for name, value in sizes.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
-def check_vocab_size(vocab_size: int) -> None:
-    """Raise :class:`ConfigError` unless ``vocab_size`` leaves room for a symbol after the specials."""
-    check_positive_sizes(vocab_size=vocab_size)
-    if vocab_size <= len(Vocabulary.specials):
-        raise ConfigError(
-            f"vocab_size={vocab_size} leaves no symbols after the {len(Vocabulary.specials)} specials "
-            "(PAD, BOS, EOS); pass len(vocabulary)"
-        )
 
 
 def _pushforward_of_noise(flow: ConditionalTransformModule, h_prev: Tensor) -> TorchDistribution:

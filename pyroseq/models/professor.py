@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from pyroseq.checks import check_positive_sizes
 from pyroseq.data.batch import Batch
 from pyroseq.errors import CheckpointError, ConfigError
-from pyroseq.models.rnn import RNNLM, _check_positive_int
+from pyroseq.models.rnn import RNNLM
 
 __all__ = ["Discriminator", "ProfessorForcing"]
 
@@ -113,7 +114,7 @@ class ProfessorForcing(RNNLM):
             raise ConfigError(f"adversarial_weight must be a number, got {adversarial_weight!r}")
         if not (math.isfinite(adversarial_weight) and adversarial_weight >= 0):
             raise ConfigError(f"adversarial_weight must be finite and non-negative, got {adversarial_weight}")
-        _check_positive_int("disc_hidden", disc_hidden)
+        check_positive_sizes(disc_hidden=disc_hidden)
         if isinstance(disc_lr, bool) or not isinstance(disc_lr, int | float) or not disc_lr > 0:
             raise ConfigError(f"disc_lr must be a positive number, got {disc_lr!r}")
         try:

@@ -28,6 +28,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
@@ -41,11 +42,6 @@ _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 def empty_guide(ids: Tensor | None, mask: Tensor) -> None:
     """The guide of a model without latent sites: ``Trace_ELBO`` is then the exact negative log-likelihood."""
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 class RNNLM(AutoregressiveModel):
@@ -76,17 +72,10 @@ class RNNLM(AutoregressiveModel):
         learned_initial_state: bool = True,
         schedule: dict[str, Any] | None = None,
     ) -> None:
-        _check_positive_int("vocab_size", vocab_size)
-        if vocab_size <= len(Vocabulary.specials):
-            raise ConfigError(
-                f"vocab_size={vocab_size} leaves no room for symbols beyond PAD, BOS and EOS; "
-                "pass len(vocabulary)"
-            )
+        check_vocab_size(vocab_size)
         if cell not in _CELLS:
             raise ConfigError(f"unknown RNN cell {cell!r}; choose one of {list(_CELLS)}")
-        _check_positive_int("state_dim", state_dim)
-        _check_positive_int("embed_dim", embed_dim)
-        _check_positive_int("num_layers", num_layers)
+        check_positive_sizes(state_dim=state_dim, embed_dim=embed_dim, num_layers=num_layers)
         if not isinstance(learned_initial_state, bool):
             raise ConfigError(f"learned_initial_state must be true or false, got {learned_initial_state!r}")
         schedule = None if schedule is None else TeacherSchedule.from_dict(schedule)
