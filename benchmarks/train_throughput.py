@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from pyroseq.data.words import load_words
+from pyroseq.guides import build_guide
 from pyroseq.infer.run import RunConfig, guide_spec, model_spec, resolve_device
 from pyroseq.infer.trainer import Trainer
-from pyroseq.models import build_guide, build_model
+from pyroseq.models import build_model
 
 
 def measure(config: RunConfig, corpus, *, steps: int, warmup: int) -> float:

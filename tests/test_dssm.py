@@ -26,7 +26,7 @@ from pyroseq.evaluate import (
     word_metrics,
 )
 from pyroseq.evaluate.bounds import _in_particle_plate as in_particle_plate
-from pyroseq.guides import GUIDES, FutureGuide, GaussianGuide, make_guide
+from pyroseq.guides import GUIDES, FutureGuide, GaussianGuide, build_guide, empty_guide
 from pyroseq.models.dssm import DSSM
 
 VOCAB = Vocabulary("abc")
@@ -325,13 +325,14 @@ def test_guides_reject_bad_sizes_and_guide_without_ids():
 
 
 def test_guide_registry():
-    assert set(GUIDES) == {"future", "gaussian"}
-    guide = make_guide("gaussian", vocab_size=V, state_dim=D, rnn_hidden=H)
+    assert set(GUIDES) == {"empty", "future", "gaussian"}
+    assert build_guide("empty") is empty_guide
+    guide = build_guide("gaussian", vocab_size=V, state_dim=D, rnn_hidden=H)
     assert isinstance(guide, GaussianGuide) and guide.posterior_flow is None
-    no_flow = make_guide("future", vocab_size=V, state_dim=D, rnn_hidden=H, flow="none")
+    no_flow = build_guide("future", vocab_size=V, state_dim=D, rnn_hidden=H, flow="none")
     assert no_flow.posterior_flow is None
-    with pytest.raises(ConfigError, match="future, gaussian"):
-        make_guide("amortised", vocab_size=V)
+    with pytest.raises(ConfigError, match="empty, future, gaussian"):
+        build_guide("amortised", vocab_size=V)
 
 
 @pytest.mark.parametrize("name", ["triangular", "coupling", "spline", "diagonal+coupling"])

@@ -68,8 +68,8 @@ def test_check_words_on_a_model_that_knows_one_word():
     """An RNN trained on a single word replicates it: lengths match, every replicate is a word."""
     corpus_words = ["abc"]
     from pyroseq.data import Vocabulary
+    from pyroseq.guides import empty_guide
     from pyroseq.infer.trainer import Trainer
-    from pyroseq.models import empty_guide
 
     vocab = Vocabulary.from_texts(corpus_words)
     model = RNNLM(vocab_size=len(vocab), state_dim=8)

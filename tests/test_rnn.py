@@ -16,8 +16,9 @@ from pyro.optim import Adam, ClippedAdam
 from pyroseq.data.batch import pad_batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import CheckpointError, ConfigError
+from pyroseq.guides import empty_guide
 from pyroseq.models.professor import ProfessorForcing
-from pyroseq.models.rnn import RNNLM, empty_guide
+from pyroseq.models.rnn import RNNLM
 from pyroseq.models.schedules import TeacherSchedule
 
 V = 8  # PAD, BOS, EOS and five symbols

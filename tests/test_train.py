@@ -12,10 +12,11 @@ from click.testing import CliRunner
 
 from pyroseq.cli.main import cli
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, PyroseqError
+from pyroseq.guides import build_guide
 from pyroseq.infer.checkpoint import save_checkpoint
 from pyroseq.infer.run import RunConfig, load_run, train_run
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
-from pyroseq.models import build_guide, build_model
+from pyroseq.models import build_model
 
 TINY = dict(
     source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8,

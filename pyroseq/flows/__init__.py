@@ -2,13 +2,21 @@
 
 Every flow is a :class:`~pyro.distributions.conditional.ConditionalTransformModule`: ``flow.condition(c)``
 is a bijection on ``(..., D)`` with a one-pass inverse and log-det, so the model can score the states the
-guide proposes through ``f^{-1}``. Build one by name with :func:`make_flow`.
+guide proposes through ``f^{-1}``. Build one by name with :func:`make_flow`; models and guides take a name
+or a module through :func:`resolve_flow`.
 """
 
 from pyroseq.flows.compose import ConditionalCompose, compose
 from pyroseq.flows.coupling import ConditionalCoupling, conditional_coupling
 from pyroseq.flows.diagonal import ConditionalDiagonalAffine, conditional_diagonal_affine
-from pyroseq.flows.registry import FLOWS, FlowFactory, make_flow, require_inverse
+from pyroseq.flows.registry import (
+    FLOWS,
+    FlowFactory,
+    make_flow,
+    require_inverse,
+    resolve_flow,
+    tensor_options,
+)
 from pyroseq.flows.triangular import ConditionalTriangularAffine, conditional_triangular_affine
 
 __all__ = [
@@ -16,6 +24,8 @@ __all__ = [
     "FlowFactory",
     "make_flow",
     "require_inverse",
+    "resolve_flow",
+    "tensor_options",
     "ConditionalDiagonalAffine",
     "conditional_diagonal_affine",
     "ConditionalTriangularAffine",

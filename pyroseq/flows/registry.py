@@ -1,4 +1,5 @@
-"""Transition flows by name, and the check that a flow can score states through its inverse.
+"""Transition flows by name, the check that a flow can score states through its inverse, and
+:func:`resolve_flow`, which models and guides call on the flow they are given.
 
 Names are the keys of :data:`FLOWS`; a ``+`` composes them in the order written, so ``"triangular+coupling"``
 applies the triangular flow to the noise first, then the coupling layers.
@@ -19,7 +20,7 @@ from pyroseq.flows.coupling import conditional_coupling
 from pyroseq.flows.diagonal import conditional_diagonal_affine
 from pyroseq.flows.triangular import conditional_triangular_affine
 
-__all__ = ["FlowFactory", "FLOWS", "make_flow", "require_inverse"]
+__all__ = ["FlowFactory", "FLOWS", "make_flow", "require_inverse", "resolve_flow", "tensor_options"]
 
 FlowFactory = Callable[[int, int, Sequence[int]], ConditionalTransformModule]
 """``factory(input_dim, context_dim, hidden_dims)`` -> a conditional flow on ``(..., input_dim)``."""
@@ -76,6 +77,13 @@ def make_flow(
     return flows[0] if len(flows) == 1 else compose(*flows)
 
 
+def tensor_options(module: torch.nn.Module) -> dict[str, torch.dtype | torch.device]:
+    """The ``dtype`` and ``device`` of ``module``'s parameters as keyword arguments for a probe tensor
+    (``{}`` for a module without parameters)."""
+    parameter = next(module.parameters(), None)
+    return {} if parameter is None else {"dtype": parameter.dtype, "device": parameter.device}
+
+
 def _describe(flow: ConditionalTransformModule) -> str:
     """The class name of ``flow``, or of its parts joined by ``+`` for a composition."""
     if isinstance(flow, ConditionalCompose):
@@ -95,8 +103,7 @@ def require_inverse(flow: ConditionalTransformModule, *, input_dim: int, context
     Raises:
         ConfigError: ``flow`` has no inverse; the message names the flows that have one.
     """
-    parameter = next(flow.parameters(), None)
-    like = {} if parameter is None else {"dtype": parameter.dtype, "device": parameter.device}
+    like = tensor_options(flow)
     with torch.no_grad():
         transform = flow.condition(torch.zeros(context_dim, **like))
         try:
@@ -108,3 +115,52 @@ def require_inverse(flow: ConditionalTransformModule, *, input_dim: int, context
                 "such as 'triangular+coupling'), or a Pyro conditional flow with an inverse such as "
                 "conditional_affine_coupling or conditional_spline"
             ) from error
+
+
+def resolve_flow(
+    flow: str | ConditionalTransformModule,
+    *,
+    input_dim: int,
+    context_dim: int,
+    flow_hidden: int,
+    need_inverse: bool,
+    role: str,
+) -> ConditionalTransformModule:
+    """A conditional flow from a name of :func:`pyroseq.flows.make_flow` or a ready module, checked.
+
+    The check runs the flow once: it must map ``(input_dim,)`` to ``(input_dim,)`` given a
+    ``(context_dim,)`` context and, when ``need_inverse``, pass :func:`pyroseq.flows.require_inverse`.
+
+    Args:
+        flow: a name such as ``"triangular"`` or ``"triangular+coupling"``, or a
+            :class:`~pyro.distributions.conditional.ConditionalTransformModule`.
+        input_dim: the dimension the flow transforms.
+        context_dim: the dimension of the context it is conditioned on.
+        flow_hidden: hidden width of the flow's networks (names only).
+        need_inverse: whether the inverse is required.
+        role: what the flow is for, used in error messages.
+    """
+    if isinstance(flow, str):
+        flow = make_flow(flow, input_dim=input_dim, context_dim=context_dim, hidden_dims=(flow_hidden,))
+    if not isinstance(flow, ConditionalTransformModule):
+        raise ConfigError(
+            f"the {role} must be a flow name or a pyro ConditionalTransformModule, got {type(flow).__name__}"
+        )
+    like = tensor_options(flow)
+    x = torch.zeros(2, input_dim, **like)
+    try:
+        with torch.no_grad():
+            y = flow.condition(torch.zeros(2, context_dim, **like))(x)
+    except RuntimeError as e:
+        raise ConfigError(
+            f"the {role} {type(flow).__name__} does not accept states of dimension {input_dim} with a "
+            f"context of dimension {context_dim}: {e}"
+        ) from None
+    if y.shape != x.shape:
+        raise ConfigError(
+            f"the {role} {type(flow).__name__} maps ({input_dim},) to {tuple(y.shape[1:])}; it must keep "
+            "the dimension"
+        )
+    if need_inverse:
+        require_inverse(flow, input_dim=input_dim, context_dim=context_dim)
+    return flow

@@ -1,34 +1,37 @@
-"""Guides (variational posteriors over the states) for the state-space models.
+"""Guides (variational posteriors over the states) for the sequence models.
 
-``GUIDES`` maps a name to a guide class; :func:`make_guide` builds one by name. Every guide takes the
-model's arguments ``(ids, mask)`` and declares the model's latent sites ``h_{t}``.
+``GUIDES`` maps a name to a guide factory; :func:`build_guide` builds one by name (which is how a
+checkpoint rebuilds it). Every guide takes the model's arguments ``(ids, mask)`` and declares the model's
+latent sites ``h_{t}``; :func:`empty_guide` declares none, for models without latent sites.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from pyro.nn import PyroModule
-
 from pyroseq.errors import ConfigError
+from pyroseq.guides.empty import empty_guide
 from pyroseq.guides.future import FutureGuide, GaussianGuide
 
-__all__ = ["FutureGuide", "GaussianGuide", "GUIDES", "make_guide"]
+__all__ = ["FutureGuide", "GaussianGuide", "empty_guide", "GUIDES", "build_guide"]
 
-GUIDES: dict[str, type[PyroModule]] = {
+GUIDES: dict[str, Callable[..., Callable[..., Any]]] = {
+    "empty": lambda: empty_guide,
     "future": FutureGuide,
     "gaussian": GaussianGuide,
 }
+"""Name -> factory of every named guide; add an entry to make a new guide nameable."""
 
 
-def make_guide(name: str, **kwargs: Any) -> PyroModule:
-    """The guide registered as ``name``, built with keyword arguments ``kwargs``.
+def build_guide(name: str, **kwargs: Any) -> Callable[..., Any]:
+    """The guide registered as ``name`` (a key of :data:`GUIDES`), built with keyword arguments ``kwargs``.
 
     Raises:
         ConfigError: ``name`` is not in :data:`GUIDES`.
     """
     try:
-        cls = GUIDES[name]
+        factory = GUIDES[name]
     except KeyError:
         raise ConfigError(f"unknown guide {name!r}; valid names: {', '.join(sorted(GUIDES))}") from None
-    return cls(**kwargs)
+    return factory(**kwargs)

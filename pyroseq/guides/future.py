@@ -27,7 +27,8 @@ from torch import Tensor, nn
 from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
-from pyroseq.models.dssm import plate_batch_shape, resolve_flow
+from pyroseq.flows import resolve_flow
+from pyroseq.plates import plate_batch_shape
 
 __all__ = ["FutureGuide", "GaussianGuide"]
 

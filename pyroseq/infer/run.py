@@ -21,6 +21,7 @@ from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError
+from pyroseq.guides import build_guide
 from pyroseq.infer.checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -32,7 +33,7 @@ from pyroseq.infer.checkpoint import (
 )
 from pyroseq.infer.objectives import OBJECTIVES
 from pyroseq.infer.trainer import Trainer, load_modules
-from pyroseq.models import build_guide, build_model
+from pyroseq.models import build_model
 
 __all__ = ["RunConfig", "LoadedRun", "train_run", "load_run", "resolve_device", "load_corpus"]
 

@@ -6,14 +6,13 @@ JSON-serialisable constructor arguments (which is how a checkpoint rebuilds it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel, mask_special_logits
 from pyroseq.models.dssm import DSSM
 from pyroseq.models.professor import ProfessorForcing
-from pyroseq.models.rnn import RNNLM, empty_guide
+from pyroseq.models.rnn import RNNLM
 
 __all__ = [
     "SequenceModel",
@@ -23,10 +22,8 @@ __all__ = [
     "DSSM",
     "RNNLM",
     "ProfessorForcing",
-    "empty_guide",
     "MODELS",
     "build_model",
-    "build_guide",
 ]
 
 MODELS: dict[str, type[SequenceModel]] = {"dssm": DSSM, "rnn": RNNLM, "professor": ProfessorForcing}
@@ -37,13 +34,3 @@ def build_model(name: str, **kwargs: Any) -> SequenceModel:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
     return MODELS[name](**kwargs)
-
-
-def build_guide(name: str, **kwargs: Any) -> Callable[..., Any]:
-    """The guide registered as ``name`` (see :data:`pyroseq.guides.GUIDES`), or ``"empty"`` for models
-    without latent variables."""
-    if name == "empty":
-        return empty_guide
-    from pyroseq.guides import make_guide
-
-    return make_guide(name, **kwargs)

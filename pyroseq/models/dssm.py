@@ -26,81 +26,15 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution
 from pyro.distributions.conditional import ConditionalTransformModule
-from pyro.poutine.runtime import get_plates
 from torch import Tensor, nn
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
-from pyroseq.errors import ConfigError, DataError
-from pyroseq.flows import make_flow, require_inverse
+from pyroseq.errors import DataError
+from pyroseq.flows import resolve_flow
 from pyroseq.models.base import StateSpaceModel, mask_special_logits
+from pyroseq.plates import plate_batch_shape
 
-__all__ = ["DSSM", "resolve_flow", "plate_batch_shape"]
-
-
-def plate_batch_shape() -> torch.Size:
-    """The batch shape that the enclosing vectorised plates broadcast a sample site to.
-
-    ``(B,)`` inside ``pyro.plate("seqs", B, dim=-1)``; ``(K, B)`` when vectorised particles add a plate
-    of size K at dim -2. Expanding the initial state to this shape keeps every later tensor at the full
-    batch shape, so that a flow never has to broadcast its context against its input.
-    """
-    frames = [f for f in get_plates() if f.vectorized]
-    if not frames:
-        return torch.Size()
-    shape = [1] * -min(f.dim for f in frames)
-    for f in frames:
-        shape[f.dim] = f.size
-    return torch.Size(shape)
-
-
-def resolve_flow(
-    flow: str | ConditionalTransformModule,
-    *,
-    input_dim: int,
-    context_dim: int,
-    flow_hidden: int,
-    need_inverse: bool,
-    role: str,
-) -> ConditionalTransformModule:
-    """A conditional flow from a name of :func:`pyroseq.flows.make_flow` or a ready module, checked.
-
-    The check runs the flow once: it must map ``(input_dim,)`` to ``(input_dim,)`` given a
-    ``(context_dim,)`` context and, when ``need_inverse``, pass :func:`pyroseq.flows.require_inverse`.
-
-    Args:
-        flow: a name such as ``"triangular"`` or ``"triangular+coupling"``, or a
-            :class:`~pyro.distributions.conditional.ConditionalTransformModule`.
-        input_dim: the dimension the flow transforms.
-        context_dim: the dimension of the context it is conditioned on.
-        flow_hidden: hidden width of the flow's networks (names only).
-        need_inverse: whether the inverse is required.
-        role: what the flow is for, used in error messages.
-    """
-    if isinstance(flow, str):
-        flow = make_flow(flow, input_dim=input_dim, context_dim=context_dim, hidden_dims=(flow_hidden,))
-    if not isinstance(flow, ConditionalTransformModule):
-        raise ConfigError(
-            f"the {role} must be a flow name or a pyro ConditionalTransformModule, got {type(flow).__name__}"
-        )
-    parameter = next(flow.parameters(), None)
-    like = {} if parameter is None else {"dtype": parameter.dtype, "device": parameter.device}
-    x = torch.zeros(2, input_dim, **like)
-    try:
-        with torch.no_grad():
-            y = flow.condition(torch.zeros(2, context_dim, **like))(x)
-    except RuntimeError as e:
-        raise ConfigError(
-            f"the {role} {type(flow).__name__} does not accept states of dimension {input_dim} with a "
-            f"context of dimension {context_dim}: {e}"
-        ) from None
-    if y.shape != x.shape:
-        raise ConfigError(
-            f"the {role} {type(flow).__name__} maps ({input_dim},) to {tuple(y.shape[1:])}; it must keep "
-            "the dimension"
-        )
-    if need_inverse:
-        require_inverse(flow, input_dim=input_dim, context_dim=context_dim)
-    return flow
+__all__ = ["DSSM"]
 
 
 def _pushforward_of_noise(flow: ConditionalTransformModule, h_prev: Tensor) -> TorchDistribution:

@@ -6,11 +6,11 @@ The model::
     h_t  = RNN(h_{t-1}, embed(w_{t-1}))       w_0 = BOS
     w_t  ~ Categorical(softmax(emitter(h_t)))  PAD and BOS masked
 
-has no latent sites: with :func:`empty_guide`, ``SVI`` with ``Trace_ELBO`` minimises the exact negative
-log-likelihood. In training mode with a :class:`~pyroseq.models.schedules.TeacherSchedule` the symbol fed
-at step ``t`` is the ground truth ``w_{t-1}`` with probability ``eps_i`` and otherwise a sample from the
-model's own ``q(w_{t-1} | ...)``, drawn independently per sequence and per step (scheduled sampling,
-Bengio et al. 2015).
+has no latent sites: with :func:`pyroseq.guides.empty_guide`, ``SVI`` with ``Trace_ELBO`` minimises the
+exact negative log-likelihood. In training mode with a :class:`~pyroseq.models.schedules.TeacherSchedule`
+the symbol fed at step ``t`` is the ground truth ``w_{t-1}`` with probability ``eps_i`` and otherwise a
+sample from the model's own ``q(w_{t-1} | ...)``, drawn independently per sequence and per step
+(scheduled sampling, Bengio et al. 2015).
 
 References:
     S. Bengio, O. Vinyals, N. Jaitly, N. Shazeer. Scheduled Sampling for Sequence Prediction with
@@ -35,13 +35,9 @@ from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, mask_special_logits
 from pyroseq.models.schedules import TeacherSchedule
 
-__all__ = ["RNNLM", "empty_guide"]
+__all__ = ["RNNLM"]
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
-
-
-def empty_guide(ids: Tensor | None, mask: Tensor) -> None:
-    """The guide of a model without latent sites: ``Trace_ELBO`` is then the exact negative log-likelihood."""
 
 
 class RNNLM(AutoregressiveModel):
