@@ -19,20 +19,17 @@ from pathlib import Path
 import torch
 
 from pyroseq.data.words import load_words
-from pyroseq.guides import build_guide
-from pyroseq.infer.run import RunConfig, guide_spec, model_spec, resolve_device
+from pyroseq.infer.config import RunConfig, resolve_device
+from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import Trainer
-from pyroseq.models import build_model
 
 
 def measure(config: RunConfig, corpus, *, steps: int, warmup: int) -> float:
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    ms, gs = model_spec(config, corpus.vocab), guide_spec(config, corpus.vocab)
-    model = build_model(ms["name"], **ms["kwargs"]).to(device)
-    guide = build_guide(gs["name"], **gs["kwargs"])
-    if isinstance(guide, torch.nn.Module):
-        guide = guide.to(device)
+    model, guide = build_from_specs(
+        model_spec(config, corpus.vocab), guide_spec(config, corpus.vocab), device=device
+    )
     trainer = Trainer(model, guide, objective=config.objective, particles=config.particles, jit=config.jit)
     batches = corpus.sampler(config.batch_size, seed=config.seed, device=device)
     for _ in range(warmup):

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pyroseq.evaluate import exact_word_log_probs, guide_word_log_probs, prior_word_log_probs, word_metrics
-from pyroseq.infer.run import load_run
+from pyroseq.infer.rundir import load_run
 
 
 def training_rate(run_dir: Path) -> float | None:

@@ -5,7 +5,7 @@ The command line prints these as one line and exits with status 2; everything el
 
 from __future__ import annotations
 
-__all__ = ["PyroseqError", "DataError", "ConfigError", "CheckpointError", "DeviceError"]
+__all__ = ["PyroseqError", "DataError", "ConfigError", "CheckpointError", "DeviceError", "first_line"]
 
 
 class PyroseqError(Exception):
@@ -26,3 +26,9 @@ class CheckpointError(PyroseqError, RuntimeError):
 
 class DeviceError(PyroseqError, RuntimeError):
     """The requested device is not available."""
+
+
+def first_line(error: BaseException, *, limit: int = 300) -> str:
+    """The first line of ``error``'s message (its type's name if the message is empty), cut to ``limit``
+    characters: how a one-line pyroseq error quotes the library error behind it."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]

@@ -11,7 +11,8 @@ from pyroseq.cli.main import cli
 from pyroseq.data import pad_batch
 from pyroseq.data.words import load_words
 from pyroseq.guides import GaussianGuide
-from pyroseq.infer.run import RunConfig, train_run
+from pyroseq.infer.config import RunConfig
+from pyroseq.infer.run import train_run
 from pyroseq.models import DSSM, RNNLM
 from pyroseq.predictive import check_words, draw, plot_ppc, sequence_lengths, to_inferencedata
 

@@ -14,7 +14,9 @@ from pyroseq.cli.main import cli
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, PyroseqError
 from pyroseq.guides import build_guide
 from pyroseq.infer.checkpoint import save_checkpoint
-from pyroseq.infer.run import RunConfig, load_run, train_run
+from pyroseq.infer.config import RunConfig
+from pyroseq.infer.run import train_run
+from pyroseq.infer.rundir import load_run
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 from pyroseq.models import build_model
 
@@ -380,12 +382,12 @@ def test_a_checkpoint_whose_model_spec_has_an_unknown_argument_is_a_checkpoint_e
 
 
 def test_the_final_checkpoint_is_written_once(tmp_path, monkeypatch):
-    from pyroseq.infer import run
+    from pyroseq.infer import rundir
 
     saves = []
-    original = run.save_checkpoint
+    original = rundir.save_checkpoint
     monkeypatch.setattr(
-        run, "save_checkpoint", lambda path, state: (saves.append(state["step"]), original(path, state))
+        rundir, "save_checkpoint", lambda path, state: (saves.append(state["step"]), original(path, state))
     )
     train_run(RunConfig(**TINY), tmp_path / "run", progress=False)
     assert saves == [3, 6]

@@ -10,7 +10,7 @@ import torch
 from pyroseq.cli.common import emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
-from pyroseq.infer.run import load_run
+from pyroseq.infer.rundir import load_run
 from pyroseq.predictive import check_words, plot_ppc
 
 

@@ -23,7 +23,7 @@ from pyroseq.evaluate import (
     prior_word_log_probs,
     word_metrics,
 )
-from pyroseq.infer.run import load_run
+from pyroseq.infer.rundir import load_run
 
 
 def _word_task(run: Any, corpus: WordCorpus, estimator: str | None, samples: int, progress: bool) -> dict:

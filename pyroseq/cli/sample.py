@@ -7,7 +7,7 @@ import click
 from pyroseq.cli.common import emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.decode import DECODERS, decode
-from pyroseq.infer.run import load_run
+from pyroseq.infer.rundir import load_run
 
 
 @click.command("sample")

@@ -11,8 +11,9 @@ from click.core import ParameterSource
 
 from pyroseq.cli.common import emit, handle_errors, json_option
 from pyroseq.errors import ConfigError
+from pyroseq.infer.config import DATA, MODELS, TRAINING, RunConfig
 from pyroseq.infer.objectives import OBJECTIVES
-from pyroseq.infer.run import DATA, MODELS, TRAINING, RunConfig, train_run
+from pyroseq.infer.run import train_run
 
 _DEFAULTS = RunConfig()
 

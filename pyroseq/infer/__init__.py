@@ -1,8 +1,20 @@
-"""Inference: SVI objectives, the training loop, checkpoints and training runs."""
+"""Inference: SVI objectives, the training loop, checkpoints and training runs.
+
+* :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name;
+* :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
+* :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
+* :mod:`~pyroseq.infer.specs`: model and guide specs and :func:`build_from_specs`;
+* :mod:`~pyroseq.infer.checkpoint` and :mod:`~pyroseq.infer.rundir`: atomic checkpoints and the files of
+  a run directory (:func:`load_run`);
+* :mod:`~pyroseq.infer.run`: :func:`train_run`, which wires them together for ``pyroseq train``.
+"""
 
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
+from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
 from pyroseq.infer.objectives import OBJECTIVES, make_objective
-from pyroseq.infer.run import LoadedRun, RunConfig, load_run, train_run
+from pyroseq.infer.run import train_run
+from pyroseq.infer.rundir import LoadedRun, load_run
+from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
@@ -11,6 +23,11 @@ __all__ = [
     "Trainer",
     "NonFiniteLossError",
     "RunConfig",
+    "load_corpus",
+    "resolve_device",
+    "model_spec",
+    "guide_spec",
+    "build_from_specs",
     "LoadedRun",
     "train_run",
     "load_run",

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pyroseq.errors import CheckpointError
+from pyroseq.errors import CheckpointError, first_line
 
 __all__ = [
     "CHECKPOINT",
@@ -90,8 +90,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable pyroseq checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"{path} is not a readable pyroseq checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a pyroseq checkpoint of format {FORMAT_VERSION}")
     return state

@@ -1,0 +1,185 @@
+"""The configuration of a training run and its option rules.
+
+:class:`RunConfig` is what ``pyroseq train`` fills from its options and what a run directory saves as
+``config.json``. The rules here say which values are valid (:meth:`RunConfig.validate`), which options
+apply to which run (:func:`check_applicable`), which may change on resume (:data:`RESUMABLE`), and which
+corpus and device a configuration names (:func:`load_corpus`, :func:`resolve_device`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
+from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
+from pyroseq.errors import CheckpointError, ConfigError, DeviceError
+from pyroseq.infer.objectives import OBJECTIVES
+
+__all__ = [
+    "DATA",
+    "MODELS",
+    "TRAINING",
+    "RESUMABLE",
+    "RunConfig",
+    "check_applicable",
+    "resume_differences",
+    "resolve_device",
+    "resolve_source",
+    "load_corpus",
+]
+
+DATA = ("words", "text")
+MODELS = ("dssm", "rnn")
+TRAINING = ("teacher", "scheduled", "professor")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run; saved as ``config.json`` and inside the checkpoint."""
+
+    # data
+    data: str = "words"  # words | text
+    source: str | None = None  # a corpus name or a file; default symspell (words) / shakespeare (text)
+    top: int | None = None  # words: keep the N most frequent (default 10,000 for symspell)
+    max_length: int | None = None  # words: drop longer words (default 12 for named sources)
+    chunk_length: int = 64  # text: symbols per training sequence
+    # model
+    model: str = "dssm"  # dssm | rnn
+    state_dim: int = 16  # D, the state size (the paper used 8 and 16); the RNN's hidden size
+    flow: str = "triangular"  # DSSM transition flow f_G
+    flow_hidden: int = 64
+    emitter_hidden: int = 64  # 0: a linear emitter
+    guide: str = "future"  # future | gaussian
+    guide_flow: str = "diagonal"  # the guide's own flow f_Q ("none" for none)
+    guide_hidden: int = 64  # the guide's backward-RNN size
+    cell: str = "gru"  # rnn: gru | lstm
+    embed_dim: int = 16
+    layers: int = 1
+    training: str = "teacher"  # rnn: teacher | scheduled | professor
+    schedule: str = "invsigmoid"  # scheduled sampling: linear | exp | invsigmoid
+    schedule_k: float | None = None  # the schedule's rate (default: set from --steps)
+    adversarial_weight: float = 1.0  # professor forcing
+    # optimisation
+    objective: str = "elbo"  # elbo | iwae
+    particles: int = 1  # K
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 3e-3
+    lr_decay: float = 0.1  # the learning rate decays geometrically to lr * lr_decay
+    clip_norm: float = 10.0
+    jit: bool = False
+    device: str = "cpu"
+    seed: int = 0
+    valid_every: int = 100
+    valid_size: int = 512
+    checkpoint_every: int = 200
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option."""
+        for name, valid in (
+            ("data", DATA),
+            ("model", MODELS),
+            ("objective", OBJECTIVES),
+            ("training", TRAINING),
+        ):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(valid)}")
+        positive = ("state_dim", "flow_hidden", "guide_hidden", "embed_dim", "layers", "particles", "steps",
+                    "batch_size", "chunk_length", "valid_size")  # fmt: skip
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("valid_every", "checkpoint_every", "emitter_hidden"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.model == "rnn" and self.objective == "iwae" and self.particles > 1:
+            raise ConfigError(
+                "the RNN has no latent variables: IWAE with K > 1 is the same as the exact ELBO"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The configuration saved as ``data``; an option this version does not know is a
+        :class:`CheckpointError`."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CheckpointError(
+                f"config has unknown options {unknown}: written by another pyroseq version?"
+            )
+        return cls(**data)
+
+
+# Options that may change on resume: the length of training, where it runs, how often it logs, and
+# the step size (as NonFiniteLossError advises: lower --lr or --clip-norm and resume).
+RESUMABLE = {"steps", "device", "valid_every", "checkpoint_every", "lr", "lr_decay", "clip_norm"}
+
+
+def resume_differences(saved: RunConfig, given: dict[str, Any]) -> list[str]:
+    """The options in ``given`` that differ from the saved run's and may not change on resume, each as
+    ``--option VALUE (the run has SAVED)``."""
+    return [
+        f"--{k.replace('_', '-')} {v} (the run has {getattr(saved, k)})"
+        for k, v in given.items()
+        if k not in RESUMABLE and getattr(saved, k) != v
+    ]
+
+
+def check_applicable(config: RunConfig, given: set[str]) -> None:
+    """Raise :class:`ConfigError` for the first explicitly given option in ``given`` that has no effect
+    on ``config``'s run.
+
+    A given option that would be recorded in ``config.json`` but not used misleads whoever reads the
+    run later, so it is refused rather than ignored.
+    """
+    rules: list[tuple[tuple[str, ...], bool, str]] = [
+        (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
+         config.model == "dssm", "applies to --model rnn only"),
+        (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden"),
+         config.model == "rnn", "applies to --model dssm only"),
+        (("top", "max_length"), config.data == "text", "applies to --data words only"),
+        (("chunk_length",), config.data == "words", "applies to --data text only"),
+        (("guide_flow",), config.guide == "gaussian", "has no effect: --guide gaussian has no flow"),
+        (("schedule", "schedule_k"), config.training != "scheduled", "applies to --training scheduled only"),
+        (("adversarial_weight",), config.training != "professor", "applies to --training professor only"),
+    ]  # fmt: skip
+    for names, unused, why in rules:
+        for name in names:
+            if unused and name in given:
+                raise ConfigError(f"--{name.replace('_', '-')} {why}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` or ``cuda[:N]``; :class:`DeviceError` when CUDA is asked for and absent."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}: use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(
+            f"--device {name} was asked for but no CUDA GPU is available to PyTorch "
+            f"(torch {torch.__version__}); use --device cpu"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {name!r}: use cpu or cuda")
+    return device
+
+
+def resolve_source(config: RunConfig) -> RunConfig:
+    """Store a corpus file as an absolute path, so the run can be loaded again from another directory."""
+    named = WORD_SOURCES if config.data == "words" else TEXT_SOURCES
+    if config.source is None or config.source in named or not Path(config.source).is_file():
+        return config
+    return dataclasses.replace(config, source=str(Path(config.source).resolve()))
+
+
+def load_corpus(config: RunConfig) -> WordCorpus | TextCorpus:
+    """The corpus that ``config`` names (symspell words or Shakespeare by default)."""
+    if config.data == "words":
+        return load_words(config.source or "symspell", top=config.top, max_length=config.max_length)
+    return load_text(config.source or "shakespeare")

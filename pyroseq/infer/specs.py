@@ -1,0 +1,90 @@
+"""Model and guide specs: the registry name and constructor arguments that a checkpoint saves, and the
+one function that builds a model and its guide from them.
+
+A spec is ``{"name": ..., "kwargs": {...}}`` with JSON-serialisable arguments, for
+:func:`pyroseq.models.build_model` and :func:`pyroseq.guides.build_guide`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyroseq.data.vocab import Vocabulary
+from pyroseq.errors import CheckpointError, ConfigError, first_line
+from pyroseq.guides import build_guide
+from pyroseq.infer.config import RunConfig
+from pyroseq.models import SequenceModel, build_model
+
+__all__ = ["model_spec", "guide_spec", "build_from_specs"]
+
+
+def model_spec(config: RunConfig, vocab: Vocabulary) -> dict[str, Any]:
+    """The registry name and constructor arguments of the run's model (saved in the checkpoint)."""
+    V = len(vocab)
+    if config.model == "dssm":
+        kwargs = {"vocab_size": V, "state_dim": config.state_dim, "flow": config.flow,
+                  "flow_hidden": config.flow_hidden,
+                  "emitter_hidden": config.emitter_hidden or None}  # fmt: skip
+        return {"name": "dssm", "kwargs": kwargs}
+    kwargs = {"vocab_size": V, "cell": config.cell, "state_dim": config.state_dim,
+              "embed_dim": config.embed_dim, "num_layers": config.layers}  # fmt: skip
+    if config.training == "scheduled":
+        k = config.schedule_k
+        params = {
+            "linear": {"k": 1.0, "c": 1.0 / config.steps if k is None else k, "eps_min": 0.0},
+            "exp": {"k": 0.01 ** (1.0 / config.steps) if k is None else k},
+            "invsigmoid": {"k": max(1.0, config.steps / 10) if k is None else k},
+        }
+        if config.schedule not in params:
+            raise ConfigError(f"unknown schedule {config.schedule!r}: use one of {', '.join(params)}")
+        kwargs["schedule"] = {"kind": config.schedule, **params[config.schedule]}
+    if config.training == "professor":
+        kwargs["adversarial_weight"] = config.adversarial_weight
+        return {"name": "professor", "kwargs": kwargs}
+    return {"name": "rnn", "kwargs": kwargs}
+
+
+def guide_spec(config: RunConfig, vocab: Vocabulary) -> dict[str, Any]:
+    """The registry name and constructor arguments of the run's guide (``"empty"`` for the RNNs)."""
+    if config.model != "dssm":
+        return {"name": "empty", "kwargs": {}}
+    kwargs = {"vocab_size": len(vocab), "state_dim": config.state_dim, "embed_dim": config.embed_dim,
+              "rnn_hidden": config.guide_hidden}  # fmt: skip
+    if config.guide != "gaussian":
+        kwargs["flow"] = None if config.guide_flow == "none" else config.guide_flow
+        kwargs["flow_hidden"] = config.flow_hidden
+    return {"name": config.guide, "kwargs": kwargs}
+
+
+def build_from_specs(
+    model: dict[str, Any],
+    guide: dict[str, Any],
+    *,
+    device: str | torch.device = "cpu",
+    saved_in: str | Path | None = None,
+) -> tuple[SequenceModel, Callable[..., Any]]:
+    """The model and guide that the specs ``model`` and ``guide`` describe, newly initialised on ``device``.
+
+    Args:
+        model: a model spec, as :func:`model_spec` makes it.
+        guide: a guide spec, as :func:`guide_spec` makes it.
+        device: where to put their parameters.
+        saved_in: the checkpoint the specs were read from, if any: a spec there that this version cannot
+            build (an unknown argument, a bad value) is then a :class:`CheckpointError` naming it.
+    """
+    try:
+        built_model = build_model(model["name"], **model["kwargs"]).to(device)
+        built_guide = build_guide(guide["name"], **guide["kwargs"])
+    except (TypeError, ValueError, KeyError) as e:
+        if saved_in is None:
+            raise
+        raise CheckpointError(
+            f"{saved_in} describes a model this pyroseq cannot build: {first_line(e)}"
+        ) from None
+    if isinstance(built_guide, torch.nn.Module):
+        built_guide = built_guide.to(device)
+    return built_model, built_guide
