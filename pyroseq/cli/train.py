@@ -40,7 +40,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--schedule", "schedule", click.Choice(["linear", "exp", "invsigmoid"]), "Scheduled sampling's decay of the teacher probability."),
     ("--schedule-k", "schedule_k", float, "The schedule's rate parameter (default: set from --steps)."),
     ("--adversarial-weight", "adversarial_weight", float, "Professor forcing: weight of the generator's adversarial term."),
-    ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (RenyiELBO alpha=0)."),
+    ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (the importance-weighted bound, K = --particles)."),
     ("--particles", "particles", int, "K, the number of vectorised particles."),
     ("--steps", "steps", int, "Total optimisation steps (on --resume: train on to this many)."),
     ("--batch-size", "batch_size", int, "Sequences per step."),

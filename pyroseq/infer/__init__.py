@@ -1,6 +1,6 @@
 """Inference: SVI objectives, the training loop, checkpoints and training runs.
 
-* :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name;
+* :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
 * :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
 * :mod:`~pyroseq.infer.specs`: model and guide specs and :func:`build_from_specs`;
@@ -11,7 +11,7 @@
 
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
-from pyroseq.infer.objectives import OBJECTIVES, make_objective
+from pyroseq.infer.objectives import IWAE, OBJECTIVES, make_objective
 from pyroseq.infer.run import train_run
 from pyroseq.infer.rundir import LoadedRun, load_run
 from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
@@ -19,6 +19,7 @@ from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 
 __all__ = [
     "OBJECTIVES",
+    "IWAE",
     "make_objective",
     "Trainer",
     "NonFiniteLossError",
