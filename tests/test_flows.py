@@ -30,7 +30,7 @@ from pyroseq.flows import (
 
 CONTEXT_DIM = 2
 HIDDEN = (8,)
-NAMED = ["diagonal", "triangular", "coupling", "spline", "triangular+coupling"]
+NAMED = ["diagonal", "triangular", "coupling", "spline", "rqspline", "triangular+coupling"]
 
 
 def _named(name: str) -> Callable[[int, int], ConditionalTransformModule]:

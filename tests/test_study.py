@@ -1,0 +1,33 @@
+"""The study harness's plateau rule and configuration selection (benchmarks/study.py)."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+
+STUDY = runpy.run_path(str(Path(__file__).parent.parent / "benchmarks" / "study.py"))
+
+
+def test_plateau_needs_patience_validations_without_a_real_improvement():
+    plateaued = STUDY["plateaued"]
+    falling = [(i * 250, 20.0 - i) for i in range(10)]
+    assert not plateaued(falling, patience=3, tolerance=0.02)
+    flat = falling + [(2500 + i * 250, 11.0 - 0.005 * i) for i in range(3)]  # gains below the tolerance
+    assert plateaued(flat, patience=3, tolerance=0.02)
+    assert not plateaued(flat, patience=3, tolerance=0.001)  # the same gains count at a finer tolerance
+    assert not plateaued(flat[:3], patience=3, tolerance=0.02)  # too few validations to judge
+
+
+def test_selection_by_name_and_group_and_every_flow_name_exists():
+    from pyroseq.flows import FLOWS
+
+    select, configs = STUDY["select"], STUDY["CONFIGS"]
+    assert [c.name for c in select(["dssm-tri-d16"])] == ["dssm-tri-d16"]
+    flows = select(["flows"])
+    assert flows and all("flows" in c.groups for c in flows)
+    with pytest.raises(SystemExit, match="neither a configuration nor a group"):
+        select(["nonsense"])
+    for config in configs.values():
+        args = list(config.args)
+        if "--flow" in args:
+            assert all(part in FLOWS for part in args[args.index("--flow") + 1].split("+"))
