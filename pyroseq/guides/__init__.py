@@ -2,7 +2,7 @@
 
 ``GUIDES`` maps a name to a guide factory; :func:`build_guide` builds one by name (which is how a
 checkpoint rebuilds it). Every guide takes the model's arguments ``(ids, mask)`` and declares the model's
-latent sites ``h_{t}``; :func:`empty_guide` declares none, for models without latent sites.
+latent site ``h`` (the state trajectory); :func:`empty_guide` declares none, for models without latent sites.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
 from pyroseq.flows import resolve_flow
+from pyroseq.flows.trajectory import StateTrajectory
 from pyroseq.plates import plate_batch_shape
 
 __all__ = ["FutureGuide", "GaussianGuide"]
@@ -36,9 +37,11 @@ __all__ = ["FutureGuide", "GaussianGuide"]
 class FutureGuide(PyroModule):
     """Guide ``q(h_{1:T} | w_{1:T}) = prod_t q(h_t | h_{t-1}, w_{t:T})`` for :class:`~pyroseq.models.DSSM`.
 
-    ``forward(ids, mask)`` takes the model's arguments and declares the model's latent sites ``h_{t}``
-    inside ``pyro.plate("seqs", B, dim=-1)``, masked by ``mask[:, t-1]``. The combiner follows Pyro's Deep
-    Markov Model: ``c_t = (tanh(A h_{t-1}) + b_t) / 2``, ``mu = M c_t``, ``sigma = softplus(S c_t)``.
+    ``forward(ids, mask)`` takes the model's arguments and declares the model's latent site ``"h"`` (the
+    whole trajectory, ``(..., B, T, D)``) inside ``pyro.plate("seqs", B, dim=-1)``, a
+    :class:`~pyroseq.flows.trajectory.StateTrajectory` drawn step by step. At padded steps it draws
+    ``h_t ~ N(0, I)``, the model's own law there, so those steps cost nothing. The combiner follows Pyro's
+    Deep Markov Model: ``c_t = (tanh(A h_{t-1}) + b_t) / 2``, ``mu = M c_t``, ``sigma = softplus(S c_t)``.
 
     Args:
         vocab_size: V, the number of symbols including PAD, BOS and EOS.
@@ -114,18 +117,22 @@ class FutureGuide(PyroModule):
         # Each attribute access of a plain nn.Module is a pyro.module statement: fetch them once per run.
         flow, state_to_hidden = self.posterior_flow, self.state_to_hidden
         hidden_to_loc, hidden_to_scale = self.hidden_to_loc, self.hidden_to_scale
+
+        def step_law(h_prev: Tensor, steps: int | slice) -> dist.TorchDistribution:
+            """``q(h_t | h_{t-1}, w_{t:T})``; ``steps`` an index (``h_prev (..., B, D)``) or all steps."""
+            b = future[:, steps].expand(*h_prev.shape[:-1], self.rnn_hidden)  # (..., B, [T,] H)
+            hidden = 0.5 * (torch.tanh(state_to_hidden(h_prev)) + b)  # (..., B, [T,] H)
+            loc = hidden_to_loc(hidden)  # (..., B, [T,] D)
+            scale = nn.functional.softplus(hidden_to_scale(hidden)) + 1e-4  # (..., B, [T,] D)
+            q = dist.Normal(loc, scale).to_event(1)
+            if flow is None:
+                return q
+            # A fresh .condition() per step: each sample is scored from its own transform's cache.
+            return dist.TransformedDistribution(q, [flow.condition(torch.cat([h_prev, b], dim=-1))])
+
         with pyro.plate("seqs", B, dim=-1):
-            h = self.h_0.expand(*plate_batch_shape(), self.state_dim)  # (B, D), or (K, B, D) with particles
-            for t in range(1, T + 1):
-                b = future[:, t - 1].expand(*h.shape[:-1], self.rnn_hidden)  # (..., B, H)
-                hidden = 0.5 * (torch.tanh(state_to_hidden(h)) + b)  # (..., B, H)
-                loc = hidden_to_loc(hidden)  # (..., B, D)
-                scale = nn.functional.softplus(hidden_to_scale(hidden)) + 1e-4  # (..., B, D)
-                q = dist.Normal(loc, scale).to_event(1)
-                if flow is not None:
-                    # A fresh .condition() per step: each sample is scored from its own transform's cache.
-                    q = dist.TransformedDistribution(q, [flow.condition(torch.cat([h, b], dim=-1))])
-                h = pyro.sample(f"h_{t}", q.mask(mask[:, t - 1]))  # (..., B, D)
+            h_0 = self.h_0.expand(*plate_batch_shape(), self.state_dim)  # (B, D), or (K, B, D) with particles
+            pyro.sample("h", StateTrajectory(step_law, h_0, mask))  # (..., B, T, D)
 
 
 class GaussianGuide(FutureGuide):

@@ -7,7 +7,7 @@ batch of sequences:
 * ``mask``: ``(B, T)`` bool, True on real steps;
 * it declares ``pyro.plate("seqs", B, dim=-1)`` and inside it, for ``t = 1..T``, an observed site
   ``w_{t}`` (Categorical over the whole vocabulary, masked by ``mask[:, t-1]``) and, for latent-state
-  models, a latent site ``h_{t}`` before it.
+  models, one latent site ``h`` before them: the whole state trajectory, event shape ``(T, D)``.
 
 Emission logits give ``-inf`` to PAD and BOS (see :func:`mask_special_logits`): the models put their
 mass on real symbols and EOS only.

@@ -29,8 +29,9 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor, nn
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
-from pyroseq.errors import DataError
+from pyroseq.errors import ConfigError, DataError
 from pyroseq.flows import resolve_flow
+from pyroseq.flows.trajectory import StateTrajectory
 from pyroseq.models.base import StateSpaceModel, mask_special_logits
 from pyroseq.plates import plate_batch_shape
 
@@ -47,13 +48,20 @@ def _pushforward_of_noise(flow: ConditionalTransformModule, h_prev: Tensor) -> T
 class DSSM(StateSpaceModel):
     """Deep state-space model: a white-noise state transition through a conditional flow.
 
-    ``forward(ids, mask)`` is the Pyro model: inside ``pyro.plate("seqs", B, dim=-1)``, for t = 1..T a
-    latent site ``h_{t}`` with
+    ``forward(ids, mask)`` is the Pyro model. Inside ``pyro.plate("seqs", B, dim=-1)`` it has
 
-        p(h_t | h_{t-1}) = N(f_G^{-1}(h_t; h_{t-1}); 0, I) |det d f_G^{-1} / d h_t|
+    * one latent site ``"h"``: the whole state trajectory, value ``(B, T, D)`` (``(K, B, T, D)`` under K
+      vectorised particles), batch shape ``(B,)``, event shape ``(T, D)``, a
+      :class:`~pyroseq.flows.trajectory.StateTrajectory` with, on real steps,
 
-    and an observed site ``w_{t}`` with ``p(w_t | h_t) = Categorical(softmax(g(h_t)))``, both masked by
-    ``mask[:, t-1]`` so that padded steps add nothing to any objective.
+          p(h_t | h_{t-1}) = N(f_G^{-1}(h_t; h_{t-1}); 0, I) |det d f_G^{-1} / d h_t|
+
+      and ``h_t ~ N(0, I)`` at padded steps (no mask: those states integrate out of ``p(w)``, so any guide
+      gives a valid bound). It is drawn step by step and scored in one call over all T steps;
+    * for t = 1..T an observed site ``w_{t}`` with ``p(w_t | h_t) = Categorical(softmax(g(h_t)))``,
+      masked by ``mask[:, t-1]``, so that padded steps emit nothing.
+
+    A guide declares the same site ``"h"`` with a value of shape ``(..., B, T, D)``.
 
     Args:
         vocab_size: V, the number of symbols including PAD, BOS and EOS.
@@ -127,13 +135,19 @@ class DSSM(StateSpaceModel):
         # Each attribute access of a plain nn.Module is a pyro.module statement: fetch them once per run.
         flow, emitter = self.transition_flow, self.emitter
         with pyro.plate("seqs", B, dim=-1):
-            h = self.initial_state(plate_batch_shape())  # (B, D), or (K, B, D) under vectorised particles
+            h_0 = self.initial_state(plate_batch_shape())  # (B, D), or (K, B, D) under vectorised particles
+            law = StateTrajectory(lambda h_prev, steps: _pushforward_of_noise(flow, h_prev), h_0, mask)
+            h = pyro.sample("h", law)  # (..., B, T, D)
+            if h.shape[-2:] != (T, self.state_dim):
+                raise ConfigError(
+                    f"the guide's site 'h' has shape {tuple(h.shape)}, but the model's states are "
+                    f"(..., B, T, D) = (..., {B}, {T}, {self.state_dim}): give the guide "
+                    f"state_dim={self.state_dim} and the model's ids and mask"
+                )
+            logits = mask_special_logits(emitter(h))  # (..., B, T, V)
             for t in range(1, T + 1):
-                step_mask = mask[:, t - 1]  # (B,)
-                h = pyro.sample(f"h_{t}", _pushforward_of_noise(flow, h).mask(step_mask))  # (..., B, D)
-                logits = mask_special_logits(emitter(h))  # (..., B, V)
                 pyro.sample(
                     f"w_{t}",
-                    dist.Categorical(logits=logits).mask(step_mask),
+                    dist.Categorical(logits=logits[..., t - 1, :]).mask(mask[:, t - 1]),
                     obs=None if ids is None else ids[:, t - 1],
                 )

@@ -1,0 +1,109 @@
+"""A distribution over whole state trajectories ``h_{1:T}``: sampled step by step, scored in one call.
+
+The DSSM's model and guide both put their states in one sample site ``"h"`` of event shape ``(T, D)``
+whose law is a Markov chain,
+
+    h_t ~ p_t(h_t | h_{t-1})      on real steps (mask True)
+    h_t ~ N(0, I_D)               after the sequence's end (mask False)
+
+so ``log p(h_{1:T}) = sum_t [m_t log p_t(h_t | h_{t-1}) + (1 - m_t) log N(h_t; 0, I)]``. Drawing needs
+``h_{t-1}`` before ``h_t`` (a loop over t); scoring a given trajectory does not: every ``h_{t-1}`` is known,
+so one call of the step law on all T steps at once scores it (Pyro's ``pyro.distributions.hmm``
+distributions work the same way). The states after the end affect nothing the model observes, so they
+integrate out of ``p(w)``; because the model puts them under a fixed law instead of masking them, a guide
+that does not know the mask (an autoguide) pays for their entropy and every objective stays a valid bound,
+while a guide that draws them from the same ``N(0, I)`` (as :class:`~pyroseq.guides.FutureGuide` does)
+pays nothing there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from pyro.distributions import TorchDistribution, constraints
+from torch import Tensor
+
+__all__ = ["StateTrajectory", "standard_normal_log_prob", "shift_states"]
+
+StepLaw = Callable[[Tensor, int | slice], TorchDistribution]
+"""``step_law(h_prev, steps)``: the law of ``h_t`` given ``h_{t-1}``, event shape ``(D,)``.
+
+``steps`` is a 0-based step index with ``h_prev (..., D)``, or ``slice(None)`` with ``h_prev (..., T, D)``
+holding every ``h_{t-1}`` of the trajectory (batch shape then ends in ``T``)."""
+
+
+def standard_normal_log_prob(x: Tensor) -> Tensor:
+    """``log N(x; 0, I_D)`` summed over the last dim, ``(...,)``."""
+    return -0.5 * (x.square().sum(-1) + x.shape[-1] * math.log(2 * math.pi))
+
+
+def shift_states(initial: Tensor, states: Tensor) -> Tensor:
+    """``h_{t-1}`` for every t: ``[h_0, h_1, ..., h_{T-1}]``, ``(..., T, D)``, from ``h_0 (..., D)``."""
+    initial = initial.expand(states.shape[:-2] + initial.shape[-1:])
+    return torch.cat([initial.unsqueeze(-2), states[..., :-1, :]], dim=-2)  # (..., T, D)
+
+
+class StateTrajectory(TorchDistribution):
+    """The law of a state trajectory ``h_{1:T}`` of a Markov chain, as one site of event shape ``(T, D)``.
+
+    Sampling runs ``step_law`` once per step; :meth:`log_prob` of a trajectory it drew returns the
+    log-density summed while drawing, and of any other trajectory calls ``step_law`` once on all steps
+    (``steps=slice(None)``). See the module docstring for the law after a sequence's end.
+
+    Args:
+        step_law: ``step_law(h_prev, steps)``, see :data:`StepLaw`.
+        initial: ``h_0``, ``(*batch, D)``: it fixes the batch shape.
+        mask: ``(*batch, T)`` bool (broadcastable), True on real steps; each row a prefix of Trues.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, step_law: StepLaw, initial: Tensor, mask: Tensor, *, validate_args=None) -> None:
+        self.step_law = step_law
+        self.initial = initial  # (*batch, D)
+        self.steps_mask = mask  # (*batch, T)
+        self._drawn: tuple[Tensor, Tensor] | None = None  # (a trajectory drawn here, its log-density)
+        batch_shape, D = initial.shape[:-1], initial.shape[-1]
+        super().__init__(batch_shape, torch.Size((mask.shape[-1], D)), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None) -> StateTrajectory:
+        batch_shape = torch.Size(batch_shape)
+        T = self.event_shape[0]
+        return StateTrajectory(
+            self.step_law,
+            self.initial.expand(batch_shape + self.initial.shape[-1:]),
+            self.steps_mask.expand(batch_shape + (T,)),
+        )
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape
+        T, D = self.event_shape
+        h = self.initial.expand(shape + (D,))  # (*shape, D)
+        mask = self.steps_mask.expand(shape + (T,))
+        states, log_probs = [], []
+        for t in range(T):
+            law = self.step_law(h, t)
+            h_t = law.rsample()  # (*shape, D)
+            # Drawn after h_t, so that the draws of the first steps do not depend on T (more padding).
+            after_end = torch.randn_like(h_t)  # N(0, I) past the end
+            real = mask[..., t]  # (*shape,)
+            h = torch.where(real.unsqueeze(-1), h_t, after_end)
+            log_probs.append(torch.where(real, law.log_prob(h_t), standard_normal_log_prob(after_end)))
+            states.append(h)
+        value = torch.stack(states, dim=-2)  # (*shape, T, D)
+        self._drawn = (value, torch.stack(log_probs, dim=-1).sum(-1))
+        return value
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._drawn is not None and value is self._drawn[0]:
+            return self._drawn[1]
+        log_p = self.step_law(shift_states(self.initial, value), slice(None)).log_prob(value)  # (..., T)
+        return torch.where(self.steps_mask, log_p, standard_normal_log_prob(value)).sum(-1)  # (...,)
