@@ -199,6 +199,7 @@ TRANSITION_FLOWS = {
     "triangular": "triangular",
     "coupling": "coupling",
     "spline": "spline",
+    "rqspline": "rqspline",
     "triangular+coupling": "triangular+coupling",
     "pyro_affine_coupling": lambda: T.conditional_affine_coupling(D, context_dim=D, hidden_dims=[16]),
     "pyro_spline": lambda: T.conditional_spline(D, context_dim=D, hidden_dims=[16], count_bins=4),
