@@ -144,6 +144,7 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
         trainer.step(batch)  # skipped, parameters untouched
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, poisoned[k], equal_nan=True)
+    assert trainer.optimizer.param_groups[0]["lr"] == trainer.lr  # and the schedule where it was
     with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
         trainer.step(batch)
     with pytest.raises(CheckpointError, match="non-finite parameter"):
@@ -391,3 +392,43 @@ def test_the_final_checkpoint_is_written_once(tmp_path, monkeypatch):
     )
     train_run(RunConfig(**TINY), tmp_path / "run", progress=False)
     assert saves == [3, 6]
+
+
+def logged(run_dir, name):
+    """The ``name`` column of a run's metrics.jsonl, by step."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r[name] for r in map(json.loads, lines)}
+
+
+def test_the_learning_rate_decays_geometrically_to_lr_times_lr_decay(tmp_path):
+    config = RunConfig(**{**TINY, "lr": 0.1, "lr_decay": 0.01, "steps": 4})
+    train_run(config, tmp_path / "run", progress=False)
+    # Step i (from 1) trains at lr * lr_decay^((i - 1) / steps): 0.1 first, 0.1 * 0.01^(3/4) last.
+    expected = {i: 0.1 * 0.01 ** ((i - 1) / 4) for i in range(1, 5)}
+    assert logged(tmp_path / "run", "lr") == pytest.approx(expected, rel=1e-12)
+
+
+def test_extending_a_run_continues_the_learning_rate_decay_without_a_jump(tmp_path):
+    train_run(RunConfig(**{**TINY, "lr": 0.1, "lr_decay": 0.01}), tmp_path / "run", progress=False)
+    train_run(None, tmp_path / "run", resume=True, overrides={"steps": 12}, progress=False)
+    # The per-step factor 0.01^(1/6) was set when the run started: steps 7..12 go on at it.
+    expected = {i: 0.1 * 0.01 ** ((i - 1) / 6) for i in range(1, 13)}
+    assert logged(tmp_path / "run", "lr") == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_lower_lr_on_resume_scales_the_decay_reached(tmp_path):
+    config = RunConfig(**{**TINY, "lr": 0.1, "lr_decay": 0.01, "steps": 3})
+    train_run(config, tmp_path / "run", progress=False)
+    train_run(None, tmp_path / "run", resume=True, overrides={"steps": 6, "lr": 0.01}, progress=False)
+    rates = logged(tmp_path / "run", "lr")
+    assert rates[4] == pytest.approx(0.01 * 0.01 ** (3 / 3), rel=1e-12)
+    assert rates[6] == pytest.approx(0.01 * 0.01 ** (5 / 3), rel=1e-12)
+
+
+def test_extending_a_scheduled_sampling_run_continues_its_teacher_schedule(tmp_path):
+    config = RunConfig(**{**TINY, "model": "rnn", "training": "scheduled", "schedule": "exp"})
+    train_run(config, tmp_path / "run", progress=False)
+    train_run(None, tmp_path / "run", resume=True, overrides={"steps": 12}, progress=False)
+    # The exponential schedule's default base 0.01^(1/6) was set from the first --steps: it goes on decaying.
+    expected = {i: 0.01 ** ((i - 1) / 6) for i in range(1, 13)}
+    assert logged(tmp_path / "run", "teacher_prob") == pytest.approx(expected, rel=1e-12)

@@ -42,10 +42,10 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--adversarial-weight", "adversarial_weight", float, "Professor forcing: weight of the generator's adversarial term."),
     ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (the importance-weighted bound, K = --particles)."),
     ("--particles", "particles", int, "K, the number of vectorised particles."),
-    ("--steps", "steps", int, "Total optimisation steps (on --resume: train on to this many)."),
+    ("--steps", "steps", int, "Total optimisation steps (on --resume: train on to this many; see below)."),
     ("--batch-size", "batch_size", int, "Sequences per step."),
     ("--lr", "lr", float, "Adam's initial learning rate."),
-    ("--lr-decay", "lr_decay", float, "The learning rate decays geometrically to lr * lr_decay."),
+    ("--lr-decay", "lr_decay", float, "The learning rate decays geometrically to lr * lr_decay at --steps."),
     ("--clip-norm", "clip_norm", float, "Gradient-norm clipping."),
     ("--device", "device", str, "cpu or cuda."),
     ("--seed", "seed", int, "Random seed; a CPU run is reproducible from it."),
@@ -94,6 +94,14 @@ def train_command(
     """Train a model by SVI into the run directory --out (checkpoint.pt, config.json, metrics.jsonl).
 
     Ctrl-C stops after writing a checkpoint; --resume continues where it stopped.
+
+    \b
+    Schedules on --resume: the learning rate falls by the factor lr_decay^(1/steps) per
+    step, and scheduled sampling's teacher probability follows its schedule, both set from
+    the run's first --steps. Extending a run (--resume --steps N) never makes either jump:
+    they go on from where they stopped at the same rate, so past the first --steps the
+    learning rate falls below lr * lr_decay. A new --lr on resume scales the rate reached;
+    a new --lr-decay sets the factor to lr_decay^(1/N) from there on.
     """
     if threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")

@@ -70,7 +70,7 @@ class RunConfig:
     steps: int = 1000
     batch_size: int = 64
     lr: float = 3e-3
-    lr_decay: float = 0.1  # the learning rate decays geometrically to lr * lr_decay
+    lr_decay: float = 0.1  # the learning rate decays geometrically to lr * lr_decay at the first --steps
     clip_norm: float = 10.0
     jit: bool = False
     device: str = "cpu"

@@ -47,7 +47,8 @@ class Trainer:
     Each step: ``model.train_hook(step, batch)`` (scheduled sampling, a discriminator update, ...), the
     objective's loss and gradients for the batch, gradients divided by the batch size (the loss is summed
     over sequences) and clipped to ``clip_norm``, then Adam with a learning rate that decays
-    geometrically from ``lr`` to ``lr * lr_decay`` over ``total_steps``. A step whose loss or gradients
+    geometrically from ``lr`` to ``lr * lr_decay`` over ``total_steps`` (a torch ``ExponentialLR`` with
+    the per-step factor ``lr_decay ** (1 / total_steps)``). A step whose loss or gradients
     are not finite is skipped (the parameters stay as they were); ``max_bad_steps`` such steps in a row
     stop training with :class:`NonFiniteLossError`.
 
@@ -57,6 +58,11 @@ class Trainer:
             latent sites).
         objective: ``"elbo"`` or ``"iwae"``; ``particles`` K >= 1.
         jit: use ``JitTrace_ELBO`` (ELBO only).
+
+    The schedule's state is in :meth:`state_dict`. A trainer that loads it continues the decay where it
+    stopped, whatever its own ``total_steps``: a run extended past its first ``total_steps`` goes on at the
+    same per-step factor, so the rate never jumps. A different ``lr`` scales the rate reached; a
+    different ``lr_decay`` sets the factor to ``lr_decay ** (1 / total_steps)`` from there on.
     """
 
     def __init__(
@@ -91,7 +97,7 @@ class Trainer:
         self.model = model
         self.guide = guide
         self.loss = make_objective(objective, particles=particles, jit=jit)
-        self.lr, self.lr_decay, self.total_steps = lr, lr_decay, total_steps
+        self.lr, self.lr_decay = lr, lr_decay
         self.clip_norm = clip_norm
         self.max_bad_steps = max_bad_steps
         params = list(model.optimised_parameters())
@@ -99,15 +105,14 @@ class Trainer:
             params += list(guide.parameters())
         self.params = params
         self.optimizer = torch.optim.Adam(params, lr=lr)
+        self._gamma = lr_decay ** (1 / total_steps)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self._gamma)
         self.step_count = 0
         self.bad_steps = 0
         # The first and the latest losses of the whole run, kept in checkpoints so that a resumed run
         # reports the same initial and final loss as an uninterrupted one.
         self.head_losses: list[float] = []
         self.tail_losses: deque[float] = deque(maxlen=SUMMARY_STEPS)
-
-    def learning_rate(self, step: int) -> float:
-        return self.lr * self.lr_decay ** min(step / self.total_steps, 1.0)
 
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.guide) if isinstance(m, torch.nn.Module)]
@@ -117,8 +122,7 @@ class Trainer:
         for m in self._modules():
             m.train()
         figures = self.model.train_hook(self.step_count, batch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate(self.step_count)
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         try:
             loss = float(self.loss.loss_and_grads(self.model, self.guide, batch.ids, batch.mask)) / len(batch)
@@ -133,6 +137,7 @@ class Trainer:
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)) if grads else 0.0
         if math.isfinite(loss) and math.isfinite(norm):
             self.optimizer.step()
+            self.scheduler.step()  # a skipped step leaves the schedule too, as it leaves the parameters
             self.bad_steps = 0
         else:
             self.bad_steps += 1
@@ -143,7 +148,7 @@ class Trainer:
                 )
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
-        return {"loss": loss, "grad_norm": norm, "lr": self.learning_rate(self.step_count - 1), **figures}
+        return {"loss": loss, "grad_norm": norm, "lr": lr, **figures}
 
     @torch.no_grad()
     def evaluate_loss(self, batch: Batch) -> float:
@@ -246,7 +251,12 @@ class Trainer:
         self.tail_losses.append(loss)
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"optimizer": self.optimizer.state_dict(), "step": self.step_count}
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "lr_decay": self.lr_decay,
+            "step": self.step_count,
+        }
         for name, m in (("model", self.model), ("guide", self.guide)):
             if isinstance(m, torch.nn.Module):
                 state[name] = m.state_dict()
@@ -256,7 +266,16 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         load_modules(self.model, self.guide, state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # with the rate the next step takes
+        if "scheduler" in state:  # absent from checkpoints of earlier versions: go on from their rate
+            self.scheduler.load_state_dict(state["scheduler"])
+        saved_lr = self.scheduler.base_lrs[0]
+        if self.lr != saved_lr:  # a new --lr on resume: the same decay, scaled
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.lr / saved_lr
+            self.scheduler.base_lrs = [self.lr] * len(self.optimizer.param_groups)
+        if self.lr_decay != state.get("lr_decay", self.lr_decay):  # a new --lr-decay: a new factor
+            self.scheduler.gamma = self._gamma
         self.step_count = int(state["step"])
         losses = state.get("losses", {})  # absent from checkpoints of earlier versions
         self.head_losses = [float(x) for x in losses.get("head", [])]
