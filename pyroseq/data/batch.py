@@ -53,6 +53,17 @@ def pad_batch(
         max_length: pad to this T (a fixed T keeps JIT-compiled losses from recompiling);
             default the longest sequence. A longer sequence raises :class:`DataError`.
         device: where the tensors live.
+
+    Examples:
+        >>> batch = pad_batch([[3, 2], [4, 5, 2]])
+        >>> batch.ids
+        tensor([[3, 2, 0],
+                [4, 5, 2]])
+        >>> batch.mask
+        tensor([[ True,  True, False],
+                [ True,  True,  True]])
+        >>> batch.lengths, batch.num_tokens
+        (tensor([2, 3]), 5)
     """
     if len(sequences) == 0:
         raise DataError("cannot make a batch of no sequences")

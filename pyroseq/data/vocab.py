@@ -22,6 +22,15 @@ class Vocabulary:
 
     Args:
         symbols: the alphabet of the data (duplicates are ignored; specials must not appear).
+
+    Examples:
+        >>> vocab = Vocabulary("cab")
+        >>> vocab.symbols
+        ['<pad>', '<bos>', '<eos>', 'a', 'b', 'c']
+        >>> vocab.encode("cab")
+        [5, 3, 4, 2]
+        >>> vocab.decode([5, 3, 4, 2, 0, 0])
+        'cab'
     """
 
     pad_id = 0

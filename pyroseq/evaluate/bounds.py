@@ -75,7 +75,8 @@ def log_weights(
     and guide should mask their latent sites alike.
 
     Args:
-        model, guide: the Pyro model and guide.
+        model: the Pyro model.
+        guide: the Pyro guide.
         ids: ``(B, T)`` long, padded sequences.
         mask: ``(B, T)`` bool, True on real steps.
         num_particles: K.

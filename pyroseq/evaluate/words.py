@@ -196,7 +196,8 @@ def guide_word_log_probs(
     drawn independently for every word (see :func:`~pyroseq.evaluate.bounds.log_weights`).
 
     Args:
-        model, guide: the Pyro model and guide, both called as ``fn(ids, mask)``.
+        model: the Pyro model, called as ``model(ids, mask)``.
+        guide: the Pyro guide, called as ``guide(ids, mask)``.
         words: W id lists, each ending in EOS.
         num_samples: K particles per word.
         batch_size: words per guide call; the words are sorted by length, so each call pads them to

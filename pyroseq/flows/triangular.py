@@ -121,8 +121,7 @@ class ConditionalTriangularAffine(HypernetFlow):
         hypernet: maps a context ``(..., C)`` to ``(..., D (D + 3) / 2)``: shift, log-diagonal,
             strictly-lower entries.
         input_dim: ``D``, the size of ``xi`` and ``h``.
-        log_scale_min_clip: lower bound on ``log L_ii``.
-        log_scale_max_clip: upper bound on ``log L_ii``.
+        **clips: ``log_scale_min_clip`` and ``log_scale_max_clip``, the bounds on ``log L_ii``.
 
     ``.condition(c)`` with ``c`` of shape ``(*batch_c, C)`` returns a transform on ``(*batch_x, D)``, where
     ``batch_c`` broadcasts against ``batch_x`` (e.g. ``c (B, C)`` with ``x (K, B, D)``).

@@ -79,9 +79,10 @@ def _frozen(module: nn.Module) -> Iterator[None]:
 class ProfessorForcing(RNNLM):
     """An :class:`~pyroseq.models.rnn.RNNLM` whose training adds the professor-forcing adversarial factor.
 
+    ``vocab_size``, ``cell``, ``state_dim``, ``embed_dim``, ``num_layers`` and ``learned_initial_state``
+    are as for :class:`~pyroseq.models.rnn.RNNLM` (there is no scheduled sampling).
+
     Args:
-        vocab_size, cell, state_dim, embed_dim, num_layers, learned_initial_state: as for
-            :class:`~pyroseq.models.rnn.RNNLM` (there is no scheduled sampling).
         adversarial_weight: the weight of the adversarial term against the log-likelihood (>= 0).
         disc_hidden: the discriminator's hidden size.
         disc_lr: the learning rate of the discriminator's own Adam optimiser.

@@ -46,6 +46,13 @@ class TeacherSchedule:
 
     A parameter that the kind does not use raises :class:`~pyroseq.errors.ConfigError`, so that a typo in a
     configuration file cannot pass unnoticed.
+
+    Examples:
+        >>> schedule = TeacherSchedule(kind="linear", c=1e-3, eps_min=0.1)
+        >>> [round(schedule.teacher_prob(i), 3) for i in (0, 500, 2000)]
+        [1.0, 0.5, 0.1]
+        >>> round(TeacherSchedule(kind="invsigmoid", k=100).teacher_prob(500), 3)
+        0.403
     """
 
     kind: str = "constant"
