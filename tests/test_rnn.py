@@ -265,6 +265,50 @@ def test_discriminator_separates_teacher_forced_from_free_running():
     assert model.disc_accuracy == figures[-1]["disc_accuracy"]
 
 
+def eos_only_or_never(model: ProfessorForcing, eos_logit: float) -> None:
+    """Make every free-running step draw EOS (``eos_logit`` 50) or never draw it (-50)."""
+    with torch.no_grad():
+        model.emitter.weight.zero_()
+        model.emitter.bias.zero_()
+        model.emitter.bias[Vocabulary.eos_id] = eos_logit
+
+
+@pytest.mark.parametrize("eos_logit, free_length", [(50.0, 1), (-50.0, None)])
+def test_free_runs_are_cut_at_their_own_first_eos(eos_logit, free_length, batch):
+    """The discriminator reads a free run up to min(its first EOS + 1, T), never up to the data's lengths,
+    both when it is trained (train_hook) and in the generator's adversarial term (the model)."""
+    model = professor()
+    eos_only_or_never(model, eos_logit)
+    B, T = batch.ids.shape
+    expected = torch.full((B,), T if free_length is None else free_length)
+    lengths_read = []
+    model.discriminator.register_forward_pre_hook(lambda module, args: lengths_read.append(args[1].clone()))
+    model.train_hook(0, batch)
+    torch.testing.assert_close(lengths_read[-1], torch.cat([batch.lengths, expected]))  # teacher, free
+    model.train()
+    model.disc_accuracy = 0.9
+    poutine.trace(model).get_trace(batch.ids, batch.mask)
+    torch.testing.assert_close(lengths_read[-1], expected)
+
+
+def test_free_run_lengths_follow_the_drawn_symbols():
+    model = professor()
+    drawn = []
+
+    def record(t, logits_t):
+        drawn.append(torch.distributions.Categorical(logits=logits_t).sample())
+        return drawn[-1]
+
+    torch.manual_seed(1)
+    model._unroll(64, 6, record)  # the same draws as the free run below, recorded
+    torch.manual_seed(1)
+    _, _, lengths = model._free_running(64, 6)
+    symbols = torch.stack(drawn, dim=1)  # (64, 6)
+    for row, length in zip(symbols.tolist(), lengths.tolist(), strict=True):
+        assert length == (row.index(Vocabulary.eos_id) + 1 if Vocabulary.eos_id in row else 6)
+    assert len(set(lengths.tolist())) > 2  # the check saw runs of several lengths
+
+
 def nll_gradients(model: ProfessorForcing, batch) -> dict[str, torch.Tensor]:
     model.zero_grad()
     teacher_forced_nll(model, batch.ids, batch.mask).backward()

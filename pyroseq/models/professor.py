@@ -3,8 +3,10 @@ and when fed its own samples.
 
 A discriminator ``D(b) = P(b is teacher-forced)`` reads a *behaviour* sequence
 ``b_t = [h_t, softmax(g(h_t))]`` (the generator's top-layer hidden state and output distribution at each
-step). It is trained on its own, with Adam, to tell the teacher-forced run on a batch (label 1) from a
-free-running run of the same lengths (label 0). The generator's Pyro model adds to the exact
+step). It is trained on its own, with Adam, to tell the teacher-forced run on a batch (label 1), read up
+to the data's lengths, from a free-running run (label 0), read up to its own first EOS
+(``min(first EOS + 1, T)``): a free run is never shown steps after its word has ended, which no
+teacher-forced run has. The generator's Pyro model adds to the exact
 log-likelihood the factor
 
     log f = -weight * ( -log D(b_free) [ - log(1 - D(b_teacher)) ] )
@@ -170,10 +172,11 @@ class ProfessorForcing(RNNLM):
         with pyro.plate("seqs", B, dim=-1):
             outputs, logits = self._teacher_forced(ids)
             self._observe(logits, ids, mask)
-            free = self._behaviour(*self._free_running(B, T))
+            free_outputs, free_logits, free_lengths = self._free_running(B, T)
+            free = self._behaviour(free_outputs, free_logits)
             with _frozen(self._discriminator):
                 # -log D(b_free): the discriminator should take free-running behaviour for teacher-forced
-                loss = F.softplus(-self._discriminator(free, lengths))
+                loss = F.softplus(-self._discriminator(free, free_lengths))
                 if not self.free_running_term_only:
                     # -log(1 - D(b_teacher))
                     loss = loss + F.softplus(self._discriminator(self._behaviour(outputs, logits), lengths))
@@ -187,8 +190,9 @@ class ProfessorForcing(RNNLM):
         B, T = batch.ids.shape
         with torch.no_grad():
             teacher = self._behaviour(*self._teacher_forced(batch.ids))
-            free = self._behaviour(*self._free_running(B, T))
-        logits = self._discriminator(torch.cat([teacher, free]), torch.cat([batch.lengths, batch.lengths]))
+            free_outputs, free_logits, free_lengths = self._free_running(B, T)
+            free = self._behaviour(free_outputs, free_logits)
+        logits = self._discriminator(torch.cat([teacher, free]), torch.cat([batch.lengths, free_lengths]))
         labels = torch.cat([torch.ones(B), torch.zeros(B)]).to(logits)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
         self._disc_optimizer.zero_grad()

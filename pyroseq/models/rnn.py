@@ -153,11 +153,25 @@ class RNNLM(AutoregressiveModel):
 
         return self._unroll(ids.shape[0], ids.shape[1], next_input)
 
-    def _free_running(self, batch_size: int, length: int) -> tuple[Tensor, Tensor]:
-        """The model fed its own samples (no Pyro sites); the states keep their gradient path."""
-        return self._unroll(
-            batch_size, length, lambda t, logits_t: dist.Categorical(logits=logits_t.detach()).sample()
-        )
+    def _free_running(self, batch_size: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The model fed its own samples for ``length`` steps (no Pyro sites); the states keep their
+        gradient path.
+
+        Returns the top-layer states ``(B, T, H)``, the logits ``(B, T, V)`` and each run's own length
+        ``(B,)``: ``min(first EOS + 1, T)``, the steps up to and including the first EOS it drew.
+        """
+        drawn = []
+
+        def next_input(t: int, logits_t: Tensor) -> Tensor:
+            own = dist.Categorical(logits=logits_t.detach()).sample()  # (B,)
+            drawn.append(own)
+            return own
+
+        outputs, logits = self._unroll(batch_size, length, next_input)
+        ended = torch.stack(drawn, dim=1) == Vocabulary.eos_id  # (B, T)
+        first_eos = ended.int().argmax(dim=1)  # the first True's index (0 where there is none)
+        lengths = torch.where(ended.any(dim=1), first_eos + 1, torch.full_like(first_eos, length))
+        return outputs, logits, lengths
 
     def _fit_run(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The run that training scores: teacher-forced, or scheduled sampling in training mode."""
