@@ -207,6 +207,42 @@ def test_train_hook_sets_teacher_prob(batch):
     assert RNNLM(vocab_size=V).train_hook(50, batch) == {}
 
 
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_schedule_follows_plain_svi_steps(vectorize, batch):
+    """Under plain SVI the model counts its own steps: one per SVI.step, however many particles it draws,
+    none for evaluate_loss, and a loaded model continues from the saved step."""
+    schedule = {"kind": "linear", "c": 0.1}
+    model = RNNLM(vocab_size=V, schedule=schedule)
+    elbo = Trace_ELBO(num_particles=3, vectorize_particles=vectorize, max_plate_nesting=1)
+    svi = SVI(model, empty_guide, Adam({"lr": 0.01}), elbo)
+    probs = []
+    for _ in range(4):
+        svi.step(batch.ids, batch.mask)
+        probs.append(model.teacher_prob)
+        svi.evaluate_loss(batch.ids, batch.mask)
+    assert probs == pytest.approx([1.0, 0.9, 0.8, 0.7])
+    assert model.extra_state_dict() == {"training_step": 3}
+
+    pyro.clear_param_store()
+    loaded = RNNLM(vocab_size=V, schedule=schedule)
+    loaded.load_state_dict(model.state_dict())
+    loaded.load_extra_state_dict(model.extra_state_dict())
+    assert loaded.teacher_prob == pytest.approx(0.7)
+    svi = SVI(loaded, empty_guide, Adam({"lr": 0.01}), Trace_ELBO())
+    svi.step(batch.ids, batch.mask)
+    assert loaded.teacher_prob == pytest.approx(0.6)
+
+
+def test_trainer_steps_are_not_counted_twice(batch):
+    from pyroseq.infer import Trainer
+
+    model = RNNLM(vocab_size=V, schedule={"kind": "linear", "c": 0.1})
+    trainer = Trainer(model, empty_guide, total_steps=10)
+    probs = [trainer.step(batch)["teacher_prob"] for _ in range(3)]
+    assert probs == pytest.approx([1.0, 0.9, 0.8])
+    assert model.training_step == 2 and model.teacher_prob == pytest.approx(0.8)
+
+
 def test_scheduled_sampling_with_teacher_prob_one_is_teacher_forcing(batch):
     model = RNNLM(vocab_size=V, cell="lstm")
     _, teacher = model._teacher_forced(batch.ids)
@@ -371,6 +407,30 @@ def test_professor_trains_generator_and_discriminator_separately(batch):
     assert not all(
         torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters(), strict=True)
     )
+
+
+def test_discriminator_follows_plain_svi_steps(batch):
+    """Under plain SVI the model updates its discriminator once per SVI.step after the first (the first
+    step trains the generator as the model stands), and never in evaluate_loss."""
+    model = professor()
+    disc = list(model.discriminator.parameters())
+
+    def disc_state():
+        return [p.detach().clone() for p in disc]
+
+    svi = SVI(model, empty_guide, Adam({"lr": 0.01}), Trace_ELBO(num_particles=2))
+    svi.step(batch.ids, batch.mask)
+    assert model.disc_accuracy is None
+    for step in range(1, 4):
+        before = disc_state()
+        svi.step(batch.ids, batch.mask)
+        assert model.training_step == step and model.disc_accuracy is not None
+        assert not any(torch.equal(a, b) for a, b in zip(before, disc, strict=True))
+        state = model.extra_state_dict()["disc_optimizer"]["state"]
+        assert all(s["step"] == step for s in state.values())  # one Adam step per SVI step
+        before = disc_state()
+        svi.evaluate_loss(batch.ids, batch.mask)
+        assert all(torch.equal(a, b) for a, b in zip(before, disc, strict=True))
 
 
 def test_professor_checkpoint_round_trip(batch):

@@ -64,7 +64,9 @@ class SequenceModel(PyroModule):
     def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
         """Called by the trainer before each SVI step (scheduled sampling, a discriminator update, ...).
 
-        Returns figures to log (e.g. ``{"teacher_prob": 0.9}``).
+        A model whose training state must advance under plain ``SVI`` too also calls it itself (the
+        RNN baselines count their own steps: see :mod:`pyroseq.models.rnn`). Returns figures to log
+        (e.g. ``{"teacher_prob": 0.9}``).
         """
         return {}
 

@@ -92,8 +92,10 @@ class ProfessorForcing(RNNLM):
             discriminator's latest accuracy lies in this closed interval.
         free_running_term_only: if False, also push the teacher-forced behaviour toward free-running.
 
-    Training: call :meth:`train_hook` before each SVI step (it updates the discriminator on the batch);
-    the SVI optimiser must train :meth:`optimised_parameters` only; the discriminator is never a Pyro param.
+    Training: :meth:`train_hook` updates the discriminator on the batch before each step; under plain
+    ``SVI`` the model calls it itself at the first training pass after each optimiser step (see
+    :mod:`pyroseq.models.rnn`). The discriminator is never a Pyro param, so ``SVI`` trains the generator
+    only (:meth:`optimised_parameters`).
     """
 
     supports_jit = False  # the adversarial factor depends on the discriminator's accuracy, a Python value
@@ -162,11 +164,11 @@ class ProfessorForcing(RNNLM):
         low, high = self.accuracy_window
         return self.disc_accuracy is not None and low <= self.disc_accuracy <= high
 
-    def forward(self, ids: Tensor | None, mask: Tensor) -> None:
+    def _model(self, ids: Tensor | None, mask: Tensor) -> None:
         """The Pyro model of :class:`~pyroseq.models.rnn.RNNLM`, plus in training mode the factor
         ``professor`` ``(B,)`` while :meth:`adversarial_active`."""
         if ids is None or not self.training or not self.adversarial_active():
-            return super().forward(ids, mask)
+            return super()._model(ids, mask)
         B, T = ids.shape
         lengths = mask.sum(-1)
         with pyro.plate("seqs", B, dim=-1):
@@ -186,7 +188,10 @@ class ProfessorForcing(RNNLM):
         """One Adam step of the discriminator: the batch's teacher-forced (1) vs free-running (0) behaviour.
 
         Records the discriminator's accuracy on these behaviours (before its step) in ``disc_accuracy``.
+        :class:`~pyroseq.infer.Trainer` calls it before each step; under plain ``SVI`` the model calls it
+        itself (see :mod:`pyroseq.models.rnn`).
         """
+        super().train_hook(step, batch)
         B, T = batch.ids.shape
         with torch.no_grad():
             teacher = self._behaviour(*self._teacher_forced(batch.ids))
@@ -207,14 +212,20 @@ class ProfessorForcing(RNNLM):
         return [p for p in self.parameters() if id(p) not in disc]
 
     def extra_state_dict(self) -> dict[str, Any]:
-        """The discriminator optimiser's state and its latest accuracy (its weights are in ``state_dict``)."""
-        return {"disc_optimizer": self._disc_optimizer.state_dict(), "disc_accuracy": self.disc_accuracy}
+        """The training step, the discriminator optimiser's state and its latest accuracy (its weights are
+        in ``state_dict``)."""
+        return {
+            **super().extra_state_dict(),
+            "disc_optimizer": self._disc_optimizer.state_dict(),
+            "disc_accuracy": self.disc_accuracy,
+        }
 
     def load_extra_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state_dict`."""
         try:
             self._disc_optimizer.load_state_dict(state["disc_optimizer"])
             self.disc_accuracy = state["disc_accuracy"]
+            super().load_extra_state_dict(state)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(
                 f"the checkpoint's extra state does not belong to this professor-forcing model ({e}); "

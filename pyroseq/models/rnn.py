@@ -12,6 +12,13 @@ the symbol fed at step ``t`` is the ground truth ``w_{t-1}`` with probability ``
 sample from the model's own ``q(w_{t-1} | ...)``, drawn independently per sequence and per step
 (scheduled sampling, Bengio et al. 2015).
 
+The training step ``i`` follows plain ``pyro.infer.SVI`` too: the model counts its own steps. A training
+pass (training mode, gradients on, observed ids) that finds the parameters changed since the previous one
+(an optimiser stepped in between) is the next step, and the model calls its own :meth:`RNNLM.train_hook`;
+the particles of one ``SVI.step`` see the same parameters and so share one step, and
+``SVI.evaluate_loss`` (no gradients) never counts. :class:`~pyroseq.infer.Trainer` calls the hook itself,
+with its own step count (so a resumed run continues its schedule), and the model then does not count again.
+
 References:
     S. Bengio, O. Vinyals, N. Jaitly, N. Shazeer. Scheduled Sampling for Sequence Prediction with
     Recurrent Neural Networks. NeurIPS 2015. arXiv:1506.03099.
@@ -89,6 +96,10 @@ class RNNLM(AutoregressiveModel):
         else:
             self.register_buffer("initial_hidden", torch.zeros(num_states, state_dim))
         self.teacher_prob = 1.0 if self.schedule is None else self.schedule.teacher_prob(0)
+        self.training_step = 0  # the step of the latest training pass
+        # The versions of the trained parameters at that pass: None before the first one, () after a load
+        # (so the next training pass is the next step).
+        self._versions_at_step: tuple[int, ...] | None = None
 
     # The flat decoder state and its nn.GRU / nn.LSTM form.
 
@@ -194,10 +205,18 @@ class RNNLM(AutoregressiveModel):
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:
         """The Pyro model: observed sites ``w_1..w_T`` in the plate ``seqs``; draws them when ``ids`` is None.
 
+        A training pass that follows an optimiser step first advances the training step (see the module
+        docstring).
+
         Args:
             ids: ``(B, T)`` long, or ``None`` to generate (free-running; ``mask`` gives the lengths).
             mask: ``(B, T)`` bool, True on real steps.
         """
+        if ids is not None and self.training and torch.is_grad_enabled():
+            self._count_training_step(ids, mask)
+        self._model(ids, mask)
+
+    def _model(self, ids: Tensor | None, mask: Tensor) -> None:
         with pyro.plate("seqs", mask.shape[0], dim=-1):
             if ids is None:
                 self._generate(mask)
@@ -209,9 +228,37 @@ class RNNLM(AutoregressiveModel):
     def supports_jit(self) -> bool:
         return self.schedule is None
 
+    def _trained_versions(self) -> tuple[int, ...]:
+        # A tensor's version counter grows with every in-place update, which is how optimisers step.
+        return tuple(p._version for p in self.optimised_parameters())
+
+    def _count_training_step(self, ids: Tensor, mask: Tensor) -> None:
+        """Call :meth:`train_hook` with the next step if the parameters moved since the latest step's pass."""
+        if self._versions_at_step is None:  # the first training pass: step 0, with the model as it stands
+            self._versions_at_step = self._trained_versions()
+        elif self._trained_versions() != self._versions_at_step:
+            self.train_hook(self.training_step + 1, Batch(ids, mask, mask.sum(-1)))
+
     def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
-        """Set the teacher probability of scheduled sampling for this step; ``{}`` without a schedule."""
+        """Prepare training step ``step`` on ``batch``: set the teacher probability of scheduled sampling.
+
+        :class:`~pyroseq.infer.Trainer` calls it before each step; under plain ``SVI`` the model calls it
+        itself. Returns the figures to log, ``{}`` without a schedule.
+        """
+        self.training_step = step
+        self._versions_at_step = self._trained_versions()
         if self.schedule is None:
             return {}
         self.teacher_prob = self.schedule.teacher_prob(step)
         return {"teacher_prob": self.teacher_prob}
+
+    def extra_state_dict(self) -> dict[str, Any]:
+        """The training step, so that a loaded model continues its schedule under plain SVI too."""
+        return {"training_step": self.training_step}
+
+    def load_extra_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state_dict`; the next training pass is the step after the saved one."""
+        self.training_step = int(state.get("training_step", 0))  # absent from earlier checkpoints
+        self._versions_at_step = ()
+        if self.schedule is not None:
+            self.teacher_prob = self.schedule.teacher_prob(self.training_step)
