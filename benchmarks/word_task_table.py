@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pyroseq.evaluate import exact_word_log_probs, guide_word_log_probs, prior_word_log_probs, word_metrics
+from pyroseq.evaluate import word_log_probs, word_metrics
 from pyroseq.infer.rundir import load_run
 
 
@@ -63,12 +63,7 @@ def main() -> None:
         for estimator, k in settings:
             torch.manual_seed(args.seed)
             began = time.process_time()
-            if estimator == "exact":
-                estimate = exact_word_log_probs(run.model, words)
-            elif estimator == "prior":
-                estimate = prior_word_log_probs(run.model, words, num_samples=k, progress=False)
-            else:
-                estimate = guide_word_log_probs(run.model, run.guide, words, num_samples=k, progress=False)
+            estimate = word_log_probs(run.model, run.guide, words, estimator=estimator, num_samples=k)
             metrics = word_metrics(estimate, corpus.probs)
             rows.append({**base, **metrics, "cpu_seconds": time.process_time() - began})
             r = rows[-1]

@@ -25,7 +25,9 @@ from pyroseq.data.batch import pad_batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate import (
+    WORD_ESTIMATORS,
     PrefixTree,
+    WordEstimator,
     WordLogProbs,
     elbo_and_iwae,
     evaluate_text,
@@ -37,6 +39,7 @@ from pyroseq.evaluate import (
     prior_word_log_probs,
     text_metrics,
     token_log_probs,
+    word_log_probs,
     word_metrics,
 )
 from pyroseq.models.base import AutoregressiveModel, StateSpaceModel, mask_special_logits
@@ -358,6 +361,43 @@ def test_guide_estimator_pads_each_batch_to_its_own_longest_word():
     assert sum(widths) < len(widths) * max(lengths)
 
 
+def test_word_log_probs_defaults_to_exact_or_the_guide_iwae_and_refuses_what_does_not_apply():
+    words = all_words(2)
+    walk, markov = random_walk(), MarkovModel()
+    guide = shifted_guide(walk)
+    assert word_log_probs(markov, None, words).estimator == "exact"
+    torch.manual_seed(0)
+    default = word_log_probs(walk, guide, words, num_samples=7)
+    torch.manual_seed(0)
+    iwae = guide_word_log_probs(walk, guide, words, num_samples=7, progress=False)
+    assert (default.estimator, default.num_samples) == ("iwae", 7)
+    torch.testing.assert_close(default.log_q, iwae.log_q, rtol=0, atol=0)
+    assert word_log_probs(walk, guide, words, estimator="prior", num_samples=7).estimator == "prior"
+    with pytest.raises(
+        ConfigError,
+        match="--estimator exact: a state-space model's log q.w. has no closed form; use iwae or prior",
+    ):
+        word_log_probs(walk, guide, words, estimator="exact")
+    with pytest.raises(
+        ConfigError, match="--estimator prior: an autoregressive model's log q.w. is exact; use exact"
+    ):
+        word_log_probs(markov, None, words, estimator="prior")
+    with pytest.raises(ConfigError, match="unknown estimator 'smc'"):
+        word_log_probs(walk, guide, words, estimator="smc")
+
+
+def test_a_new_word_estimator_is_one_registration(monkeypatch):
+    def halve(model, guide, words, num_samples, progress):
+        exact = exact_word_log_probs(model, words)
+        return WordLogProbs(exact.log_q - math.log(2), "halved", 0)
+
+    monkeypatch.setitem(WORD_ESTIMATORS, "halved", WordEstimator(halve, latent=False))
+    model, words = MarkovModel(), all_words(2)
+    estimate = word_log_probs(model, None, words, estimator="halved")
+    assert estimate.estimator == "halved"
+    assert word_metrics(estimate, np.ones(len(words)))["estimator"] == "halved"
+
+
 @pytest.mark.parametrize("estimator", ["prior", "iwae"])
 def test_reported_stderr_matches_spread_over_repeats(estimator):
     """The delta-method standard error is the actual spread of the CE estimate (within sampling error).
@@ -474,6 +514,9 @@ def test_noise_usage_positive_when_emission_uses_state(tmp_path):
     assert result.mean_mutual_information[0] == pytest.approx(_mutual_information_at_step_1(model), abs=0.01)
     summary = result.to_dict()
     assert summary["num_outer"] == 20 and len(summary["mutual_information_nats"]) == 3
+    quartiles = torch.tensor(summary["mutual_information_quartiles"])  # (T, 3)
+    assert quartiles.shape == (3, 3) and (quartiles.diff(dim=1) >= 0).all()
+    np.testing.assert_allclose(quartiles[:, 1].numpy(), np.median(result.mutual_information.numpy(), axis=1))
     assert plot_noise_usage(result, tmp_path / "noise.png").stat().st_size > 0
     with pytest.raises(ConfigError):
         noise_usage(model, length=0)

@@ -113,3 +113,20 @@ def test_evaluate_refuses_an_estimator_it_would_ignore_on_text(tmp_path, model, 
     out = CliRunner().invoke(cli, [*args, accepted, "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output.strip().splitlines()[-1])["nll_nats"] > 0
+
+
+def test_evaluate_command_defaults_to_the_guide_iwae_on_a_dssm_and_reports_noise_usage(tmp_path):
+    config = RunConfig(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8,
+                       batch_size=8, steps=2, valid_size=8)  # fmt: skip
+    train_run(config, tmp_path / "run", progress=False)
+    args = ["evaluate", str(tmp_path / "run"), "--samples", "3", "--bound-words", "4", "--noise-samples", "3"]
+    out = CliRunner().invoke(cli, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    assert (result["estimator"], result["samples"]) == ("iwae", 3)
+    assert "estimator: iwae (K=3)" in out.output
+    noise = result["noise"]
+    assert {"mutual_information_nats", "mutual_information_stderr", "mutual_information_quartiles",
+            "entropy_nats", "entropy_stderr", "plot"} <= set(noise)  # fmt: skip
+    out = CliRunner().invoke(cli, [*args, "--estimator", "prior", "--no-noise", "--no-bounds", "--json"])
+    assert json.loads(out.output.strip().splitlines()[-1])["estimator"] == "prior"

@@ -13,41 +13,15 @@ from pyroseq.cli.common import emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
 from pyroseq.evaluate import (
+    WORD_ESTIMATORS,
     elbo_and_iwae,
-    evaluate_text,
-    evaluate_text_latent,
-    exact_word_log_probs,
-    guide_word_log_probs,
     noise_usage,
     plot_noise_usage,
-    prior_word_log_probs,
+    text_scores,
+    word_log_probs,
     word_metrics,
 )
 from pyroseq.infer.rundir import load_run
-
-
-def _word_task(run: Any, corpus: WordCorpus, estimator: str | None, samples: int, progress: bool) -> dict:
-    words = corpus.encode()
-    model = run.model
-    if model.autoregressive:
-        if estimator not in (None, "exact"):
-            raise ConfigError(
-                f"--estimator {estimator}: an autoregressive model's log q(w) is exact; use exact"
-            )
-        began = time.process_time()
-        estimate = exact_word_log_probs(model, words)
-    else:
-        estimator = estimator or "prior"
-        if estimator == "exact":
-            raise ConfigError("--estimator exact: the DSSM's log q(w) has no closed form; use prior or iwae")
-        began = time.process_time()
-        if estimator == "prior":
-            estimate = prior_word_log_probs(model, words, num_samples=samples, progress=progress)
-        else:
-            estimate = guide_word_log_probs(model, run.guide, words, num_samples=samples, progress=progress)
-    metrics = word_metrics(estimate, corpus.probs)
-    metrics["cpu_seconds"] = time.process_time() - began
-    return metrics
 
 
 @click.command("evaluate")
@@ -57,9 +31,9 @@ def _word_task(run: Any, corpus: WordCorpus, estimator: str | None, samples: int
 )
 @click.option(
     "--estimator",
-    type=click.Choice(["exact", "iwae", "prior"]),
-    help="log q(w) estimator [default: exact for RNNs, prior for the DSSM; on text: exact for RNNs, "
-    "iwae for the DSSM].",
+    type=click.Choice(list(WORD_ESTIMATORS)),
+    help="log q(w) estimator [default: exact for RNNs, iwae (the guide, K particles per word) for the "
+    "DSSM; on text: exact for RNNs, iwae for the DSSM].",
 )
 @click.option(
     "--bounds/--no-bounds", default=True, show_default=True, help="DSSM: ELBO and IWAE_K, K in {1, 10, 100}."
@@ -106,7 +80,11 @@ def evaluate_command(
     lines = [f"run {run.path} ({run.config.model}, step {run.step})"]
     with torch.no_grad():
         if isinstance(corpus, WordCorpus):
-            result.update(_word_task(run, corpus, estimator, samples, show))
+            began = time.process_time()
+            estimate = word_log_probs(
+                run.model, run.guide, corpus.encode(), estimator=estimator, num_samples=samples, progress=show
+            )
+            result.update(word_metrics(estimate, corpus.probs), cpu_seconds=time.process_time() - began)
             lines += [
                 f"  estimator: {result['estimator']} (K={result['samples']}), {result['cpu_seconds']:.1f} CPU s",
                 f"  CE   {result['ce_nats']:.4f} ± {result['ce_stderr']:.4f} nats/word   H(p) {result['entropy_nats']:.4f}",
@@ -131,34 +109,17 @@ def evaluate_command(
                     progress=show,
                 )
                 plot = plot_noise_usage(usage, run.path / "noise_usage.png")
-                mi = usage.mutual_information.mean(dim=1)
-                ent = usage.entropy.mean(dim=1)
-                result["noise"] = {
-                    "mutual_information_nats": mi.tolist(),
-                    "mutual_information_quartiles": usage.mutual_information.quantile(
-                        torch.tensor([0.25, 0.5, 0.75], dtype=usage.mutual_information.dtype), dim=1
-                    ).T.tolist(),
-                    "entropy_nats": ent.tolist(),
-                    "plot": str(plot),
-                }
-                lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi.tolist()))
+                result["noise"] = {**usage.to_dict(), "plot": str(plot)}
+                mi = result["noise"]["mutual_information_nats"]
+                lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi))
                 lines.append(f"  noise plot: {plot}")
         else:
-            if run.model.autoregressive and estimator not in (None, "exact"):
-                raise ConfigError(
-                    f"--estimator {estimator}: an autoregressive model's test NLL is exact; use exact"
-                )
-            if not run.model.autoregressive and estimator not in (None, "iwae"):
-                raise ConfigError(
-                    f"--estimator {estimator}: a DSSM's text NLL is an IWAE bound with its guide; use iwae"
-                )
             chunks = corpus.chunks("test", run.config.chunk_length).to(device)
-            if run.model.autoregressive:
-                result.update(evaluate_text(run.model, chunks, progress=show))
-            else:
-                result.update(
-                    evaluate_text_latent(run.model, run.guide, chunks, num_samples=samples, progress=show)
+            result.update(
+                text_scores(
+                    run.model, run.guide, chunks, estimator=estimator, num_samples=samples, progress=show
                 )
+            )
             lines.append(f"  test: NLL {result['nll_nats']:.4f} nats/symbol, perplexity {result['perplexity']:.3f}, "
                          f"BPC {result['bpc']:.4f}, accuracy {result['accuracy']}")  # fmt: skip
     emit(result, as_json, lines)

@@ -5,14 +5,22 @@ See ``docs/evaluation.md`` for the definition, bias and standard error of every 
 
 from pyroseq.evaluate.bounds import elbo_and_iwae, log_weights
 from pyroseq.evaluate.noise import NoiseUsage, noise_usage, plot_noise_usage
-from pyroseq.evaluate.text import evaluate_text, evaluate_text_latent, text_metrics, token_log_probs
+from pyroseq.evaluate.text import (
+    evaluate_text,
+    evaluate_text_latent,
+    text_metrics,
+    text_scores,
+    token_log_probs,
+)
 from pyroseq.evaluate.trie import PrefixTree
 from pyroseq.evaluate.words import (
     WORD_ESTIMATORS,
+    WordEstimator,
     WordLogProbs,
     exact_word_log_probs,
     guide_word_log_probs,
     prior_word_log_probs,
+    word_log_probs,
     word_metrics,
 )
 
@@ -20,6 +28,8 @@ __all__ = [
     "PrefixTree",
     "WordLogProbs",
     "WORD_ESTIMATORS",
+    "WordEstimator",
+    "word_log_probs",
     "exact_word_log_probs",
     "prior_word_log_probs",
     "guide_word_log_probs",
@@ -30,6 +40,7 @@ __all__ = [
     "text_metrics",
     "evaluate_text",
     "evaluate_text_latent",
+    "text_scores",
     "NoiseUsage",
     "noise_usage",
     "plot_noise_usage",

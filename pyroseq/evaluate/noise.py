@@ -62,8 +62,14 @@ class NoiseUsage:
         """``(T,)`` estimate of ``E[H(p(w_t | h_t))]``."""
         return self.entropy.mean(dim=1)
 
+    @property
+    def mutual_information_quartiles(self) -> Tensor:
+        """``(T, 3)``: the 25th, 50th and 75th percentiles of the per-prefix MI at each step."""
+        q = torch.tensor([0.25, 0.5, 0.75], dtype=self.mutual_information.dtype)
+        return self.mutual_information.quantile(q, dim=1).T
+
     def to_dict(self) -> dict:
-        """Per-step means and standard errors over the outer prefixes, JSON-serialisable."""
+        """Per-step means, standard errors and MI quartiles over the outer prefixes, JSON-serialisable."""
 
         def stderr(x: Tensor) -> list[float]:
             if self.num_outer < 2:
@@ -76,6 +82,7 @@ class NoiseUsage:
             "num_inner": self.num_inner,
             "mutual_information_nats": self.mean_mutual_information.tolist(),
             "mutual_information_stderr": stderr(self.mutual_information),
+            "mutual_information_quartiles": self.mutual_information_quartiles.tolist(),
             "entropy_nats": self.mean_entropy.tolist(),
             "entropy_stderr": stderr(self.entropy),
         }

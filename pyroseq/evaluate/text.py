@@ -21,9 +21,9 @@ from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate.bounds import log_weights
-from pyroseq.models.base import AutoregressiveModel
+from pyroseq.models.base import AutoregressiveModel, SequenceModel
 
-__all__ = ["token_log_probs", "text_metrics", "evaluate_text", "evaluate_text_latent"]
+__all__ = ["token_log_probs", "text_metrics", "evaluate_text", "evaluate_text_latent", "text_scores"]
 
 
 @torch.no_grad()
@@ -59,7 +59,7 @@ def text_metrics(log_probs: Tensor, correct: Tensor, mask: Tensor) -> dict[str, 
         mask: ``(...)`` bool, the symbols to count.
 
     Returns:
-        ``{"nll_nats", "perplexity", "bpc", "accuracy", "tokens"}``.
+        ``{"nll_nats", "perplexity", "bpc", "accuracy", "tokens", "estimator": "exact", "samples": 0}``.
     """
     mask = mask.bool()
     n = int(mask.sum())
@@ -72,6 +72,8 @@ def text_metrics(log_probs: Tensor, correct: Tensor, mask: Tensor) -> dict[str, 
         "bpc": nll / math.log(2),
         "accuracy": float(correct[mask].double().mean()),
         "tokens": n,
+        "estimator": "exact",
+        "samples": 0,
     }
 
 
@@ -108,8 +110,9 @@ def evaluate_text_latent(
     """Per-symbol NLL, perplexity and BPC of a latent-state model on text chunks, from IWAE_K.
 
     ``log q(chunk)`` has no closed form for a state-space model; ``IWAE_K`` (K guide particles per chunk)
-    is a lower bound on it, so the reported NLL ``= -sum IWAE_K / N`` is an upper bound on the true one.
-    Next-symbol accuracy is not defined without a predictive filter and is reported as None.
+    is a lower bound on it, so the reported NLL ``= -sum IWAE_K / N`` is an upper bound on the true one
+    (``"estimator": "iwae"``, ``"samples": K``). Next-symbol accuracy is not defined without a predictive
+    filter and is reported as None.
     """
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(f"num_samples and batch_size must be at least 1, got {num_samples}, {batch_size}")
@@ -127,5 +130,35 @@ def evaluate_text_latent(
         "bpc": nll / math.log(2),
         "accuracy": None,
         "tokens": n,
-        "estimator": f"iwae (K={num_samples}): an upper bound on the NLL",
+        "estimator": "iwae",
+        "samples": num_samples,
     }
+
+
+def text_scores(
+    model: SequenceModel,
+    guide: Callable[..., None],
+    batch: Batch,
+    *,
+    estimator: str | None = None,
+    num_samples: int = 100,
+    progress: bool = False,
+) -> dict[str, float | int | str | None]:
+    """Per-symbol NLL, perplexity, BPC (and accuracy) of ``model`` on text chunks, by the one estimator
+    that fits it: ``"exact"`` (:func:`evaluate_text`) for an autoregressive model, ``"iwae"``
+    (:func:`evaluate_text_latent`, K = ``num_samples``) for a state-space model.
+
+    Raises:
+        ConfigError: ``estimator`` is given and is not the one that fits the model.
+    """
+    fits = "exact" if model.autoregressive else "iwae"
+    if estimator not in (None, fits):
+        why = (
+            "an autoregressive model's test NLL is exact"
+            if model.autoregressive
+            else ("a state-space model's text NLL is an IWAE bound with its guide")
+        )
+        raise ConfigError(f"--estimator {estimator}: {why}; use {fits}")
+    if model.autoregressive:
+        return evaluate_text(model, batch, progress=progress)
+    return evaluate_text_latent(model, guide, batch, num_samples=num_samples, progress=progress)

@@ -7,6 +7,10 @@ Three ways to get ``log q(w)`` (definitions, bias and standard errors in ``docs/
   every word, ``log q(w) ~ logsumexp_k sum_t log p(w_t | h_t^k) - log K``;
 * :func:`guide_word_log_probs` -- state-space models with a guide: IWAE with K particles per word.
 
+:func:`word_log_probs` chooses among them by name (:data:`WORD_ESTIMATORS`) and refuses one that does not
+apply to the model; its default is exact for autoregressive models and the guide's IWAE for state-space
+models (the shared-prior estimator's log-of-mean bias is much larger at the same K).
+
 :func:`word_metrics` turns any of them into the sequence cross-entropy ``-sum_w p(w) log q(w)``, the
 KL to p, and the probability mass ``sum_w q(w)`` the model puts on the vocabulary, with standard errors.
 """
@@ -28,7 +32,7 @@ from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate.bounds import log_weights
 from pyroseq.evaluate.trie import PrefixTree
-from pyroseq.models.base import AutoregressiveModel, StateSpaceModel
+from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel
 
 __all__ = [
     "WordLogProbs",
@@ -36,10 +40,10 @@ __all__ = [
     "prior_word_log_probs",
     "guide_word_log_probs",
     "word_metrics",
+    "WordEstimator",
     "WORD_ESTIMATORS",
+    "word_log_probs",
 ]
-
-WORD_ESTIMATORS = ("exact", "prior", "iwae")
 
 # Word-particles per guide call of the IWAE estimator: K = 1000 particles for 256 words at once needed
 # over 23 GB (OOM-killed); 256 x 100 ran in about 2.3 GB.
@@ -294,3 +298,73 @@ def word_metrics(log_q_estimate: WordLogProbs, p: Tensor | np.ndarray | Sequence
         "estimator": log_q_estimate.estimator,
         "samples": log_q_estimate.num_samples,
     }
+
+
+@dataclass(frozen=True)
+class WordEstimator:
+    """A named ``log q(w)`` estimator: which models it serves and how :func:`word_log_probs` calls it.
+
+    Attributes:
+        score: ``score(model, guide, words, num_samples, progress)`` -> :class:`WordLogProbs`.
+        latent: True for state-space models, False for autoregressive ones.
+        default: whether it is the default for its kind of model (one per kind).
+    """
+
+    score: Callable[[SequenceModel, Callable[..., None], Sequence[Sequence[int]], int, bool], WordLogProbs]
+    latent: bool
+    default: bool = False
+
+
+WORD_ESTIMATORS: dict[str, WordEstimator] = {
+    "exact": WordEstimator(lambda m, g, w, k, p: exact_word_log_probs(m, w), latent=False, default=True),
+    "iwae": WordEstimator(
+        lambda m, g, w, k, p: guide_word_log_probs(m, g, w, num_samples=k, progress=p),
+        latent=True,
+        default=True,
+    ),
+    "prior": WordEstimator(
+        lambda m, g, w, k, p: prior_word_log_probs(m, w, num_samples=k, progress=p), latent=True
+    ),
+}
+"""Name -> estimator; register a new one with one entry (its :class:`WordLogProbs` carries the name)."""
+
+
+def word_log_probs(
+    model: SequenceModel,
+    guide: Callable[..., None],
+    words: Sequence[Sequence[int]],
+    *,
+    estimator: str | None = None,
+    num_samples: int = 100,
+    progress: bool = False,
+) -> WordLogProbs:
+    """``log q(w)`` of every word by the estimator named ``estimator``, or the model's default.
+
+    The default is ``"exact"`` for an autoregressive model and ``"iwae"`` (K guide particles per word) for
+    a state-space model. The returned estimate's ``estimator`` says which ran.
+
+    Args:
+        model: a pyroseq model.
+        guide: its guide (unused by the exact and prior estimators).
+        words: W id lists, each ending in EOS.
+        estimator: a key of :data:`WORD_ESTIMATORS`, or None for the default.
+        num_samples: K, the particles or trajectories of a sampling estimator.
+        progress: show a progress bar.
+
+    Raises:
+        ConfigError: an unknown estimator, or one that does not apply to this kind of model.
+    """
+    latent = not model.autoregressive
+    fits = [name for name, e in WORD_ESTIMATORS.items() if e.latent == latent]
+    if estimator is None:
+        estimator = next(name for name in fits if WORD_ESTIMATORS[name].default)
+    if estimator not in WORD_ESTIMATORS:
+        raise ConfigError(f"unknown estimator {estimator!r}: use one of {', '.join(WORD_ESTIMATORS)}")
+    if estimator not in fits:
+        why = (
+            "a state-space model's log q(w) has no closed form"
+            if latent
+            else "an autoregressive model's log q(w) is exact"
+        )
+        raise ConfigError(f"--estimator {estimator}: {why}; use {' or '.join(fits)}")
+    return WORD_ESTIMATORS[estimator].score(model, guide, words, num_samples, progress)
