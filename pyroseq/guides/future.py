@@ -28,7 +28,7 @@ from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
 from pyroseq.flows import resolve_flow
-from pyroseq.flows.trajectory import StateTrajectory
+from pyroseq.flows.trajectory import StateTrajectory, standard_normal_log_prob
 from pyroseq.plates import plate_batch_shape
 
 __all__ = ["FutureGuide", "GaussianGuide"]
@@ -117,22 +117,70 @@ class FutureGuide(PyroModule):
         # Each attribute access of a plain nn.Module is a pyro.module statement: fetch them once per run.
         flow, state_to_hidden = self.posterior_flow, self.state_to_hidden
         hidden_to_loc, hidden_to_scale = self.hidden_to_loc, self.hidden_to_scale
-
-        def step_law(h_prev: Tensor, steps: int | slice) -> dist.TorchDistribution:
-            """``q(h_t | h_{t-1}, w_{t:T})``; ``steps`` an index (``h_prev (..., B, D)``) or all steps."""
-            b = future[:, steps].expand(*h_prev.shape[:-1], self.rnn_hidden)  # (..., B, [T,] H)
-            hidden = 0.5 * (torch.tanh(state_to_hidden(h_prev)) + b)  # (..., B, [T,] H)
-            loc = hidden_to_loc(hidden)  # (..., B, [T,] D)
-            scale = nn.functional.softplus(hidden_to_scale(hidden)) + 1e-4  # (..., B, [T,] D)
-            q = dist.Normal(loc, scale).to_event(1)
-            if flow is None:
-                return q
-            # A fresh .condition() per step: each sample is scored from its own transform's cache.
-            return dist.TransformedDistribution(q, [flow.condition(torch.cat([h_prev, b], dim=-1))])
+        # loc and scale in one matmul per step
+        weight = torch.cat([hidden_to_loc.weight, hidden_to_scale.weight])  # (2 D, H)
+        bias = torch.cat([hidden_to_loc.bias, hidden_to_scale.bias])  # (2 D,)
 
         with pyro.plate("seqs", B, dim=-1):
             h_0 = self.h_0.expand(*plate_batch_shape(), self.state_dim)  # (B, D), or (K, B, D) with particles
+            b_all = future.expand(*h_0.shape[:-1], T, self.rnn_hidden)  # (..., B, T, H)
+
+            def step_law(h_prev: Tensor, steps: int | slice) -> _FutureStep:
+                """``q(h_t | h_{t-1}, w_{t:T})``; ``steps`` an index (``h_prev (..., B, D)``) or all steps."""
+                b = b_all[..., steps, :]  # (..., B, [T,] H)
+                loc, scale = _combine(h_prev, b, state_to_hidden, weight, bias)  # (..., B, [T,] D) each
+                # A fresh .condition() per step: each sample is scored from its own transform's cache.
+                transform = None if flow is None else flow.condition(torch.cat([h_prev, b], dim=-1))
+                return _FutureStep(loc, scale, transform)
+
             pyro.sample("h", StateTrajectory(step_law, h_0, mask))  # (..., B, T, D)
+
+
+def _combine(h_prev: Tensor, b: Tensor, state_to_hidden: nn.Linear, weight: Tensor, bias: Tensor):
+    """The combiner of Pyro's Deep Markov Model: ``c = (tanh(A h_{t-1}) + b_t) / 2``, then
+    ``loc = M c`` and ``scale = softplus(S c) + 1e-4`` (``[M; S]`` is ``weight``)."""
+    hidden = 0.5 * (torch.tanh(state_to_hidden(h_prev)) + b)  # (..., H)
+    loc, scale = nn.functional.linear(hidden, weight, bias).chunk(2, dim=-1)  # (..., D) each
+    return loc, nn.functional.softplus(scale) + 1e-4
+
+
+class _FutureStep(dist.TorchDistribution):
+    """One step of the guide, ``h_t = f_Q(loc + scale * eps)``, ``eps ~ N(0, I)``: event shape ``(D,)``.
+
+    The law of :class:`~pyro.distributions.TransformedDistribution` of a diagonal Normal, without its
+    per-step bookkeeping: the draw keeps its noise and log-density, so scoring it costs nothing.
+    """
+
+    arg_constraints: dict = {}
+    support = dist.constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, scale: Tensor, transform: dist.transforms.Transform | None) -> None:
+        self.loc, self.scale, self.transform = loc, scale, transform
+        self._drawn: tuple[Tensor, Tensor] | None = None  # (a draw, its log-density)
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    def _log_density(self, eps: Tensor, xi: Tensor, h: Tensor) -> Tensor:
+        log_q = standard_normal_log_prob(eps) - self.scale.log().sum(-1)  # (...,)
+        if self.transform is not None:
+            log_det = self.transform.log_abs_det_jacobian(xi, h)
+            log_q = log_q - (log_det.sum(-1) if self.transform.codomain.event_dim == 0 else log_det)
+        return log_q
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        eps = torch.randn(
+            torch.Size(sample_shape) + self.loc.shape, dtype=self.loc.dtype, device=self.loc.device
+        )
+        xi = self.loc + self.scale * eps  # (..., D)
+        h = xi if self.transform is None else self.transform(xi)
+        self._drawn = (h, self._log_density(eps, xi, h))
+        return h
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._drawn is not None and value is self._drawn[0]:
+            return self._drawn[1]
+        xi = value if self.transform is None else self.transform.inv(value)
+        return self._log_density((xi - self.loc) / self.scale, xi, value)
 
 
 class GaussianGuide(FutureGuide):
