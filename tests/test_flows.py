@@ -8,6 +8,7 @@ against finite differences, gradients to every parameter, and save/load.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 
@@ -176,3 +177,40 @@ def test_triangular_index_buffers_stay_out_of_the_state_dict() -> None:
     assert set(flow.state_dict()) == {f"hypernet.{name}" for name in flow.hypernet.state_dict()}
     rows, cols = flow.tril_index
     assert torch.equal(flow.tril_flat_index, rows * 3 + cols)
+
+
+def test_triangular_clipping_bounds_the_log_det_but_not_the_conditioning() -> None:
+    """The docstring's claim: clipping log L_ii bounds log |det L|; the strictly-lower entries are free."""
+    D = 3
+    hypernet = torch.nn.Linear(CONTEXT_DIM, D * (D + 3) // 2).double()
+    with torch.no_grad():
+        hypernet.weight.zero_()
+        hypernet.bias.zero_()
+        hypernet.bias[D : 2 * D] = 100.0  # log-diagonal far above the clip
+        hypernet.bias[2 * D :] = 1e4  # strictly-lower entries, unclipped
+    flow = ConditionalTriangularAffine(hypernet, input_dim=D)
+    transform = flow.condition(torch.zeros(CONTEXT_DIM, dtype=torch.float64))
+    x = torch.zeros(D, dtype=torch.float64)
+    L = torch.autograd.functional.jacobian(transform, x)  # (D, D), the forward map is mu + L x
+    with torch.no_grad():
+        log_det = float(transform.log_abs_det_jacobian(x, transform(x)))
+    assert log_det == pytest.approx(D * flow.log_scale_max_clip)
+    assert torch.linalg.cond(L) > 1e6
+
+
+def test_spline_names_the_order_pyro_gives_it() -> None:
+    """``spline`` is Pyro's default (linear rational) spline, ``rqspline`` the rational-quadratic one, as
+    docs/models.md says."""
+    from pathlib import Path
+
+    from pyro.distributions.transforms import conditional_spline
+
+    assert inspect.signature(conditional_spline).parameters["order"].default == "linear"
+    orders = {}
+    for name in ("spline", "rqspline"):
+        (part,) = make_flow(name, input_dim=2, context_dim=CONTEXT_DIM).parts
+        orders[name] = part.order
+    assert orders == {"spline": "linear", "rqspline": "quadratic"}
+    docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    row = next(line for line in docs.splitlines() if line.startswith("| `spline` |"))
+    assert 'order="linear"' in row and "rational-quadratic" not in row

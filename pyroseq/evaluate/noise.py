@@ -11,11 +11,18 @@ For a state-space model ``h_t = f(xi_t; h_{t-1})``, ``w_t ~ p(w_t | h_t)``, two 
 Both are estimated by nested Monte Carlo: N outer prefixes ``h_{t-1}`` from the prior, M inner draws of
 ``h_t`` for each. Schmidt & Hofmann (2018, Fig. 3) plot the per-step MI as box plots over prefixes and find
 it largest at t = 1. Details in ``docs/evaluation.md``.
+
+Both figures are **conditioned on the word still running at step t** (no EOS among ``w_{<t}``): a step
+after a word's end emits nothing, and averaging over such prefixes would mix in states no word reaches.
+Given the prefix, the running event depends only on the emissions before t, so conditioning reweights
+each outer prefix by its probability of still running, ``prod_{s<t} (1 - p(EOS | h_s))``, and leaves its
+per-prefix values unchanged.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +30,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import StateSpaceModel
 
@@ -37,11 +45,14 @@ class NoiseUsage:
         mutual_information: ``(T, N)`` nats, ``H(mean_m p(w_t | h_t^m)) - mean_m H(p(w_t | h_t^m))`` for
             each outer prefix ``h_{t-1}^n``.
         entropy: ``(T, N)`` nats, ``mean_m H(p(w_t | h_t^m))`` for each outer prefix.
+        running: ``(T, N)``, the probability that the word is still running at step t given prefix n,
+            ``prod_{s<t} (1 - p(EOS | h_s^n))`` (1 at t = 1): the weight of each prefix in every summary.
         num_inner: M, the inner draws per prefix.
     """
 
     mutual_information: Tensor
     entropy: Tensor
+    running: Tensor
     num_inner: int
 
     @property
@@ -53,38 +64,65 @@ class NoiseUsage:
         return self.entropy.shape[1]
 
     @property
+    def running_probability(self) -> Tensor:
+        """``(T,)`` estimate of the probability that a word is still running at step t."""
+        return self.running.mean(dim=1)
+
+    def _weights(self) -> Tensor:
+        """``(T, N)``: each prefix's weight in the step's running-conditioned average (rows sum to 1)."""
+        return self.running / self.running.sum(dim=1, keepdim=True)
+
+    @property
     def mean_mutual_information(self) -> Tensor:
-        """``(T,)`` estimate of ``I(xi_t; w_t | xi_{<t})``."""
-        return self.mutual_information.mean(dim=1)
+        """``(T,)`` estimate of ``I(xi_t; w_t | xi_{<t}, word running at t)``."""
+        return (self._weights() * self.mutual_information).sum(dim=1)
 
     @property
     def mean_entropy(self) -> Tensor:
-        """``(T,)`` estimate of ``E[H(p(w_t | h_t))]``."""
-        return self.entropy.mean(dim=1)
+        """``(T,)`` estimate of ``E[H(p(w_t | h_t)) | word running at t]``."""
+        return (self._weights() * self.entropy).sum(dim=1)
+
+    def quantiles(self, values: Tensor, q: Sequence[float]) -> Tensor:
+        """``(T, len(q))``: running-weighted quantiles of per-prefix ``values`` ``(T, N)`` at each step
+        (the inverse of the weighted empirical distribution function)."""
+        order = values.argsort(dim=1)
+        sorted_values = values.gather(1, order)
+        cdf = self._weights().gather(1, order).cumsum(dim=1)  # (T, N)
+        levels = torch.tensor(q, dtype=cdf.dtype).expand(values.shape[0], -1).contiguous()
+        index = torch.searchsorted(cdf, levels).clamp(max=values.shape[1] - 1)  # (T, len(q))
+        return sorted_values.gather(1, index)
 
     @property
     def mutual_information_quartiles(self) -> Tensor:
-        """``(T, 3)``: the 25th, 50th and 75th percentiles of the per-prefix MI at each step."""
-        q = torch.tensor([0.25, 0.5, 0.75], dtype=self.mutual_information.dtype)
-        return self.mutual_information.quantile(q, dim=1).T
+        """``(T, 3)``: the running-weighted 25th, 50th and 75th percentiles of the per-prefix MI."""
+        return self.quantiles(self.mutual_information, (0.25, 0.5, 0.75))
 
     def to_dict(self) -> dict:
-        """Per-step means, standard errors and MI quartiles over the outer prefixes, JSON-serialisable."""
+        """Per-step running-conditioned means, standard errors and MI quartiles, JSON-serialisable.
 
-        def stderr(x: Tensor) -> list[float]:
+        The standard error of a weighted mean ``sum_n a_n x_n`` (weights summing to 1) is the delta-method
+        ``sqrt(sum_n a_n^2 (x_n - mean)^2)``, which is ``std_n / sqrt(N)`` for equal weights.
+        """
+        weights = self._weights()
+
+        def stderr(x: Tensor, mean: Tensor) -> list[float]:
             if self.num_outer < 2:
                 return [float("nan")] * self.length
-            return (x.std(dim=1) / math.sqrt(self.num_outer)).tolist()
+            spread = (weights**2 * (x - mean[:, None]) ** 2).sum(dim=1)
+            return (spread * self.num_outer / (self.num_outer - 1)).sqrt().tolist()
 
+        mi, entropy = self.mean_mutual_information, self.mean_entropy
         return {
             "length": self.length,
             "num_outer": self.num_outer,
             "num_inner": self.num_inner,
-            "mutual_information_nats": self.mean_mutual_information.tolist(),
-            "mutual_information_stderr": stderr(self.mutual_information),
+            "conditioned_on": "the word still running at step t",
+            "running_probability": self.running_probability.tolist(),
+            "mutual_information_nats": mi.tolist(),
+            "mutual_information_stderr": stderr(self.mutual_information, mi),
             "mutual_information_quartiles": self.mutual_information_quartiles.tolist(),
-            "entropy_nats": self.mean_entropy.tolist(),
-            "entropy_stderr": stderr(self.entropy),
+            "entropy_nats": entropy.tolist(),
+            "entropy_stderr": stderr(self.entropy, entropy),
         }
 
 
@@ -111,6 +149,10 @@ def noise_usage(
 
         entropy[t, n] = mean_m H(p_m)
         MI[t, n]      = H(mean_m p_m) - mean_m H(p_m)
+        running[t, n] = prod_{s<t} (1 - p(EOS | h_s^n))
+
+    and the summaries of :class:`NoiseUsage` average over prefixes with weights ``running[t, n]``: they are
+    conditioned on the word still running at step t.
 
     ``H(mean of M)`` is biased low by O(1/M) (concavity), so the MI estimate is biased low by O(1/M);
     it is exactly 0 when the emission ignores the state.
@@ -132,6 +174,9 @@ def noise_usage(
     prefixes = h0[:, None]  # (N, 1, D)
     if length > 1:
         prefixes = torch.cat([prefixes, model.sample_states(num_outer, length - 1)], dim=1)  # (N, T, D)
+    log_p_eos = torch.log_softmax(model.emission_logits(prefixes[:, 1:]), dim=-1)[..., Vocabulary.eos_id]
+    log_survive = torch.log1p(-log_p_eos.exp()).cumsum(dim=1)  # (N, T-1): no EOS at steps 1..t-1
+    running = torch.cat([log_survive.new_zeros(num_outer, 1), log_survive], dim=1).exp()  # (N, T)
     mi, entropy = [], []
     starts = range(0, num_outer, chunk_size)
     for start in tqdm(starts, desc="noise usage", unit="chunk", disable=not progress):
@@ -147,6 +192,7 @@ def noise_usage(
     return NoiseUsage(
         mutual_information=torch.cat(mi).T.double().cpu(),  # (T, N)
         entropy=torch.cat(entropy).T.double().cpu(),  # (T, N)
+        running=running.T.double().cpu(),  # (T, N)
         num_inner=num_inner,
     )
 
@@ -154,7 +200,9 @@ def noise_usage(
 def plot_noise_usage(result: NoiseUsage, path: str | Path) -> Path:
     """Save per-step box plots (over outer prefixes) of the MI and the observation entropy as a PNG.
 
-    Uses matplotlib's object-oriented Agg canvas, so it needs no display and leaves pyplot's state alone.
+    The boxes are running-weighted (see :class:`NoiseUsage`): quartiles and median, whiskers at the 5th and
+    95th percentiles, a marker at the mean. Uses matplotlib's object-oriented Agg canvas, so it needs no
+    display and leaves pyplot's state alone.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: keeps matplotlib off CLI startup
     from matplotlib.figure import Figure
@@ -164,10 +212,19 @@ def plot_noise_usage(result: NoiseUsage, path: str | Path) -> Path:
     fig = Figure(figsize=(max(6.0, 0.5 * result.length + 2), 6.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax_mi, ax_h = fig.subplots(2, 1, sharex=True)
-    ax_mi.boxplot([row.numpy() for row in result.mutual_information], positions=steps, showfliers=False)
+    for ax, values, mean in (
+        (ax_mi, result.mutual_information, result.mean_mutual_information),
+        (ax_h, result.entropy, result.mean_entropy),
+    ):
+        q = result.quantiles(values, (0.05, 0.25, 0.5, 0.75, 0.95)).tolist()
+        stats = [
+            dict(whislo=a, q1=b, med=c, q3=d, whishi=e, mean=m, fliers=[])
+            for (a, b, c, d, e), m in zip(q, mean.tolist(), strict=True)
+        ]
+        ax.bxp(stats, positions=steps, showmeans=True)
     ax_mi.set_ylabel(r"$I(\xi_t; w_t \mid \xi_{<t})$ (nats)")
-    ax_mi.set_title(f"noise usage: {result.num_outer} prefixes x {result.num_inner} inner draws")
-    ax_h.boxplot([row.numpy() for row in result.entropy], positions=steps, showfliers=False)
+    draws = f"{result.num_outer} prefixes x {result.num_inner} inner draws"
+    ax_mi.set_title(f"noise usage given the word still running: {draws}")
     ax_h.set_ylabel(r"$E\,H(p(w_t \mid h_t))$ (nats)")
     ax_h.set_xlabel("step t")
     fig.savefig(path, dpi=120)

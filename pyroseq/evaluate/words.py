@@ -211,10 +211,10 @@ def guide_word_log_probs(
         progress: show a tqdm progress bar over word batches.
     """
     _check_words(words)
+    check_positive_sizes(num_samples=num_samples, batch_size=batch_size, particle_chunk=particle_chunk)
     if particle_chunk is None:
         particle_chunk = min(num_samples, max(1, MAX_WORD_PARTICLES // batch_size))
     chunk = particle_chunk
-    check_positive_sizes(num_samples=num_samples, batch_size=batch_size, particle_chunk=chunk)
     device = _device_of(model)
     order = sorted(range(len(words)), key=lambda i: len(words[i]))  # words by length: little padding
     lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W), in the words' order

@@ -114,7 +114,8 @@ class ConditionalTriangularAffine(HypernetFlow):
     ``torch.tril_indices(D, D, -1)``). The inverse is one triangular solve,
     ``xi = L(c)^{-1} (h - mu(c))``. Forward and inverse cost ``O(D^2)`` per sample; the hypernet has
     ``D (D + 3) / 2`` outputs. The log-diagonal is clipped to ``[log_scale_min_clip, log_scale_max_clip]``
-    (gradient passing through), which keeps ``L`` well conditioned. ``L x`` and ``L^{-1} x`` have a
+    (gradient passing through), which bounds ``log |det L|`` to ``D`` times those bounds; the strictly-lower
+    entries are not clipped, so ``L`` can still be ill conditioned. ``L x`` and ``L^{-1} x`` have a
     hand-written first-order backward to ``L``'s ``D (D + 1) / 2`` entries; a second derivative raises.
 
     Args:
