@@ -1,6 +1,6 @@
 """``python -m pyroseq``: the ``pyroseq`` command without an installed console script."""
 
-from pyroseq.cli.main import main
+from pyroseq.cli import main
 
 if __name__ == "__main__":
     main()

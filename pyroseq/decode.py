@@ -16,6 +16,7 @@ decoder acts on each step's emission ``p(w_t | h_t)`` along it. Every sequence s
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from pyroseq.checks import check_memory
+from pyroseq.data.batch import check_seed
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel
@@ -103,6 +106,13 @@ def decode(
             "StateSpaceModel"
         )
 
+    check_memory(
+        _memory_estimate(model, num=num, max_length=max_length, width=beam_size or num),
+        what=f"decoding {num} sequences of up to {max_length} symbols",
+        fix="decode fewer at a time (-n) or shorter ones (--max-length)",
+        device=next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device,
+    )
+
     def run(gen: torch.Generator | None) -> Decoded:
         if decoder == "beam":
             return _beam_search(
@@ -163,6 +173,17 @@ def _check_arguments(
         raise ConfigError(f"a beam of width {beam_size} holds at most {beam_size} sequences; num is {num}")
     if generator is not None and seed is not None:
         raise ConfigError("pass a generator or a seed, not both")
+    if seed is not None:
+        check_seed(seed)
+
+
+def _memory_estimate(model: SequenceModel, *, num: int, max_length: int, width: int) -> int:
+    """Bytes a decode needs, roughly: about 100 per symbol for the returned ids and scores (tensors, then
+    Python lists), plus float64 logits, probabilities and log-probabilities over the vocabulary: for a
+    state-space model of every step at once ``(n, T, V)``, for an autoregressive one of a step ``(n, V)``."""
+    V = model.vocab_size
+    per_sequence = max_length * (100 + 28 * V) if isinstance(model, StateSpaceModel) else 100 * max_length
+    return num * per_sequence + width * V * 28
 
 
 @contextmanager
@@ -174,6 +195,16 @@ def _seeded(seed: int) -> Iterator[None]:
         yield
 
 
+def _tempered(logits: Tensor, temperature: float) -> Tensor:
+    """``logits / temperature`` in float64, shifted so that the largest is 0.
+
+    The shift leaves the softmax unchanged and keeps every temperature finite: dividing the shifted
+    logits (all <= 0) by a tiny temperature gives 0 and large negatives (or -inf), never inf - inf.
+    """
+    logits = logits.double()
+    return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+
+
 def _chooser(
     decoder: str, *, temperature: float, top_k: int | None, top_p: float | None
 ) -> Callable[[Tensor, torch.Generator | None], Tensor]:
@@ -182,7 +213,7 @@ def _chooser(
     def choose(logits: Tensor, generator: torch.Generator | None) -> Tensor:
         if decoder == "greedy":
             return logits.argmax(dim=-1)
-        scaled = logits.double() / temperature  # (n, V)
+        scaled = _tempered(logits, temperature)  # (n, V)
         if decoder == "topk":
             kept = scaled.topk(min(top_k, scaled.shape[-1]), dim=-1)
             scaled = torch.full_like(scaled, -math.inf).scatter(-1, kept.indices, kept.values)
@@ -285,7 +316,7 @@ def _beam_search(
         if sampled:
             u = torch.rand(log_p.shape, dtype=torch.float64, device=device, generator=generator)
             gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
-            expand = (torch.log_softmax(logits.double() / temperature, dim=-1) + gumbel).topk(k).indices
+            expand = (torch.log_softmax(_tempered(logits, temperature), dim=-1) + gumbel).topk(k).indices
         else:
             expand = log_p.topk(k).indices  # (n, k)
         scores = (live_scores[:, None] + log_p.gather(-1, expand)).flatten()  # (n * k,)

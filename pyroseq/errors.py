@@ -5,7 +5,17 @@ The command line prints these as one line and exits with status 2; everything el
 
 from __future__ import annotations
 
-__all__ = ["PyroseqError", "DataError", "ConfigError", "CheckpointError", "DeviceError", "first_line"]
+__all__ = [
+    "PyroseqError",
+    "DataError",
+    "ConfigError",
+    "CheckpointError",
+    "DeviceError",
+    "ResourceError",
+    "StorageError",
+    "RunLockedError",
+    "first_line",
+]
 
 
 class PyroseqError(Exception):
@@ -26,6 +36,18 @@ class CheckpointError(PyroseqError, RuntimeError):
 
 class DeviceError(PyroseqError, RuntimeError):
     """The requested device is not available."""
+
+
+class ResourceError(PyroseqError, MemoryError):
+    """The requested sizes need more memory than the device has (the message gives the estimate)."""
+
+
+class StorageError(PyroseqError, OSError):
+    """A file or directory cannot be written or read: permissions, a full disk, a foreign directory."""
+
+
+class RunLockedError(PyroseqError, RuntimeError):
+    """Another process is training the run directory (the message names its PID)."""
 
 
 def first_line(error: BaseException, *, limit: int = 300) -> str:

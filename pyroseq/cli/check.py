@@ -7,7 +7,7 @@ import warnings
 import click
 import torch
 
-from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
 from pyroseq.infer.rundir import load_run
@@ -17,11 +17,16 @@ from pyroseq.predictive import check_words, plot_ppc
 @click.command("check")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option(
-    "--words", "num_words", type=int, default=256, show_default=True, help="Observed words drawn from p(w)."
+    "--words",
+    "num_words",
+    type=POSITIVE,
+    default=256,
+    show_default=True,
+    help="Observed words drawn from p(w).",
 )
-@click.option("--samples", type=int, default=20, show_default=True, help="Replicates per observed word.")
+@click.option("--samples", type=POSITIVE, default=20, show_default=True, help="Replicates per observed word.")
 @click.option("--prior", is_flag=True, help="Prior predictive instead of posterior predictive.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @json_option
 @handle_errors
@@ -29,8 +34,6 @@ def check_command(
     run_dir: str, num_words: int, samples: int, prior: bool, seed: int, device: str, as_json: bool
 ) -> None:
     """Posterior (or prior) predictive check of word lengths and real-word rate, with an ArviZ plot."""
-    if num_words < 1:
-        raise ConfigError(f"--words must be at least 1, got {num_words}")
     run = load_run(run_dir, device=device)
     corpus = run.corpus()
     if not isinstance(corpus, WordCorpus):

@@ -1,19 +1,55 @@
-"""What every ``pyroseq`` subcommand shares: ``--json`` output and one-line errors."""
+"""What every ``pyroseq`` subcommand shares: ``--json`` output, option types, and one-line errors."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
+import torch
 
+from pyroseq.data.batch import MAX_SEED
 from pyroseq.errors import PyroseqError
 
-__all__ = ["json_option", "emit", "handle_errors", "to_jsonable"]
+__all__ = [
+    "json_option",
+    "emit",
+    "handle_errors",
+    "to_jsonable",
+    "OneLineErrors",
+    "POSITIVE",
+    "NON_NEGATIVE",
+    "SEED",
+    "Finite",
+    "POSITIVE_FLOAT",
+    "CORES",
+]
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+SEED = click.IntRange(0, MAX_SEED)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Finite(click.FloatRange):
+    """A float range that also refuses ``inf`` and ``nan`` (which ``FloatRange`` lets through)."""
+
+    name = "finite float range"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+POSITIVE_FLOAT = Finite(min=0, min_open=True)
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout."
@@ -41,15 +77,55 @@ def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         click.echo(json.dumps(to_jsonable(result)))
 
 
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a :class:`PyroseqError` into ``error: <message>`` on stderr and exit status 2."""
+    """Turn the errors a user can cause into ``error: <message>`` on stderr and exit status 2.
+
+    These are :class:`PyroseqError`, and the operating system's refusals that no pyroseq check can
+    foresee: a permission denied, a full disk, an allocation that fails although the estimate fitted.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except PyroseqError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            _fail(str(e))
+        except PermissionError as e:
+            _fail(f"permission denied: {e.filename}: make it accessible, or choose another path")
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            _fail(f"no space left on the device of {e.filename}: free some space and run again")
+        except (MemoryError, torch.OutOfMemoryError) as e:
+            first = (str(e).strip().splitlines() or ["out of memory"])[0][:200]
+            _fail(f"out of memory ({first}): use smaller sizes (--batch-size, --particles, --state-dim, -n)")
 
     return wrapper
+
+
+class OneLineErrors(click.Group):
+    """A group whose usage errors (a bad option value, a missing argument) and Ctrl-C print one line.
+
+    Click would print the usage and a hint around the error; ``error: <message> (see <command> -h)``
+    with exit status 2 reads like every other pyroseq error. Ctrl-C outside training prints
+    ``error: interrupted`` with status 130 (128 + SIGINT).
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} -h')" if e.ctx is not None else ""
+            _fail(e.format_message() + hint, e.exit_code)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.Abort:
+            _fail("interrupted", 130)
+        sys.exit(rv if isinstance(rv, int) else 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.cli.common import POSITIVE, emit, handle_errors, json_option
 from pyroseq.data.text import load_text
 from pyroseq.data.words import load_words
 from pyroseq.errors import ConfigError
@@ -34,9 +34,13 @@ def data_command() -> None:
     help="A UTF-8 file: `word count` lines or one word per line.",
 )
 @click.option(
-    "--top", type=int, help="Keep the N most frequent words [default: 10000 for symspell, all for a file]."
+    "--top",
+    type=POSITIVE,
+    help="Keep the N most frequent words [default: 10000 for symspell, all for a file].",
 )
-@click.option("--max-length", type=int, help="Drop words longer than this [default: 12 for named sources].")
+@click.option(
+    "--max-length", type=POSITIVE, help="Drop words longer than this [default: 12 for named sources]."
+)
 @json_option
 @handle_errors
 def words_command(

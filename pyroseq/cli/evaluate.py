@@ -9,7 +9,7 @@ from typing import Any
 import click
 import torch
 
-from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
 from pyroseq.evaluate import (
@@ -27,7 +27,7 @@ from pyroseq.infer.rundir import load_run
 @click.command("evaluate")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option(
-    "--samples", "-k", type=int, default=100, show_default=True, help="K: trajectories or particles."
+    "--samples", "-k", type=POSITIVE, default=100, show_default=True, help="K: trajectories or particles."
 )
 @click.option(
     "--estimator",
@@ -39,7 +39,11 @@ from pyroseq.infer.rundir import load_run
     "--bounds/--no-bounds", default=True, show_default=True, help="DSSM: ELBO and IWAE_K, K in {1, 10, 100}."
 )
 @click.option(
-    "--bound-words", type=int, default=256, show_default=True, help="Words drawn from p(w) for the bounds."
+    "--bound-words",
+    type=POSITIVE,
+    default=256,
+    show_default=True,
+    help="Words drawn from p(w) for the bounds.",
 )
 @click.option(
     "--noise/--no-noise",
@@ -49,13 +53,13 @@ from pyroseq.infer.rundir import load_run
 )
 @click.option(
     "--noise-samples",
-    type=int,
+    type=click.IntRange(min=2),
     default=100,
     show_default=True,
-    help="Outer and inner draws of the MI estimator.",
+    help="Outer and inner draws of the MI estimator (at least 2: one inner draw gives MI 0 by construction).",
 )
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
 @json_option
 @handle_errors
@@ -65,13 +69,6 @@ def evaluate_command(
 ) -> None:  # fmt: skip
     """Measure a trained run: cross-entropy against p(w), KL, vocabulary mass, bounds, noise usage
     (word task); NLL, perplexity, bits per character, accuracy on the test split (text)."""
-    for name, value in (
-        ("--samples", samples),
-        ("--bound-words", bound_words),
-        ("--noise-samples", noise_samples),
-    ):
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
     show = progress if progress is not None else sys.stderr.isatty()
     torch.manual_seed(seed)
     run = load_run(run_dir, device=device)

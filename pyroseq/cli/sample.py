@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.cli.common import POSITIVE, POSITIVE_FLOAT, SEED, Finite, emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.decode import DECODERS, decode
 from pyroseq.infer.rundir import load_run
@@ -12,22 +12,26 @@ from pyroseq.infer.rundir import load_run
 
 @click.command("sample")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("-n", "num", type=int, default=20, show_default=True, help="How many sequences.")
+@click.option("-n", "num", type=POSITIVE, default=20, show_default=True, help="How many sequences.")
 @click.option("--decoder", type=click.Choice(DECODERS), default="ancestral", show_default=True)
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="Divides the logits.")
-@click.option("--top-k", type=int, help="topk: keep the K most probable symbols.")
-@click.option("--top-p", type=float, help="nucleus: keep the smallest set with this much mass.")
-@click.option("--beam-size", type=int, help="beam: the beam width B (default n).")
+@click.option(
+    "--temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True, help="Divides the logits."
+)
+@click.option("--top-k", type=POSITIVE, help="topk: keep the K most probable symbols.")
+@click.option(
+    "--top-p", type=Finite(0, 1, min_open=True), help="nucleus: keep the smallest set with this much mass."
+)
+@click.option("--beam-size", type=POSITIVE, help="beam: the beam width B (default n).")
 @click.option(
     "--beam-sampled", is_flag=True, help="beam: expand by sampled continuations instead of the top B."
 )
 @click.option("--length-normalise", is_flag=True, help="beam: rank by log-probability per symbol.")
 @click.option(
     "--max-length",
-    type=int,
+    type=POSITIVE,
     help="Most symbols per sequence, EOS included [default: words: longest word; text: chunk length].",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @json_option
 @handle_errors

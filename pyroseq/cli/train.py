@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from typing import Any
 
 import click
 import torch
 from click.core import ParameterSource
 
-from pyroseq.cli.common import emit, handle_errors, json_option
+from pyroseq.cli.common import (
+    CORES,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    SEED,
+    Finite,
+    emit,
+    handle_errors,
+    json_option,
+)
 from pyroseq.errors import ConfigError
 from pyroseq.infer.config import DATA, MODELS, TRAINING, RunConfig
 from pyroseq.infer.objectives import OBJECTIVES
@@ -23,35 +34,35 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--data", "data", click.Choice(DATA), "words: single words against p(w); text: running text."),
     ("--source", "source", str, "Corpus name (symspell, shakespeare, sample) or a file [default: by --data]."),
     ("--file", "source", str, "A user's corpus file (same as --source PATH)."),
-    ("--top", "top", int, "Words: keep the N most frequent [default: 10000 for symspell]."),
-    ("--max-length", "max_length", int, "Words: drop words longer than this."),
-    ("--chunk-length", "chunk_length", int, "Text: symbols per training sequence."),
-    ("--state-dim", "state_dim", int, "State size D (the RNN's hidden size)."),
+    ("--top", "top", POSITIVE, "Words: keep the N most frequent [default: 10000 for symspell]."),
+    ("--max-length", "max_length", POSITIVE, "Words: drop words longer than this."),
+    ("--chunk-length", "chunk_length", POSITIVE, "Text: symbols per training sequence."),
+    ("--state-dim", "state_dim", POSITIVE, "State size D (the RNN's hidden size)."),
     ("--flow", "flow", str, "DSSM transition flow: diagonal, triangular, coupling, spline, or a+b."),
-    ("--flow-hidden", "flow_hidden", int, "Hidden units of the flows' conditioners."),
-    ("--emitter-hidden", "emitter_hidden", int, "Hidden units of the emitter (0: linear)."),
+    ("--flow-hidden", "flow_hidden", POSITIVE, "Hidden units of the flows' conditioners."),
+    ("--emitter-hidden", "emitter_hidden", NON_NEGATIVE, "Hidden units of the emitter (0: linear)."),
     ("--guide", "guide", str, "DSSM guide: future (with its own flow) or gaussian (no flow)."),
     ("--guide-flow", "guide_flow", str, "The guide's flow (a flow name, or none)."),
-    ("--guide-hidden", "guide_hidden", int, "Size of the guide's backward RNN."),
+    ("--guide-hidden", "guide_hidden", POSITIVE, "Size of the guide's backward RNN."),
     ("--cell", "cell", click.Choice(["gru", "lstm"]), "RNN cell."),
-    ("--embed-dim", "embed_dim", int, "RNN symbol-embedding size."),
-    ("--layers", "layers", int, "RNN layers."),
+    ("--embed-dim", "embed_dim", POSITIVE, "RNN symbol-embedding size."),
+    ("--layers", "layers", POSITIVE, "RNN layers."),
     ("--training", "training", click.Choice(TRAINING), "RNN training: teacher forcing, scheduled sampling, professor forcing."),
     ("--schedule", "schedule", click.Choice(["linear", "exp", "invsigmoid"]), "Scheduled sampling's decay of the teacher probability."),
-    ("--schedule-k", "schedule_k", float, "The schedule's rate parameter (default: set from --steps)."),
-    ("--adversarial-weight", "adversarial_weight", float, "Professor forcing: weight of the generator's adversarial term."),
+    ("--schedule-k", "schedule_k", POSITIVE_FLOAT, "The schedule's rate parameter (default: set from --steps)."),
+    ("--adversarial-weight", "adversarial_weight", Finite(min=0), "Professor forcing: weight of the generator's adversarial term."),
     ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (the importance-weighted bound, K = --particles)."),
-    ("--particles", "particles", int, "K, the number of vectorised particles."),
-    ("--steps", "steps", int, "Total optimisation steps (on --resume: train on to this many; see below)."),
-    ("--batch-size", "batch_size", int, "Sequences per step."),
-    ("--lr", "lr", float, "Adam's initial learning rate."),
-    ("--lr-decay", "lr_decay", float, "The learning rate decays geometrically to lr * lr_decay at --steps."),
-    ("--clip-norm", "clip_norm", float, "Gradient-norm clipping."),
+    ("--particles", "particles", POSITIVE, "K, the number of vectorised particles."),
+    ("--steps", "steps", POSITIVE, "Total optimisation steps (on --resume: train on to this many; see below)."),
+    ("--batch-size", "batch_size", POSITIVE, "Sequences per step."),
+    ("--lr", "lr", POSITIVE_FLOAT, "Adam's initial learning rate."),
+    ("--lr-decay", "lr_decay", Finite(min=0, max=1, min_open=True), "The learning rate decays geometrically to lr * lr_decay at --steps."),
+    ("--clip-norm", "clip_norm", POSITIVE_FLOAT, "Gradient-norm clipping."),
     ("--device", "device", str, "cpu or cuda."),
-    ("--seed", "seed", int, "Random seed; a CPU run is reproducible from it."),
-    ("--valid-every", "valid_every", int, "Validate every N steps (0: only at the end)."),
-    ("--valid-size", "valid_size", int, "Sequences in the validation batch."),
-    ("--checkpoint-every", "checkpoint_every", int, "Checkpoint every N steps (and always at the end)."),
+    ("--seed", "seed", SEED, "Random seed; a CPU run is reproducible from it."),
+    ("--valid-every", "valid_every", NON_NEGATIVE, "Validate every N steps (0: only at the end)."),
+    ("--valid-size", "valid_size", POSITIVE, "Sequences in the validation batch."),
+    ("--checkpoint-every", "checkpoint_every", NON_NEGATIVE, "Checkpoint every N steps (and always at the end)."),
 ]  # fmt: skip
 
 
@@ -71,7 +82,7 @@ def _with_options(fn: Any) -> Any:
     "--jit/--no-jit", default=None, help="JitTrace_ELBO for --objective elbo (about 2x faster per step)."
 )
 @click.option(
-    "--threads", type=int, default=1, show_default=True,
+    "--threads", type=click.IntRange(1, CORES), default=1, show_default=True,
     help="torch intra-op CPU threads. Models of this size gain little from more, and lose much when the "
     "cores are shared or with --jit (see docs/benchmarks.md).",
 )  # fmt: skip
@@ -93,7 +104,8 @@ def train_command(
 ) -> None:
     """Train a model by SVI into the run directory --out (checkpoint.pt, config.json, metrics.jsonl).
 
-    Ctrl-C stops after writing a checkpoint; --resume continues where it stopped.
+    Ctrl-C or SIGTERM stops after writing a checkpoint (exit status 130 or 143); --resume continues
+    where it stopped.
 
     \b
     Schedules on --resume: the learning rate falls by the factor lr_decay^(1/steps) per
@@ -103,8 +115,6 @@ def train_command(
     learning rate falls below lr * lr_decay. A new --lr on resume scales the rate reached;
     a new --lr-decay sets the factor to lr_decay^(1/N) from there on.
     """
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
     given: dict[str, Any] = {}
     for flag, field, _, _ in _OPTIONS:
@@ -128,5 +138,7 @@ def train_command(
         f"  checkpoint: {result['checkpoint']}",
     ]
     emit(result, as_json, lines)
-    if result["interrupted"]:
-        ctx.exit(130)  # stopped by Ctrl-C, checkpoint written: let `train && evaluate` chains stop too
+    if result["stopped_by"] is not None:
+        # Stopped by a signal, checkpoint written: exit 128 + signal number, as a shell reports a process
+        # the signal killed, so that `train && evaluate` chains and schedulers see the stop.
+        ctx.exit(128 + signal.Signals[result["stopped_by"]].value)

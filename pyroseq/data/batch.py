@@ -8,9 +8,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pyroseq.errors import DataError
+from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["Batch", "pad_batch"]
+__all__ = ["Batch", "pad_batch", "MAX_SEED", "check_seed", "seeded_generator"]
+
+# torch seeds are 64-bit; runs also seed with seed + 1 and seed + 2, so these stay below 2**64.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> None:
+    """Raise :class:`ConfigError` unless ``seed`` is an integer in ``[0, MAX_SEED]``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"a seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (checked by :func:`check_seed`)."""
+    check_seed(seed)
+    return torch.Generator().manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,7 @@ class SeededSampler:
             raise DataError(f"batch size must be positive, got {batch_size}")
         self.batch_size = batch_size
         self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = seeded_generator(seed)
 
     def __iter__(self) -> SeededSampler:
         return self

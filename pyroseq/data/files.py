@@ -10,13 +10,19 @@ __all__ = ["read_text_file"]
 
 
 def read_text_file(path: str | Path) -> str:
-    """The contents of a UTF-8 text file; :class:`DataError` if missing, a directory, empty or not UTF-8."""
+    """The contents of a UTF-8 text file; :class:`DataError` if missing, a directory, unreadable, empty or
+    not UTF-8."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}")
     if not path.is_file():
         raise DataError(f"not a file: {path}")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise DataError(f"cannot read {path}: permission denied; make it readable (chmod u+r)") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

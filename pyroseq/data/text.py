@@ -131,7 +131,8 @@ class TextSampler(SeededSampler):
             raise DataError(f"chunk length must be positive, got {length}")
         if ids.numel() <= length:
             raise DataError(
-                f"the training text ({ids.numel()} symbols) is not longer than one chunk ({length})"
+                f"the training text ({ids.numel()} symbols) is not longer than one chunk ({length}): "
+                "pass a smaller --chunk-length or a longer text"
             )
         super().__init__(batch_size, seed=seed, device=device)
         self.ids, self.length = ids, length
@@ -173,6 +174,11 @@ def load_text(
     n_train = int(len(text) * split[0])
     n_valid = int(len(text) * split[1])
     train, valid, test = text[:n_train], text[n_train : n_train + n_valid], text[n_train + n_valid :]
+    if not train.strip():
+        raise DataError(
+            f"{name} has {len(text)} characters: too few to split into train/valid/test by {split}; "
+            "use a longer text"
+        )
     vocab = Vocabulary.from_texts([train])
     notes = []
     known = set(vocab.alphabet)

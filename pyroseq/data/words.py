@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyroseq.data.batch import Batch, SeededSampler, pad_batch
+from pyroseq.data.batch import Batch, SeededSampler, pad_batch, seeded_generator
 from pyroseq.data.files import read_text_file
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
@@ -26,6 +26,8 @@ __all__ = ["WordCorpus", "WordSampler", "load_words", "WORD_SOURCES", "DEFAULT_T
 
 DEFAULT_TOP = 10_000
 DEFAULT_MAX_LENGTH = 12
+MAX_COUNT = 2**63 - 1  # counts and their sum are int64
+LONG_WORD = 256  # a file's words longer than this need an explicit max_length (see load_words)
 SYMSPELL_FILE = "frequency_dictionary_en_82_765.txt"
 WORD_SOURCES = ("symspell", "sample")
 _ENGLISH = re.compile("[a-z]+")  # letters only; max_length (default 12) cuts the length
@@ -50,11 +52,22 @@ class WordCorpus:
     notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.counts = np.asarray(self.counts, dtype=np.int64)
         if len(self.words) == 0:
             raise DataError(f"the word corpus {self.source!r} has no words after filtering")
+        try:
+            self.counts = np.asarray(self.counts, dtype=np.int64)
+        except OverflowError:
+            raise DataError(f"the word corpus {self.source!r} has a count above {MAX_COUNT}") from None
         if len(self.words) != len(self.counts):
             raise DataError("words and counts differ in length")
+        if (self.counts <= 0).any():
+            raise DataError(f"the word corpus {self.source!r} has a count that is not positive")
+        total = int(self.counts.sum(dtype=object))  # exact: an int64 sum would wrap around
+        if total > MAX_COUNT:
+            raise DataError(
+                f"the counts of {self.source!r} sum to {total}, more than {MAX_COUNT} (int64); divide them "
+                "by a common factor: p(w) only needs their ratios"
+            )
 
     def __len__(self) -> int:
         return len(self.words)
@@ -107,7 +120,7 @@ class WordCorpus:
         """
         if n <= 0:
             raise DataError(f"batch size must be positive, got {n}")
-        generator = torch.Generator().manual_seed(seed)
+        generator = seeded_generator(seed)
         probs = torch.as_tensor(self.probs, dtype=torch.float64)
         return self.batch(torch.multinomial(probs, n, replacement=True, generator=generator), device=device)
 
@@ -203,8 +216,10 @@ def _parse_lines(text: str, source: str) -> tuple[list[str], list[int], bool]:
                 count = int(fields[1])
             except ValueError:
                 raise DataError(f"{source}, line {n}: count {fields[1]!r} is not an integer") from None
-            if count <= 0:
-                raise DataError(f"{source}, line {n}: count must be positive, got {count}")
+            if not 0 < count <= MAX_COUNT:
+                raise DataError(
+                    f"{source}, line {n}: count must be positive and at most {MAX_COUNT}, got {count}"
+                )
         if word in seen:
             raise DataError(f"{source}, line {n}: word {word!r} already appeared on line {seen[word]}")
         seen[word] = n
@@ -228,7 +243,9 @@ def load_words(
             uniform; any Unicode letters are allowed, and the alphabet comes from the data).
         top: keep the N most frequent words. Default: 10,000 for ``"symspell"``, all words otherwise.
         max_length: drop words longer than this many symbols, reporting how many were dropped.
-            Default 12 for the named sources, no limit for a file.
+            Default 12 for the named sources, no limit for a file, except that a file with a word longer
+            than 256 symbols needs an explicit ``max_length``: every batch is padded to the longest word,
+            so one very long word makes every training step that long.
 
     Returns:
         the corpus, sorted by count (descending; ties keep file order).
@@ -258,6 +275,13 @@ def load_words(
             notes.append(f"dropped {len(words) - len(letters)} words with non-letter symbols (e.g. {bad!r})")
             words, counts = [words[i] for i in letters], [counts[i] for i in letters]
         name = str(path)
+        longest = max(words, key=len, default="")
+        if max_length is None and len(longest) > LONG_WORD:
+            raise DataError(
+                f"{name} has a word of {len(longest)} characters ({longest[:20]!r}...): every batch is "
+                "padded to the longest word; pass --max-length N to drop longer words (or --max-length "
+                f"{len(longest)} to keep it), or use --data text for running text"
+            )
     if max_length is not None:
         if max_length <= 0:
             raise DataError(f"max_length must be positive, got {max_length}")

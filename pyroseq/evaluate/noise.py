@@ -161,13 +161,19 @@ def noise_usage(
         model: a state-space model.
         length: T, the number of steps.
         num_outer: N prefixes.
-        num_inner: M draws per prefix and step.
+        num_inner: M >= 2 draws per prefix and step (with one draw the mixture is that draw, and the MI
+            estimate is exactly 0 whatever the model).
         chunk_size: prefixes per batch; memory is about ``chunk_size x T x M x V`` floats.
         progress: show a tqdm progress bar over chunks.
     """
     for name, value in {"length": length, "num_outer": num_outer, "num_inner": num_inner}.items():
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
+    if num_inner < 2:
+        raise ConfigError(
+            f"num_inner must be at least 2, got {num_inner}: with one inner draw the MI estimate is 0 "
+            "whatever the model"
+        )
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}")
     h0 = model.initial_state((num_outer,))  # (N, D)
