@@ -108,7 +108,8 @@ def train_run(
     Returns:
         a summary: ``steps``, ``initial_loss``, ``final_loss`` (per sequence, the means of the run's
         first and last 20 steps), ``words_per_second`` (word data) or ``symbols_per_second`` (text),
-        ``checkpoint``, ``valid_loss`` (at the final step), ``interrupted``.
+        ``checkpoint``, ``valid_loss`` (at the final step), ``interrupted`` and ``stopped_by`` (the
+        signal that stopped it, ``"SIGINT"`` or ``"SIGTERM"``, or None).
     """
     out = Path(out)
     overrides = overrides or {}
@@ -184,4 +185,5 @@ def train_run(
         "seconds": summary["seconds"],
         "checkpoint": str(out / CHECKPOINT),
         "interrupted": summary["interrupted"],
+        "stopped_by": summary["stopped_by"],
     }

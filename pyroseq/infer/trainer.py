@@ -24,12 +24,18 @@ from pyroseq.errors import ConfigError, PyroseqError
 from pyroseq.infer.objectives import make_objective
 from pyroseq.models.base import SequenceModel
 
-__all__ = ["Trainer", "NonFiniteLossError", "load_modules"]
+__all__ = ["Trainer", "DivergenceError", "NonFiniteLossError", "load_modules"]
 
 SUMMARY_STEPS = 20  # the initial and final losses average this many steps of the whole run
+# Ctrl-C, and what schedulers, `timeout` and container stops send.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class NonFiniteLossError(PyroseqError, RuntimeError):
+class DivergenceError(PyroseqError, RuntimeError):
+    """Training diverged: a parameter became non-finite or exploded (``|x| > max_param``)."""
+
+
+class NonFiniteLossError(DivergenceError):
     """Training produced non-finite losses for too many steps in a row."""
 
 
@@ -50,7 +56,10 @@ class Trainer:
     geometrically from ``lr`` to ``lr * lr_decay`` over ``total_steps`` (a torch ``ExponentialLR`` with
     the per-step factor ``lr_decay ** (1 / total_steps)``). A step whose loss or gradients
     are not finite is skipped (the parameters stay as they were); ``max_bad_steps`` such steps in a row
-    stop training with :class:`NonFiniteLossError`.
+    stop training with :class:`NonFiniteLossError`. After each update the parameters are checked: one
+    that is not finite or exceeds ``max_param`` in absolute value stops training at once with
+    :class:`DivergenceError`, before anything can checkpoint it (the model then holds the diverged
+    values; the last checkpoint does not).
 
     Args:
         model: a :class:`~pyroseq.models.base.SequenceModel`.
@@ -58,6 +67,8 @@ class Trainer:
             latent sites).
         objective: ``"elbo"`` or ``"iwae"``; ``particles`` K >= 1.
         jit: use ``JitTrace_ELBO`` (ELBO only).
+        max_param: the largest absolute parameter value taken as sane (Adam moves a parameter by at
+            most about ``lr`` per step, so a trained model's stay far below the default).
 
     The schedule's state is in :meth:`state_dict`. A trainer that loads it continues the decay where it
     stopped, whatever its own ``total_steps``: a run extended past its first ``total_steps`` goes on at the
@@ -78,10 +89,12 @@ class Trainer:
         clip_norm: float = 10.0,
         jit: bool = False,
         max_bad_steps: int = 20,
+        max_param: float = 1e4,
     ) -> None:
-        for name, value in (("lr", lr), ("clip_norm", clip_norm), ("total_steps", total_steps)):
-            if not value > 0:
-                raise ConfigError(f"{name} must be positive, got {value}")
+        sizes = (("lr", lr), ("clip_norm", clip_norm), ("total_steps", total_steps), ("max_param", max_param))
+        for name, value in sizes:
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}")
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
         if jit and not model.supports_jit:
@@ -100,6 +113,7 @@ class Trainer:
         self.lr, self.lr_decay = lr, lr_decay
         self.clip_norm = clip_norm
         self.max_bad_steps = max_bad_steps
+        self.max_param = max_param
         params = list(model.optimised_parameters())
         if isinstance(guide, torch.nn.Module):
             params += list(guide.parameters())
@@ -139,16 +153,34 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()  # a skipped step leaves the schedule too, as it leaves the parameters
             self.bad_steps = 0
+            self._check_parameters()
         else:
             self.bad_steps += 1
             if self.bad_steps >= self.max_bad_steps:
                 raise NonFiniteLossError(
-                    f"{self.bad_steps} steps in a row gave a non-finite loss or gradient; the last "
-                    "checkpoint is intact: lower --lr or --clip-norm and resume"
+                    f"{self.bad_steps} steps in a row gave a non-finite loss or gradient (skipped: the "
+                    "parameters are those from before them)"
                 )
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         return {"loss": loss, "grad_norm": norm, "lr": lr, **figures}
+
+    @torch.no_grad()
+    def _check_parameters(self) -> None:
+        """Raise :class:`DivergenceError` if the update made a parameter non-finite or larger than
+        ``max_param`` (one fused max over all parameters)."""
+        if not self.params:
+            return
+        largest = float(torch.nn.utils.get_total_norm(self.params, norm_type=math.inf))
+        if not largest <= self.max_param:  # also catches NaN
+            what = (
+                f"a parameter reached |x| = {largest:.3g} (max_param {self.max_param:g})"
+                if math.isfinite(largest)
+                else "a parameter is not finite"
+            )
+            raise DivergenceError(
+                f"training diverged at step {self.step_count + 1}: {what}; the learning rate is too high"
+            )
 
     @torch.no_grad()
     def evaluate_loss(self, batch: Batch) -> float:
@@ -171,32 +203,36 @@ class Trainer:
         progress: bool | None = None,
         unit: str = "seq",
     ) -> dict[str, Any]:
-        """Train until ``step_count == steps``; Ctrl-C stops cleanly between steps, after a checkpoint.
+        """Train until ``step_count == steps``; Ctrl-C or SIGTERM stops cleanly between steps, after a
+        checkpoint.
 
-        Ctrl-C (SIGINT, caught in the main thread) only asks the loop to stop after the step under way,
-        so a step is never cut in half: the checkpoint then matches the sampler and random states, and
-        a resumed run equals an uninterrupted one. A second Ctrl-C, or a KeyboardInterrupt raised inside
-        a step, propagates without a closing checkpoint (the last one is intact); a KeyboardInterrupt
-        from ``batches`` (between steps) stops cleanly.
+        Ctrl-C (SIGINT) and SIGTERM (sent by schedulers, ``timeout`` and container stops), caught in the
+        main thread, only ask the loop to stop after the step under way, so a step is never cut in half:
+        the checkpoint then matches the sampler and random states, and a resumed run equals an
+        uninterrupted one. A second signal, or a KeyboardInterrupt raised inside a step, propagates as
+        KeyboardInterrupt without a closing checkpoint (the last one is intact); a KeyboardInterrupt from
+        ``batches`` (between steps) stops cleanly. A :class:`DivergenceError` propagates with a note on
+        which checkpoint holds the parameters from before it.
 
         Returns ``{"steps", "initial_loss", "final_loss", "seconds", "sequences_per_second",
-        "interrupted"}``, where the losses average the first and last (up to) 20 steps of the whole run
-        (counting steps before a resume).
+        "interrupted", "stopped_by"}``, where the losses average the first and last (up to) 20 steps of
+        the whole run (counting steps before a resume) and ``stopped_by`` names the signal that stopped
+        training (``"SIGINT"``, ``"SIGTERM"``) or is None.
         """
         start = self.step_count
         sequences = 0
-        interrupted = False  # a plain flag: a signal handler must not take locks
+        stopped_by: int | None = None  # a plain variable: a signal handler must not take locks
         began = time.perf_counter()
-        previous_handler = None
+        previous_handlers = {}
         if threading.current_thread() is threading.main_thread():
 
-            def on_sigint(signum: int, frame: Any) -> None:
-                nonlocal interrupted
-                if interrupted:  # asked twice: the user wants out now
+            def on_signal(signum: int, frame: Any) -> None:
+                nonlocal stopped_by
+                if stopped_by is not None:  # asked twice: the user wants out now
                     raise KeyboardInterrupt
-                interrupted = True
+                stopped_by = signum
 
-            previous_handler = signal.signal(signal.SIGINT, on_sigint)
+            previous_handlers = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
         bar = tqdm(
             total=steps,
             initial=start,
@@ -207,11 +243,11 @@ class Trainer:
         )
         saved_at = None  # the step of the last checkpoint written here
         try:
-            while self.step_count < steps and not interrupted:
+            while self.step_count < steps and stopped_by is None:
                 try:
                     batch = next(batches)
                 except KeyboardInterrupt:  # between steps: nothing is half done
-                    interrupted = True
+                    stopped_by = signal.SIGINT
                     break
                 figures = self.step(batch)
                 sequences += len(batch)
@@ -227,10 +263,21 @@ class Trainer:
                 if checkpoint is not None and checkpoint_every and self.step_count % checkpoint_every == 0:
                     checkpoint()
                     saved_at = self.step_count
+        except DivergenceError as e:
+            if checkpoint is None:
+                raise
+            last = saved_at if saved_at is not None else (start or None)  # a resumed run began at one
+            advice = (
+                "no checkpoint was written: start the run again with a lower --lr"
+                if last is None
+                else f"the checkpoint of step {last} is from before it: resume with a lower --lr "
+                "(or --clip-norm)"
+            )
+            raise type(e)(f"{e}; {advice}") from None
         finally:
             bar.close()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         if checkpoint is not None and saved_at != self.step_count:
             checkpoint()
         seconds = time.perf_counter() - began
@@ -242,7 +289,8 @@ class Trainer:
             "final_loss": sum(tail) / len(tail) if tail else None,
             "seconds": seconds,
             "sequences_per_second": sequences / seconds if seconds > 0 else None,
-            "interrupted": interrupted,
+            "interrupted": stopped_by is not None,
+            "stopped_by": None if stopped_by is None else signal.Signals(stopped_by).name,
         }
 
     def _record_loss(self, loss: float) -> None:
