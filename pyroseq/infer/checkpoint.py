@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pyroseq.errors import CheckpointError, first_line
+from pyroseq.errors import CheckpointError, StorageError, first_line
 
 __all__ = [
     "CHECKPOINT",
@@ -47,9 +48,16 @@ _UMASK = _umask()
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    """Write via a temporary file in the same directory, fsync, then rename over ``path``.
+
+    A write that fails (a full disk, a lost permission) leaves ``path`` as it was and raises
+    :class:`StorageError`.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except PermissionError:
+        raise StorageError(f"cannot write {path}: permission denied; make {path.parent} writable") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -58,9 +66,19 @@ def _atomic_write(path: Path, write: Any) -> None:
         # mkstemp makes the file private (0600); give it the mode open() would have, as other files get.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write as a RuntimeError of its zip writer ("PytorchStreamWriter
+        # failed writing file ...: file write failed").
+        if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "writ" in str(e).lower()):
+            full = shutil.disk_usage(path.parent).free < _FULL
+            reason, fix = ("the disk is full", "free some space") if full else (first_line(e, limit=200), "fix that")
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise StorageError(f"could not write {path} ({reason}); {kept}: {fix} and run again") from None
         raise
+
+
+_FULL = 64 * 2**20  # a disk with less free space than this is taken as the reason a write failed
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
