@@ -25,8 +25,8 @@ from pyroseq.data.words import load_words
 from pyroseq.decode import decode
 from pyroseq.errors import ConfigError, DataError, ResourceError, StorageError
 from pyroseq.evaluate.noise import noise_usage
+from pyroseq.infer import RunConfig, load_run, train_run
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
-from pyroseq.infer.run import RunConfig, load_run, train_run
 from pyroseq.infer.trainer import DivergenceError, Trainer
 from pyroseq.models import build_model
 
@@ -45,7 +45,7 @@ def invoke(*args: str):
 
 
 def assert_one_line_error(result, *fragments: str, code: int = 2) -> str:
-    """The command failed with ``code`` and printed exactly one line, ``error: ...``, holding ``fragments``."""
+    """The command failed with ``code`` and printed one line, ``error: ...``, holding ``fragments``."""
     assert result.exit_code == code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
     lines = [x for x in result.output.splitlines() if x.strip()]
@@ -254,7 +254,9 @@ def test_after_a_divergence_resuming_with_a_lower_lr_works(tmp_path):
     run = tmp_path / "run"
     train_run(RunConfig(**{**TINY, "steps": 3}), run, progress=False)
     good = params(run)
-    with pytest.raises(DivergenceError, match="the checkpoint of step 3 is from before it: resume with a lower"):
+    with pytest.raises(
+        DivergenceError, match="the checkpoint of step 3 is from before it: resume with a lower"
+    ):
         train_run(None, run, resume=True, overrides={"steps": 6, "lr": 1e6}, progress=False)
     assert load_run(run).step == 3
     for k, v in params(run).items():  # the checkpoint resume uses holds the good parameters
@@ -287,10 +289,14 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
 
     def full(obj, f, *args, **kwargs):  # what torch's zip writer raises when a write fails
         f.write(b"PK\x03\x04 partial")
-        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file"
+        )
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(StorageError, match="could not write .*checkpoint.pt.*the previous checkpoint.pt is intact"):
+    with pytest.raises(
+        StorageError, match="could not write .*checkpoint.pt.*the previous checkpoint.pt is intact"
+    ):
         save_checkpoint(path, {"step": 2, "model": {"w": torch.zeros(3)}})
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
@@ -307,3 +313,81 @@ def test_permission_denied_while_writing_a_plot_is_one_line(tmp_path, monkeypatc
     monkeypatch.setattr(Figure, "savefig", denied)
     out = invoke("evaluate", str(tmp_path / "run"), "-k", "2", "--no-bounds", "--noise-samples", "2")
     assert_one_line_error(out, "permission denied", "noise_usage.png")
+
+
+# --- run directories -------------------------------------------------------------------------------
+
+
+def test_a_new_run_never_writes_into_a_directory_of_the_users_own_files(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}\n')
+    (mine / "metrics.jsonl").write_text("my log\n")
+    with pytest.raises(
+        StorageError, match=r"is not empty and is not a pyroseq run \(it holds config.json, metr"
+    ):
+        train_run(RunConfig(**TINY), mine, progress=False)
+    out = invoke("train", *TINY_ARGS, "--out", str(mine))
+    assert_one_line_error(out, "not a pyroseq run", "choose another --out")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert (mine / "config.json").read_text() == '{"my": "settings"}\n'
+
+
+@pytest.mark.parametrize("out", ["", "."])
+def test_a_new_run_refuses_the_current_directory(tmp_path, monkeypatch, out):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = invoke("train", *TINY_ARGS, "--out", out)
+    assert_one_line_error(result, "--out names the current directory")
+    assert list(here.iterdir()) == []
+
+
+LOCK_HOLDER = """
+import sys
+from pyroseq.infer.guard import lock_run
+lock = lock_run(sys.argv[1])
+print("locked", flush=True)
+sys.stdin.read()  # hold the lock until the test closes stdin or kills this process
+"""
+
+
+def test_one_process_trains_a_run_at_a_time_and_a_dead_holder_does_not_block(tmp_path):
+    run = tmp_path / "run"
+    train_run(RunConfig(**{**TINY, "steps": 3}), run, progress=False)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(run)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        out = invoke("train", "--out", str(run), "--resume", "--steps", "6")
+        assert_one_line_error(out, f"is being trained by another process (PID {holder.pid})")
+        fresh = invoke("train", *TINY_ARGS, "--out", str(tmp_path / "new"))  # other directories are free
+        assert fresh.exit_code == 0, fresh.output
+    finally:
+        holder.kill()  # kill -9: the lock file stays behind, the OS lock does not
+        holder.wait()
+    assert (run / ".pyroseq.lock").read_text().strip() == str(holder.pid)
+    assert train_run(None, run, resume=True, overrides={"steps": 6}, progress=False)["steps"] == 6
+
+
+def test_a_directory_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    original = os.open
+
+    def read_only(path, flags, *args):  # chmod does not stop root, who runs CI containers
+        if str(path).endswith(".pyroseq.lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return original(path, flags, *args)
+
+    train_run(RunConfig(**{**TINY, "steps": 3}), tmp_path / "run", progress=False)
+    monkeypatch.setattr(os, "open", read_only)
+    out = invoke("train", "--out", str(tmp_path / "run"), "--resume", "--steps", "6")
+    assert_one_line_error(out, "cannot write to the run directory", "permission denied")
+
+    def no_mkdir(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", no_mkdir)
+    out = invoke("train", *TINY_ARGS, "--out", str(tmp_path / "parent" / "new"))
+    assert_one_line_error(out, "cannot create the run directory in", "permission denied")

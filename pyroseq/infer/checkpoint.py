@@ -72,7 +72,9 @@ def _atomic_write(path: Path, write: Any) -> None:
         # failed writing file ...: file write failed").
         if isinstance(e, OSError) or (isinstance(e, RuntimeError) and "writ" in str(e).lower()):
             full = shutil.disk_usage(path.parent).free < _FULL
-            reason, fix = ("the disk is full", "free some space") if full else (first_line(e, limit=200), "fix that")
+            reason, fix = (
+                ("the disk is full", "free some space") if full else (first_line(e, limit=200), "fix that")
+            )
             kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
             raise StorageError(f"could not write {path} ({reason}); {kept}: {fix} and run again") from None
         raise

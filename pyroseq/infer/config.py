@@ -9,12 +9,14 @@ corpus and device a configuration names (:func:`load_corpus`, :func:`resolve_dev
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pyroseq.data.batch import check_seed
 from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError
@@ -97,6 +99,17 @@ class RunConfig:
         for name in ("valid_every", "checkpoint_every", "emitter_hidden"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "clip_norm"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a positive finite number, got {getattr(self, name)}"
+                )
+        if not 0 < self.lr_decay <= 1:
+            raise ConfigError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        try:
+            check_seed(self.seed)
+        except ConfigError as e:
+            raise ConfigError(f"--seed: {e}") from None
         if self.model == "rnn" and self.objective == "iwae" and self.particles > 1:
             raise ConfigError(
                 "the RNN has no latent variables: IWAE with K > 1 is the same as the exact ELBO"

@@ -26,6 +26,7 @@ from pyroseq.infer.config import (
     resolve_source,
     resume_differences,
 )
+from pyroseq.infer.guard import claim_new_run, lock_run
 from pyroseq.infer.rundir import (
     MetricsLog,
     SavedRun,
@@ -43,8 +44,6 @@ __all__ = ["train_run"]
 def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]:
     """The checkpoint in ``out`` and its config with ``overrides`` applied, checked against the resume
     rules (only :data:`~pyroseq.infer.config.RESUMABLE` options change; ``steps`` only grows)."""
-    if not (out / CHECKPOINT).is_file():
-        raise CheckpointError(f"--resume: {out} holds no checkpoint to resume; drop --resume to start a run")
     saved = read_run_checkpoint(out / CHECKPOINT, require=("sampler", "rng"))
     diffs = resume_differences(saved.config, overrides)
     if diffs:
@@ -57,16 +56,10 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
     return saved, dataclasses.replace(saved.config, **overrides)
 
 
-def _fresh(config: RunConfig | None, out: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The config of a new run in ``out``, which must not hold a run already."""
+def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
+    """The config of a new run: ``config`` with ``overrides`` applied."""
     if config is None:
         raise ConfigError("a new run needs a config")
-    # Only a checkpoint makes a run: a config.json alone is left by a run that failed before its
-    # first checkpoint, and starting again is the only way on from it.
-    if (out / CHECKPOINT).exists():
-        raise CheckpointError(
-            f"{out} already holds a run; pass --resume to continue it, or choose another --out"
-        )
     return resolve_source(dataclasses.replace(config, **overrides))
 
 
@@ -97,7 +90,10 @@ def train_run(
 
     Args:
         config: the configuration of a new run (ignored on resume, where the checkpoint's is used).
-        out: the run directory; a new run refuses a directory that already holds a checkpoint.
+        out: the run directory. A new run goes only into a new or empty directory, or one where a
+            pyroseq run failed before its first checkpoint (:func:`~pyroseq.infer.guard.claim_new_run`);
+            while a run trains, its directory is locked against other processes
+            (:func:`~pyroseq.infer.guard.lock_run`).
         resume: continue from ``out/checkpoint.pt``. ``overrides`` may change ``steps`` (to train
             longer, past the run's step), ``device``, the logging intervals, and the step size: ``lr``,
             ``lr_decay`` and ``clip_norm`` (to get past non-finite losses); any other differing option is
@@ -113,7 +109,24 @@ def train_run(
     """
     out = Path(out)
     overrides = overrides or {}
-    saved, config = _resumed(out, overrides) if resume else (None, _fresh(config, out, overrides))
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise CheckpointError(
+                f"--resume: {out} holds no checkpoint to resume; drop --resume to start a run"
+            )
+        with lock_run(out):
+            saved, config = _resumed(out, overrides)
+            return _train(config, out, saved, overrides, progress)
+    config = _fresh(config, overrides)
+    config.validate()  # before the directory is claimed: a mistyped option leaves nothing behind
+    with claim_new_run(out):
+        return _train(config, out, None, overrides, progress)
+
+
+def _train(
+    config: RunConfig, out: Path, saved: SavedRun | None, overrides: dict[str, Any], progress: bool | None
+) -> dict[str, Any]:
+    """:func:`train_run` in the locked directory ``out``, resuming ``saved`` if given."""
     config.validate()
     check_applicable(config, set(overrides))
     device = resolve_device(config.device)
@@ -140,7 +153,6 @@ def train_run(
         saved.restore(torch.set_rng_state, saved.state["rng"])
         if device.type == "cuda" and "cuda_rng" in saved.state:
             saved.restore(torch.cuda.set_rng_state_all, saved.state["cuda_rng"])
-    out.mkdir(parents=True, exist_ok=True)
     write_config(out, config)
     if saved is not None:
         trim_metrics(out, trainer.step_count)
