@@ -23,7 +23,7 @@ from pyroseq.cli.main import cli
 from pyroseq.data.text import load_text
 from pyroseq.data.words import load_words
 from pyroseq.decode import decode
-from pyroseq.errors import ConfigError, DataError, ResourceError, StorageError
+from pyroseq.errors import CheckpointError, ConfigError, DataError, ResourceError, StorageError
 from pyroseq.evaluate.noise import noise_usage
 from pyroseq.infer import RunConfig, load_run, train_run
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
@@ -391,3 +391,76 @@ def test_a_directory_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", no_mkdir)
     out = invoke("train", *TINY_ARGS, "--out", str(tmp_path / "parent" / "new"))
     assert_one_line_error(out, "cannot create the run directory in", "permission denied")
+
+
+# --- provenance ------------------------------------------------------------------------------------
+
+
+def test_a_changed_corpus_is_refused_by_resume_evaluate_sample_and_check(tmp_path):
+    words = word_file(tmp_path, "".join(f"{w} {n}\n" for n, w in enumerate(["ab", "ba", "abc", "cab"], 1)))
+    run = tmp_path / "run"
+    train_run(RunConfig(**{**TINY, "source": str(words), "steps": 3}), run, progress=False)
+    recorded = torch.load(run / "checkpoint.pt", weights_only=True)["data"]
+    assert recorded["source"] == str(words) and len(recorded["sha256"]) == 64
+    original = words.read_text()
+    words.write_text(original.replace("cab 4", "cab 40"))  # same alphabet, other p(w)
+    with pytest.raises(CheckpointError, match="changed since the run was trained on it"):
+        train_run(None, run, resume=True, overrides={"steps": 6}, progress=False)
+    for command in (["evaluate", str(run), "-k", "2"], ["sample", str(run), "-n", "2"], ["check", str(run)]):
+        assert_one_line_error(invoke(*command), "changed since the run was trained", "restore the corpus")
+    words.write_text(original)
+    assert invoke("sample", str(run), "-n", "2").exit_code == 0
+    assert train_run(None, run, resume=True, overrides={"steps": 6}, progress=False)["steps"] == 6
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    train_run(RunConfig(**{**TINY, "steps": 3}), tmp_path / "a", progress=False)
+    train_run(RunConfig(**{**TINY, "steps": 3, "state_dim": 6}), tmp_path / "b", progress=False)
+    (tmp_path / "a" / "checkpoint.pt").write_bytes((tmp_path / "b" / "checkpoint.pt").read_bytes())
+    with pytest.raises(CheckpointError, match=r"is not the checkpoint of the run .*--state-dim 4 vs 6"):
+        load_run(tmp_path / "a")
+    assert_one_line_error(invoke("evaluate", str(tmp_path / "a")), "replaced by another run's")
+    with pytest.raises(CheckpointError, match="replaced by another run's"):
+        train_run(None, tmp_path / "a", resume=True, overrides={"steps": 6}, progress=False)
+
+
+def test_damaged_metrics_lines_are_skipped_and_reported_on_resume(tmp_path):
+    run = tmp_path / "run"
+    train_run(RunConfig(**{**TINY, "steps": 3}), run, progress=False)
+    lines = (run / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    damaged = [b"\xff\xfe not utf-8\n", b'{"step": "two"}\n', b"[1, 2]\n"]
+    (run / "metrics.jsonl").write_bytes(
+        lines[0] + b"".join(damaged) + b"".join(lines[1:]) + b'{"step": 4, "lo'
+    )
+    out = invoke("train", "--out", str(run), "--resume", "--steps", "6", "--json")
+    assert out.exit_code == 0, out.output
+    assert "note: skipped 3 damaged lines of" in out.output and "(line 2, 3, 4)" in out.output
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_train_reports_what_the_corpus_filters_dropped(tmp_path):
+    words = word_file(tmp_path, "ab 3\nb2b 2\ncd 1\n")
+    out = invoke(
+        "train", *TINY_ARGS[2:], "--file", str(words), "--steps", "1", "--out", str(tmp_path / "run")
+    )
+    assert out.exit_code == 0, out.output
+    assert "note: dropped 1 words with non-letter symbols (e.g. 'b2b')" in out.output
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--batch-size", str(10**7)], "a training step of 10000000 sequences x 1 particles"),
+        (["--objective", "iwae", "--particles", str(10**6)], "x 1000000 particles"),
+        (["--state-dim", str(10**6)], "the model's parameters do not fit in memory"),
+    ],
+)
+def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, args, fragment):
+    out = invoke("train", *TINY_ARGS, "--out", str(tmp_path / "run"), *args)
+    line = assert_one_line_error(out, fragment)
+    assert "needs about" in line or "tried to allocate" in line
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -15,7 +15,7 @@ import click
 import torch
 
 from pyroseq.data.batch import MAX_SEED
-from pyroseq.errors import PyroseqError
+from pyroseq.errors import PyroseqError, first_line
 
 __all__ = [
     "json_option",
@@ -101,9 +101,16 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if e.errno != errno.ENOSPC:
                 raise
             _fail(f"no space left on the device of {e.filename}: free some space and run again")
-        except (MemoryError, torch.OutOfMemoryError) as e:
-            first = (str(e).strip().splitlines() or ["out of memory"])[0][:200]
-            _fail(f"out of memory ({first}): use smaller sizes (--batch-size, --particles, --state-dim, -n)")
+        except (MemoryError, RuntimeError) as e:
+            # torch.OutOfMemoryError (CUDA) is a RuntimeError; the CPU allocator raises a plain one.
+            if not isinstance(e, MemoryError | torch.OutOfMemoryError) and "can't allocate memory" not in str(
+                e
+            ):
+                raise
+            _fail(
+                f"out of memory ({first_line(e, limit=160)}): use smaller sizes (--batch-size, --particles, "
+                "--state-dim, -n)"
+            )
 
     return wrapper
 

@@ -136,6 +136,7 @@ def train_command(
         f"  loss ({result['loss_unit']}): {first} -> {last}   valid {result['valid_loss']}",
         f"  {rate_key.replace('_', ' ')}: {result[rate_key] or 0:.0f}",
         f"  checkpoint: {result['checkpoint']}",
+        *(f"  note: {n}" for n in result["notes"]),
     ]
     emit(result, as_json, lines)
     if result["stopped_by"] is not None:

@@ -16,7 +16,7 @@ import torch
 from pyroseq.data.batch import Batch
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
-from pyroseq.errors import CheckpointError, ConfigError
+from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
 from pyroseq.infer.checkpoint import CHECKPOINT
 from pyroseq.infer.config import (
     RunConfig,
@@ -27,9 +27,13 @@ from pyroseq.infer.config import (
     resume_differences,
 )
 from pyroseq.infer.guard import claim_new_run, lock_run
+from pyroseq.infer.memory import check_training_memory
 from pyroseq.infer.rundir import (
     MetricsLog,
     SavedRun,
+    check_config_file,
+    check_same_data,
+    corpus_fingerprint,
     read_run_checkpoint,
     save_run_checkpoint,
     trim_metrics,
@@ -45,6 +49,7 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
     """The checkpoint in ``out`` and its config with ``overrides`` applied, checked against the resume
     rules (only :data:`~pyroseq.infer.config.RESUMABLE` options change; ``steps`` only grows)."""
     saved = read_run_checkpoint(out / CHECKPOINT, require=("sampler", "rng"))
+    check_config_file(out, saved.config, saved.path)
     diffs = resume_differences(saved.config, overrides)
     if diffs:
         raise CheckpointError(f"--resume: options differ from the saved run: {'; '.join(diffs)}")
@@ -78,6 +83,14 @@ def _training_data(
     return sampler, valid, "symbols", float(config.chunk_length)
 
 
+def _probe(config: RunConfig, corpus: WordCorpus | TextCorpus) -> Batch:
+    """Two training sequences of the run's length, on which a step's memory is measured."""
+    if isinstance(corpus, WordCorpus):
+        return corpus.batch(list(range(min(2, len(corpus)))))  # padded to the longest word, as batches are
+    chunks = corpus.chunks("train", config.chunk_length)
+    return Batch(chunks.ids[:2], chunks.mask[:2], chunks.lengths[:2])
+
+
 def train_run(
     config: RunConfig | None,
     out: str | Path,
@@ -105,7 +118,9 @@ def train_run(
         a summary: ``steps``, ``initial_loss``, ``final_loss`` (per sequence, the means of the run's
         first and last 20 steps), ``words_per_second`` (word data) or ``symbols_per_second`` (text),
         ``checkpoint``, ``valid_loss`` (at the final step), ``interrupted`` and ``stopped_by`` (the
-        signal that stopped it, ``"SIGINT"`` or ``"SIGTERM"``, or None).
+        signal that stopped it, ``"SIGINT"`` or ``"SIGTERM"``, or None), ``corpus`` (the corpus
+        fingerprint the checkpoint records) and ``notes`` (sentences for the user: what the corpus's
+        filters dropped, damaged metrics lines skipped).
     """
     out = Path(out)
     overrides = overrides or {}
@@ -135,16 +150,31 @@ def _train(
     vocab = corpus.vocab
     if saved is not None and saved.vocab != vocab:
         raise CheckpointError(f"--resume: the corpus's alphabet changed since {out} was trained")
+    if saved is not None:
+        check_same_data(saved.data, corpus, doing="--resume")
+    data = corpus_fingerprint(corpus)
     specs = (
         (saved.model_spec, saved.guide_spec)
         if saved
         else (model_spec(config, vocab), guide_spec(config, vocab))
     )
     torch.manual_seed(config.seed)
-    model, guide = build_from_specs(*specs, device=device, saved_in=saved.path if saved else None)
+    try:
+        model, guide = build_from_specs(*specs, device=device, saved_in=saved.path if saved else None)
+    except RuntimeError as e:  # the allocator refuses, before allocating, sizes that cannot fit
+        if "can't allocate memory" not in str(e) and not isinstance(e, torch.OutOfMemoryError):
+            raise
+        raise ResourceError(
+            f"the model's parameters do not fit in memory ({first_line(e, limit=160)}): lower --state-dim "
+            "or the hidden sizes"
+        ) from None
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
+    )  # fmt: skip
+    check_training_memory(
+        model, guide, _probe(config, corpus).to(device), objective=config.objective,
+        batch_size=config.batch_size, particles=config.particles, device=device,
     )  # fmt: skip
     sampler, valid, unit, per_sequence = _training_data(config, corpus, device)
     if saved is not None:
@@ -154,8 +184,9 @@ def _train(
         if device.type == "cuda" and "cuda_rng" in saved.state:
             saved.restore(torch.cuda.set_rng_state_all, saved.state["cuda_rng"])
     write_config(out, config)
+    notes = list(corpus.notes)
     if saved is not None:
-        trim_metrics(out, trainer.step_count)
+        notes += trim_metrics(out, trainer.step_count)
     last_valid: dict[str, float] = {}
 
     def validate() -> dict[str, float]:
@@ -168,7 +199,7 @@ def _train(
     def checkpoint() -> None:
         save_run_checkpoint(
             out, trainer.state_dict(), config=config, vocab=vocab, model_spec=specs[0], guide_spec=specs[1],
-            sampler_state=sampler.state_dict(), device=device,
+            sampler_state=sampler.state_dict(), device=device, data=data,
         )  # fmt: skip
 
     with MetricsLog(out, append=saved is not None) as log:
@@ -198,4 +229,6 @@ def _train(
         "checkpoint": str(out / CHECKPOINT),
         "interrupted": summary["interrupted"],
         "stopped_by": summary["stopped_by"],
+        "corpus": data,
+        "notes": notes,
     }

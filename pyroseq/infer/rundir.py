@@ -1,14 +1,22 @@
 """Run directories: what a training run writes, and reading it back.
 
 A run directory holds ``checkpoint.pt`` (the trainer's state plus what rebuilds the run: its config,
-vocabulary, model and guide specs, the sampler's and random-number states), ``config.json`` and
-``metrics.jsonl`` (see :mod:`pyroseq.infer.checkpoint` for the atomic writes). :func:`load_run` rebuilds
-the trained model and guide for evaluation, decoding and predictive checks; :func:`read_run_checkpoint`
-reads the fields a resumed run needs.
+vocabulary, model and guide specs, the sampler's and random-number states, and the fingerprint of its
+corpus), ``config.json`` and ``metrics.jsonl`` (see :mod:`pyroseq.infer.checkpoint` for the atomic
+writes), and the lock file of :mod:`pyroseq.infer.guard`. :func:`load_run` rebuilds the trained model and
+guide for evaluation, decoding and predictive checks; :func:`read_run_checkpoint` reads the fields a
+resumed run needs.
+
+Provenance: the checkpoint records a SHA-256 of the corpus as the run loaded it (the words and counts
+after filtering, or the three splits of the text), so a corpus file edited, replaced or re-filtered since
+is seen (:func:`check_same_data`) before a resumed run trains on it or an evaluation scores against it;
+and a checkpoint must belong to the run its ``config.json`` describes (:func:`check_config_file`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -31,11 +39,14 @@ from pyroseq.infer.checkpoint import (
     write_json_atomic,
     write_text_atomic,
 )
-from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
+from pyroseq.infer.config import RESUMABLE, RunConfig, load_corpus, resolve_device
 from pyroseq.infer.specs import build_from_specs
 from pyroseq.infer.trainer import load_modules
 
 __all__ = [
+    "corpus_fingerprint",
+    "check_same_data",
+    "check_config_file",
     "SavedRun",
     "read_run_checkpoint",
     "save_run_checkpoint",
@@ -45,6 +56,61 @@ __all__ = [
     "LoadedRun",
     "load_run",
 ]
+
+
+def corpus_fingerprint(corpus: WordCorpus | TextCorpus) -> dict[str, str]:
+    """``{"source", "sha256"}``: where the corpus came from and a SHA-256 of its content as loaded (each
+    word with its count, in order; or the train, valid and test text), which changes with the file's
+    content and with every filter setting that changes what is kept."""
+    digest = hashlib.sha256()
+    if isinstance(corpus, WordCorpus):
+        for word, count in zip(corpus.words, corpus.counts.tolist(), strict=True):
+            digest.update(f"{word}\t{count}\n".encode())
+    else:
+        for part in (corpus.train, corpus.valid, corpus.test):
+            digest.update(part.encode() + b"\0")
+    return {"source": corpus.source, "sha256": digest.hexdigest()}
+
+
+def check_same_data(saved: dict[str, str] | None, corpus: WordCorpus | TextCorpus, *, doing: str) -> None:
+    """Raise :class:`CheckpointError` when ``corpus`` is not the data a run with fingerprint ``saved`` was
+    trained on (``None``: a checkpoint of an earlier version, which recorded none)."""
+    if saved is None:
+        return
+    now = corpus_fingerprint(corpus)
+    if now["sha256"] != saved.get("sha256"):
+        raise CheckpointError(
+            f"the corpus {now['source']} changed since the run was trained on it (SHA-256 "
+            f"{str(saved.get('sha256'))[:12]}... then, {now['sha256'][:12]}... now): {doing} would use other "
+            "data than the model learnt from; restore the corpus, or train a new run on it"
+        )
+
+
+def check_config_file(run_dir: Path, config: RunConfig, checkpoint: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``run_dir/config.json`` (if present) describes the run whose
+    checkpoint holds ``config``: a checkpoint copied over from another run would otherwise be taken for
+    this one. Options that a resume may change (:data:`~pyroseq.infer.config.RESUMABLE`) may differ."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return
+    try:
+        on_disk = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, AttributeError, CheckpointError) as e:
+        raise CheckpointError(
+            f"{path} is not a pyroseq run config ({first_line(e, limit=120)}); restore it, or delete it to "
+            f"trust {checkpoint.name}"
+        ) from None
+    differ = [
+        f"--{f.name.replace('_', '-')} {getattr(on_disk, f.name)} vs {getattr(config, f.name)}"
+        for f in dataclasses.fields(RunConfig)
+        if f.name not in RESUMABLE and getattr(on_disk, f.name) != getattr(config, f.name)
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{checkpoint} is not the checkpoint of the run {path} describes ({'; '.join(differ[:3])}): "
+            "it was replaced by another run's; restore the run's own checkpoint, or use the other run's "
+            "directory"
+        )
 
 
 @dataclass
@@ -58,6 +124,7 @@ class SavedRun:
     model_spec: dict[str, Any]
     guide_spec: dict[str, Any]
     step: int
+    data: dict[str, str] | None  # the corpus fingerprint (None in checkpoints of earlier versions)
 
     def restore(self, load: Callable[[Any], None], value: Any) -> None:
         """``load(value)`` (a ``load_state_dict``, ``torch.set_rng_state``, ...); a value that does not
@@ -92,7 +159,8 @@ def read_run_checkpoint(
         raise CheckpointError(f"{path} lacks {e.args[0]!r}: not a complete pyroseq checkpoint") from None
     except (TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} is not a valid pyroseq checkpoint: {first_line(e)}") from None
-    return SavedRun(path, state, config, vocab, state["model_spec"], state["guide_spec"], step)
+    data = state.get("data")
+    return SavedRun(path, state, config, vocab, state["model_spec"], state["guide_spec"], step, data)
 
 
 def save_run_checkpoint(
@@ -105,11 +173,14 @@ def save_run_checkpoint(
     guide_spec: dict[str, Any],
     sampler_state: dict[str, Any],
     device: torch.device,
+    data: dict[str, str],
 ) -> None:
-    """Write ``out/checkpoint.pt``: the trainer's state, what rebuilds the run, and the random states
-    (CPU, and CUDA's when the run is on a GPU), so that a resumed run equals an uninterrupted one."""
+    """Write ``out/checkpoint.pt``: the trainer's state, what rebuilds the run, the random states (CPU,
+    and CUDA's when the run is on a GPU), so that a resumed run equals an uninterrupted one, and ``data``,
+    the corpus fingerprint (:func:`corpus_fingerprint`)."""
     payload = {
         **trainer_state,
+        "data": data,
         "config": asdict(config),
         "vocab": vocab.to_dict(),
         "model_spec": model_spec,
@@ -127,24 +198,42 @@ def write_config(out: Path, config: RunConfig) -> None:
     write_json_atomic(out / CONFIG, asdict(config))
 
 
-def _logged_step(line: str) -> int | None:
-    """The step of one ``metrics.jsonl`` line; None for a line a crash cut short."""
+def _logged_step(line: bytes) -> int | None:
+    """The step of one ``metrics.jsonl`` line; None for a line that is not a UTF-8 JSON record with an
+    integer step."""
     try:
-        record = json.loads(line)
-    except ValueError:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is a ValueError
         return None
-    return record.get("step") if isinstance(record, dict) else None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
-def trim_metrics(out: Path, step: int) -> None:
+def trim_metrics(out: Path, step: int) -> list[str]:
     """Drop the lines of ``out/metrics.jsonl`` logged after ``step`` (by a run that crashed after its
-    last checkpoint: a resumed run trains those steps again), and lines a crash cut short."""
+    last checkpoint: a resumed run trains those steps again), a last line a crash cut short, and damaged
+    lines (not UTF-8, not JSON, no integer step), which are reported.
+
+    Returns:
+        notes for the user: one naming the damaged lines skipped, if any.
+    """
     path = out / METRICS
     if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [x for x in lines if (logged := _logged_step(x)) is not None and logged <= step]
+        return []
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept, damaged = [], []
+    for n, line in enumerate(lines, start=1):
+        logged = _logged_step(line)
+        if logged is None:
+            if n < len(lines) or line.endswith(b"\n"):  # not merely cut short by a crash
+                damaged.append(n)
+        elif logged <= step:
+            kept.append(line.decode("utf-8"))
     write_text_atomic(path, "".join(kept))
+    if not damaged:
+        return []
+    shown = ", ".join(map(str, damaged[:5])) + (", ..." if len(damaged) > 5 else "")
+    return [f"skipped {len(damaged)} damaged lines of {path} (line {shown}): not JSON records with a step"]
 
 
 class MetricsLog:
@@ -181,15 +270,18 @@ class LoadedRun:
     model: Any
     guide: Any
     step: int
+    data: dict[str, str] | None = None  # the corpus fingerprint the run recorded
 
     def corpus(self) -> WordCorpus | TextCorpus:
-        """The run's corpus, loaded again from its config (checked against the saved vocabulary)."""
+        """The run's corpus, loaded again from its config; :class:`CheckpointError` if it is not the data
+        the run was trained on (checked by its fingerprint, and by the saved vocabulary)."""
         corpus = load_corpus(self.config)
         if corpus.vocab != self.vocab:
             raise CheckpointError(
                 f"the corpus {corpus.source!r} now has the alphabet {''.join(corpus.vocab.alphabet)!r}, "
                 f"but the run was trained on {''.join(self.vocab.alphabet)!r}"
             )
+        check_same_data(self.data, corpus, doing=f"using the run {self.path}")
         return corpus
 
 
@@ -200,9 +292,10 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     ckpt = run_dir / CHECKPOINT if run_dir == path else path
     where = resolve_device(device)
     saved = read_run_checkpoint(ckpt, map_location=where)
+    check_config_file(run_dir, saved.config, ckpt)
     model, guide = build_from_specs(saved.model_spec, saved.guide_spec, device=where, saved_in=ckpt)
     saved.restore(lambda s: load_modules(model, guide, s), saved.state)
     model.eval()
     if isinstance(guide, torch.nn.Module):
         guide.eval()
-    return LoadedRun(run_dir, saved.config, saved.vocab, model, guide, saved.step)
+    return LoadedRun(run_dir, saved.config, saved.vocab, model, guide, saved.step, saved.data)
