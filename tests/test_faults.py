@@ -464,3 +464,39 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, args, fra
     line = assert_one_line_error(out, fragment)
     assert "needs about" in line or "tried to allocate" in line
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+# --- kill -9 ---------------------------------------------------------------------------------------
+
+KILL_TRIALS = int(os.environ.get("PYROSEQ_KILL_TRIALS", "4"))  # a seeded handful in CI; more by hand
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
+    """SIGKILL cannot be caught: whatever it interrupts (start-up, a step, a checkpoint being written),
+    starting again (no checkpoint yet) or resuming must end with exactly the uninterrupted run's
+    parameters and one metrics line per step."""
+    import random
+    import time
+
+    train = [sys.executable, "-m", "pyroseq", "train", "--no-progress"]
+    args = [*TINY_ARGS[:-2], "--steps", "40", "--checkpoint-every", "4", "--valid-every", "5"]
+    began = time.monotonic()
+    subprocess.run(
+        [*train, *args, "--out", str(tmp_path / "full")], cwd=ROOT, check=True, capture_output=True
+    )
+    duration = time.monotonic() - began
+    rng = random.Random(15)
+    for trial in range(KILL_TRIALS):
+        run = tmp_path / f"killed{trial}"
+        victim = subprocess.Popen([*train, *args, "--out", str(run)], cwd=ROOT, stdout=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0, duration))
+        victim.kill()
+        if victim.wait() != 0:  # killed before it ended: resume, or start again if no checkpoint was written
+            resume = (run / "checkpoint.pt").exists()
+            again = ["--out", str(run), "--resume"] if resume else [*args, "--out", str(run)]
+            done = subprocess.run([*train, *again], cwd=ROOT, capture_output=True, text=True)
+            assert done.returncode == 0, (trial, done.stderr)
+        assert_same_params(tmp_path / "full", run)
+        steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, 41)), trial

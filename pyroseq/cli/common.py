@@ -96,11 +96,11 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except PyroseqError as e:
             _fail(str(e))
         except PermissionError as e:
-            _fail(f"permission denied: {e.filename}: make it accessible, or choose another path")
+            _fail(f"permission denied: {e.filename or e}: make it accessible, or choose another path")
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
-            _fail(f"no space left on the device of {e.filename}: free some space and run again")
+            _fail(f"no space left on the device of {e.filename or 'a file'}: free some space and run again")
         except (MemoryError, RuntimeError) as e:
             # torch.OutOfMemoryError (CUDA) is a RuntimeError; the CPU allocator raises a plain one.
             if not isinstance(e, MemoryError | torch.OutOfMemoryError) and "can't allocate memory" not in str(
@@ -128,6 +128,9 @@ class OneLineErrors(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as e:  # `pyroseq` alone: the help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             hint = f" (see '{e.ctx.command_path} -h')" if e.ctx is not None else ""
             _fail(e.format_message() + hint, e.exit_code)

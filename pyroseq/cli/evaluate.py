@@ -11,7 +11,6 @@ import torch
 
 from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
-from pyroseq.errors import ConfigError
 from pyroseq.evaluate import (
     WORD_ESTIMATORS,
     elbo_and_iwae,
