@@ -27,6 +27,7 @@ from pyroseq.flows import (
     compose,
     make_flow,
     require_inverse,
+    resolve_flow,
 )
 
 CONTEXT_DIM = 2
@@ -214,3 +215,15 @@ def test_spline_names_the_order_pyro_gives_it() -> None:
     docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
     row = next(line for line in docs.splitlines() if line.startswith("| `spline` |"))
     assert 'order="linear"' in row and "rational-quadratic" not in row
+
+
+def test_a_flow_that_fails_on_the_probe_is_one_line_config_error() -> None:
+    class Broken(ConditionalTransformModule):
+        def condition(self, context):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied\n  (a second line of detail)")
+
+    with pytest.raises(ConfigError) as info:
+        resolve_flow(
+            Broken(), input_dim=2, context_dim=2, flow_hidden=4, need_inverse=False, role="test flow"
+        )
+    assert "\n" not in str(info.value) and str(info.value).endswith("cannot be multiplied")

@@ -18,7 +18,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pyroseq.data.batch import Batch
-from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate.bounds import log_weights
 from pyroseq.models.base import AutoregressiveModel, SequenceModel
@@ -37,17 +36,9 @@ def token_log_probs(model: AutoregressiveModel, ids: Tensor) -> tuple[Tensor, Te
     Returns:
         ``(log_probs (B, T) float, correct (B, T) bool)``.
     """
-    B, T = ids.shape
-    state = model.initial_state(B)
-    prev = torch.full((B,), Vocabulary.bos_id, dtype=torch.long, device=ids.device)
-    log_probs, correct = [], []
-    for t in range(T):
-        logits, state = model.step(state, prev)  # (B, V)
-        target = ids[:, t]
-        log_probs.append(torch.log_softmax(logits, dim=-1).gather(-1, target[:, None]).squeeze(-1))
-        correct.append(logits.argmax(dim=-1) == target)
-        prev = target
-    return torch.stack(log_probs, dim=1), torch.stack(correct, dim=1)  # (B, T), (B, T)
+    logits = model.teacher_forced_logits(ids)  # (B, T, V)
+    log_probs = torch.log_softmax(logits, dim=-1).gather(-1, ids[..., None]).squeeze(-1)  # (B, T)
+    return log_probs, logits.argmax(dim=-1) == ids
 
 
 def text_metrics(log_probs: Tensor, correct: Tensor, mask: Tensor) -> dict[str, float | int]:

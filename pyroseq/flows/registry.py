@@ -13,7 +13,7 @@ import torch
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms import conditional_spline
 
-from pyroseq.errors import ConfigError
+from pyroseq.errors import ConfigError, first_line
 from pyroseq.flows.base import near_identity_
 from pyroseq.flows.compose import ConditionalCompose, compose
 from pyroseq.flows.coupling import conditional_coupling
@@ -178,7 +178,7 @@ def resolve_flow(
     except RuntimeError as e:
         raise ConfigError(
             f"the {role} {type(flow).__name__} does not accept states of dimension {input_dim} with a "
-            f"context of dimension {context_dim}: {e}"
+            f"context of dimension {context_dim}: {first_line(e)}"
         ) from None
     if y.shape != x.shape:
         raise ConfigError(

@@ -108,18 +108,22 @@ class AutoregressiveModel(SequenceModel):
         """
         raise NotImplementedError
 
-    def log_prob(self, ids: Tensor, mask: Tensor) -> Tensor:
-        """Exact ``log q(w)`` per sequence, ``(B,)``, teacher-forced."""
+    def teacher_forced_logits(self, ids: Tensor) -> Tensor:
+        """Logits of ``q(w_t | w_{<t})`` at every step, ``(B, T, V)``, fed the true symbols (BOS first)."""
         B, T = ids.shape
         state = self.initial_state(B)
         prev = torch.full((B,), Vocabulary.bos_id, dtype=torch.long, device=ids.device)
-        total = torch.zeros(B, device=ids.device)
+        logits = []
         for t in range(T):
-            logits, state = self.step(state, prev)
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, t : t + 1]).squeeze(-1)
-            total = total + lp.masked_fill(~mask[:, t], 0.0)
+            step_logits, state = self.step(state, prev)  # (B, V)
+            logits.append(step_logits)
             prev = ids[:, t]
-        return total
+        return torch.stack(logits, dim=1)  # (B, T, V)
+
+    def log_prob(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Exact ``log q(w)`` per sequence, ``(B,)``, teacher-forced."""
+        log_probs = torch.log_softmax(self.teacher_forced_logits(ids), dim=-1)  # (B, T, V)
+        return log_probs.gather(-1, ids[..., None]).squeeze(-1).masked_fill(~mask, 0.0).sum(-1)  # (B,)
 
 
 class StateSpaceModel(SequenceModel):

@@ -36,7 +36,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from pyroseq.checks import check_positive_sizes
 from pyroseq.data.batch import Batch
-from pyroseq.errors import CheckpointError, ConfigError
+from pyroseq.errors import CheckpointError, ConfigError, first_line
 from pyroseq.models.rnn import RNNLM
 
 __all__ = ["Discriminator", "ProfessorForcing"]
@@ -228,6 +228,6 @@ class ProfessorForcing(RNNLM):
             super().load_extra_state_dict(state)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(
-                f"the checkpoint's extra state does not belong to this professor-forcing model ({e}); "
-                "load it into a model built with the checkpoint's own settings"
+                "the checkpoint's extra state does not belong to this professor-forcing model "
+                f"({first_line(e)}); load it into a model built with the checkpoint's own settings"
             ) from None
