@@ -1,4 +1,5 @@
-"""Checks of user-supplied sizes, shared by models, guides, estimators, decoders and training runs."""
+"""Checks of user-supplied sizes and inputs, shared by models, guides, estimators, decoders and training
+runs."""
 
 from __future__ import annotations
 
@@ -6,11 +7,19 @@ import os
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from pyroseq.data.vocab import Vocabulary
-from pyroseq.errors import ConfigError, ResourceError
+from pyroseq.errors import ConfigError, DataError, ResourceError
 
-__all__ = ["check_positive_sizes", "check_vocab_size", "available_memory", "check_memory", "format_bytes"]
+__all__ = [
+    "check_positive_sizes",
+    "check_vocab_size",
+    "check_inputs",
+    "available_memory",
+    "check_memory",
+    "format_bytes",
+]
 
 
 def check_positive_sizes(**sizes: int | None) -> None:
@@ -85,3 +94,61 @@ def check_memory(needed: float, *, what: str, fix: str, device: torch.device | s
             f"{what} needs about {format_bytes(needed)} of memory, but {torch.device(device)} has "
             f"{format_bytes(room)} available: {fix}"
         )
+
+
+def check_inputs(
+    ids: Tensor | None, mask: Tensor, *, vocab_size: int, who: str
+) -> tuple[Tensor | None, Tensor]:
+    """The ``(ids, mask)`` a model or guide was called with, checked; returns them as long and bool.
+
+    ``mask`` must be a ``(B, T)`` bool tensor (0/1 integers are accepted and converted) whose rows are
+    prefixes of Trues (right padding); ``ids``, unless ``None``, integer symbol ids of the same shape, in
+    ``[0, vocab_size)`` and neither PAD nor BOS on real steps. Each failure is a :class:`DataError` that
+    names the problem, prefixed by ``who`` (the model's or guide's class).
+    """
+    if not isinstance(mask, Tensor) or mask.dim() != 2:
+        shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise DataError(f"{who}: mask must be a (B, T) tensor, got {shape}")
+    if mask.dtype != torch.bool:
+        if mask.dtype.is_floating_point or mask.dtype.is_complex:
+            raise DataError(
+                f"{who}: mask must be bool (True on real steps) or 0/1 integers, got {mask.dtype}; "
+                "pass batch.mask or mask.bool()"
+            )
+        if ((mask != 0) & (mask != 1)).any():
+            raise DataError(
+                f"{who}: an integer mask must hold only 0 and 1, got values {mask.unique().tolist()}"
+            )
+        mask = mask.bool()
+    if mask.shape[1] > 1:
+        holes = mask[:, 1:] & ~mask[:, :-1]  # (B, T-1): a real step right after a padded one
+        if holes.any():
+            row = int(holes.any(dim=1).nonzero()[0])
+            raise DataError(
+                f"{who}: mask row {row} ({''.join('1' if m else '0' for m in mask[row].tolist())}) is not a "
+                "prefix of Trues: pad sequences on the right (pyroseq.data.pad_batch)"
+            )
+    if ids is None:
+        return None, mask
+    if (
+        not isinstance(ids, Tensor)
+        or ids.dtype.is_floating_point
+        or ids.dtype.is_complex
+        or ids.dtype == torch.bool
+    ):
+        kind = ids.dtype if isinstance(ids, Tensor) else type(ids).__name__
+        raise DataError(f"{who}: ids must be an integer tensor of symbol ids, got {kind}")
+    if ids.shape != mask.shape:
+        raise DataError(
+            f"{who}: ids {tuple(ids.shape)} and mask {tuple(mask.shape)} must have the same shape (B, T)"
+        )
+    ids = ids.long()
+    bad = mask & ((ids < 0) | (ids >= vocab_size) | (ids == Vocabulary.pad_id) | (ids == Vocabulary.bos_id))
+    if bad.any():
+        row, step = (int(i) for i in bad.nonzero()[0])
+        raise DataError(
+            f"{who}: ids[{row}, {step}] = {int(ids[row, step])} on a real step is not a symbol of a "
+            f"vocabulary of size {vocab_size} (PAD={Vocabulary.pad_id} and BOS={Vocabulary.bos_id} never "
+            "appear on real steps); encode with the model's vocabulary"
+        )
+    return ids, mask

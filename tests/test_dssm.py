@@ -119,10 +119,11 @@ def test_param_names_of_model_and_guide_do_not_collide():
     model, guide = make_model(), make_guide_("future")
     batch = batch_of(WORDS)
     names = set()
-    for fn, prefix in ((model, "model"), (guide, "guide")):
+    for fn, role in ((model, "model"), (guide, "guide")):
+        assert fn._pyro_name.startswith(role)  # model, model_2, ... (pyroseq.module)
         trace = poutine.trace(fn).get_trace(batch.ids, batch.mask)
         params = [n for n, s in trace.nodes.items() if s["type"] == "param"]
-        assert params and all(n.startswith(prefix + ".") for n in params)
+        assert params and all(n.startswith(fn._pyro_name + ".") for n in params)
         names |= set(params)
     # every torch parameter of the modules is seen by Pyro, so SVI trains it
     assert len(names) == len(list(model.parameters())) + len(list(guide.parameters()))

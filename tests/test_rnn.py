@@ -77,7 +77,7 @@ def test_model_sites_and_parameters(batch):
     assert observed == [f"w_{t}" for t in range(1, batch.ids.shape[1] + 1)]
     assert trace.nodes["w_1"]["cond_indep_stack"][0].name == "seqs"
     # every parameter is a Pyro param, so SVI trains all of them
-    assert params == {f"model.{n}" for n, _ in model.named_parameters()}
+    assert params == {f"{model._pyro_name}.{n}" for n, _ in model.named_parameters()}
 
 
 def test_svi_trains_every_parameter(batch):
@@ -397,7 +397,7 @@ def test_professor_trains_generator_and_discriminator_separately(batch):
     model.disc_accuracy = 0.9
     trace = poutine.trace(model).get_trace(batch.ids, batch.mask)
     params = {n for n, s in trace.nodes.items() if s["type"] == "param"}
-    assert params == {f"model.{n}" for n, p in model.named_parameters() if id(p) in generator}
+    assert params == {f"{model._pyro_name}.{n}" for n, p in model.named_parameters() if id(p) in generator}
 
     disc_before = [p.detach().clone() for p in model.discriminator.parameters()]
     svi = SVI(model, empty_guide, Adam({"lr": 0.01}), Trace_ELBO())

@@ -21,7 +21,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.conditional import ConditionalTransformModule
-from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
@@ -29,12 +28,13 @@ from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
 from pyroseq.flows import resolve_flow
 from pyroseq.flows.trajectory import StateTrajectory, standard_normal_log_prob
+from pyroseq.module import PyroseqModule
 from pyroseq.plates import plate_batch_shape
 
 __all__ = ["FutureGuide", "GaussianGuide"]
 
 
-class FutureGuide(PyroModule):
+class FutureGuide(PyroseqModule):
     """Guide ``q(h_{1:T} | w_{1:T}) = prod_t q(h_t | h_{t-1}, w_{t:T})`` for :class:`~pyroseq.models.DSSM`.
 
     ``forward(ids, mask)`` takes the model's arguments and declares the model's latent site ``"h"`` (the
@@ -68,8 +68,7 @@ class FutureGuide(PyroModule):
         check_positive_sizes(
             state_dim=state_dim, flow_hidden=flow_hidden, embed_dim=embed_dim, rnn_hidden=rnn_hidden
         )
-        super().__init__(name="guide")
-        self.vocab_size = vocab_size
+        super().__init__(role="guide", vocab_size=vocab_size)
         self.state_dim = state_dim
         self.rnn_hidden = rnn_hidden
         self.h_0 = nn.Parameter(torch.zeros(state_dim))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from pyroseq.errors import ConfigError
 
-__all__ = ["OBJECTIVES", "IWAE", "make_objective"]
+__all__ = ["OBJECTIVES", "IWAE", "ShapeJitTrace_ELBO", "make_objective"]
 
 OBJECTIVES = ("elbo", "iwae")
 
@@ -121,10 +121,29 @@ class IWAE(ELBO):
         return float(loss.detach())
 
 
+class ShapeJitTrace_ELBO(JitTrace_ELBO):
+    """``JitTrace_ELBO`` that traces once per shape of its tensor arguments.
+
+    Pyro's version keys its one compiled function by argument count and keyword values only, so a batch
+    padded to a longer T is silently cut to the traced length, and a shorter one fails deep in TorchScript.
+    Here each new ``(B, T)`` is traced afresh (a few seconds); padding every batch to one T (as the word
+    samplers do) keeps it to one trace.
+    """
+
+    def loss_and_surrogate_loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> Any:
+        key = tuple(tuple(a.shape) if torch.is_tensor(a) else None for a in args)
+        traces = self.__dict__.setdefault("_traces_by_shape", {})
+        self._loss_and_surrogate_loss = traces.get(key)  # None: the parent traces a new one
+        result = super().loss_and_surrogate_loss(model, guide, *args, **kwargs)
+        traces[key] = self._loss_and_surrogate_loss
+        return result
+
+
 def make_objective(name: str, *, particles: int = 1, jit: bool = False) -> ELBO:
     """An SVI objective over models whose sequences sit in ``pyro.plate("seqs", dim=-1)``.
 
-    * ``"elbo"``: ``Trace_ELBO`` (``JitTrace_ELBO`` with ``jit=True``) averaging ``particles`` draws;
+    * ``"elbo"``: ``Trace_ELBO`` (:class:`ShapeJitTrace_ELBO` with ``jit=True``) averaging ``particles``
+      draws;
     * ``"iwae"``: ``IWAE_K = E[log (1/K) sum_k w_k]`` per sequence with K vectorised particles
       (:class:`IWAE`, equal to ``RenyiELBO(alpha=0)`` and differentiable). There is no JIT version.
 
@@ -140,7 +159,7 @@ def make_objective(name: str, *, particles: int = 1, jit: bool = False) -> ELBO:
             raise ConfigError("there is no JIT version of the IWAE objective; drop --jit")
         return IWAE(num_particles=particles)
     if jit:
-        return JitTrace_ELBO(
+        return ShapeJitTrace_ELBO(
             num_particles=particles,
             vectorize_particles=vectorize,
             max_plate_nesting=1,

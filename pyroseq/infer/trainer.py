@@ -12,11 +12,11 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import pyro
 import torch
+from pyro import poutine
 from tqdm.auto import tqdm
 
 from pyroseq.data.batch import Batch
@@ -103,10 +103,6 @@ class Trainer:
                 "values (a teacher probability, a discriminator's accuracy) that a trace would freeze; "
                 "drop --jit"
             )
-        # The modules own their parameters and the torch optimiser updates them; Pyro's global param
-        # store would only keep stale copies of an earlier model's same-named parameters (which
-        # JitTrace_ELBO reads), so start it empty, as Pyro's own examples do.
-        pyro.clear_param_store()
         self.model = model
         self.guide = guide
         self.loss = make_objective(objective, particles=particles, jit=jit)
@@ -118,6 +114,10 @@ class Trainer:
         if isinstance(guide, torch.nn.Module):
             params += list(guide.parameters())
         self.params = params
+        # The model's parameters it does not hand to SVI (an adversary's) stay out, wherever they appear.
+        self._model_ids = {id(p) for p in model.parameters()}
+        self._known = self._model_ids | {id(p) for p in params}
+        self._checked_guide = False
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self._gamma = lr_decay ** (1 / total_steps)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self._gamma)
@@ -138,8 +138,15 @@ class Trainer:
         figures = self.model.train_hook(self.step_count, batch)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
+        if not self._checked_guide:
+            self._check_guide(batch)
         try:
-            loss = float(self.loss.loss_and_grads(self.model, self.guide, batch.ids, batch.mask)) / len(batch)
+            # Parameters are collected as pyro.infer.SVI does: from the param sites of each step, which
+            # finds a function guide's pyro.param sites and those an autoguide creates on its first call.
+            with poutine.trace(param_only=True) as params:
+                loss = float(self.loss.loss_and_grads(self.model, self.guide, batch.ids, batch.mask))
+            loss /= len(batch)
+            self._add_params(site["value"] for site in params.trace.nodes.values())
         except ValueError as e:
             # Distribution argument validation meets NaN states before any loss exists.
             if "invalid values" not in str(e):
@@ -164,6 +171,36 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         return {"loss": loss, "grad_norm": norm, "lr": lr, **figures}
+
+    def _add_params(self, values: Iterable[torch.Tensor]) -> None:
+        """Hand the optimiser the unconstrained leaves of param-site values it does not know yet."""
+        new = []
+        for value in values:
+            unconstrained = getattr(value, "unconstrained", None)
+            leaf = unconstrained() if callable(unconstrained) else value
+            if leaf is not None and leaf.requires_grad and id(leaf) not in self._known:
+                self._known.add(id(leaf))
+                new.append(leaf)
+        if new:
+            self.params += new
+            self.optimizer.add_param_group({"params": new})
+
+    def _check_guide(self, batch: Batch) -> None:
+        """Refuse a guide with latent sites but no parameter the trainer can see (it would stay frozen)."""
+        self._checked_guide = True
+        with torch.random.fork_rng(), poutine.trace(param_only=True) as params:
+            trace = poutine.trace(self.guide).get_trace(batch.ids, batch.mask)
+        latent = [
+            name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]
+        ]
+        self._add_params(site["value"] for site in params.trace.nodes.values())
+        guide_params = [p for p in self.params if p.requires_grad and id(p) not in self._model_ids]
+        if latent and not guide_params:
+            raise ConfigError(
+                f"the guide {getattr(self.guide, '__name__', type(self.guide).__name__)} draws latent sites "
+                f"({', '.join(latent[:3])}, ...) but has no parameter the trainer can see, so it would never "
+                "train: declare its parameters with pyro.param or pyro.module, or make it an nn.Module"
+            )
 
     @torch.no_grad()
     def _check_parameters(self) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 
 import torch
 from pyro.distributions import TorchDistribution
-from pyro.nn import PyroModule
 from torch import Tensor
 
 from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
+from pyroseq.module import PyroseqModule
 
 __all__ = ["SequenceModel", "AutoregressiveModel", "StateSpaceModel", "mask_special_logits"]
 
@@ -46,15 +46,17 @@ def mask_special_logits(logits: Tensor) -> Tensor:
     return logits.index_fill(-1, index, float("-inf"))
 
 
-class SequenceModel(PyroModule):
-    """Base class: a Pyro model ``forward(ids, mask)`` over padded symbol sequences."""
+class SequenceModel(PyroseqModule):
+    """Base class: a Pyro model ``forward(ids, mask)`` over padded symbol sequences.
+
+    Each instance has its own Pyro name (``model``, ``model_2``, ...; see :mod:`pyroseq.module`), and
+    its inputs are checked before ``forward`` runs.
+    """
 
     autoregressive: bool = False
 
-    def __init__(self, *, vocab_size: int, name: str = "model") -> None:
-        # ``name`` prefixes every Pyro param name, keeping the model's apart from the guide's ("guide").
-        super().__init__(name=name)
-        self.vocab_size = vocab_size
+    def __init__(self, *, vocab_size: int) -> None:
+        super().__init__(role="model", vocab_size=vocab_size)
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -29,7 +29,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor, nn
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
-from pyroseq.errors import ConfigError, DataError
+from pyroseq.errors import ConfigError
 from pyroseq.flows import resolve_flow
 from pyroseq.flows.trajectory import StateTrajectory
 from pyroseq.models.base import StateSpaceModel, mask_special_logits
@@ -129,8 +129,6 @@ class DSSM(StateSpaceModel):
             ids: ``(B, T)`` long symbol ids, or ``None`` to draw the symbols (generation, ``Predictive``).
             mask: ``(B, T)`` bool, True on real steps.
         """
-        if ids is not None and ids.shape != mask.shape:
-            raise DataError(f"ids {tuple(ids.shape)} and mask {tuple(mask.shape)} must have the same shape")
         B, T = mask.shape
         # Each attribute access of a plain nn.Module is a pyro.module statement: fetch them once per run.
         flow, emitter = self.transition_flow, self.emitter

@@ -1,0 +1,210 @@
+"""pyroseq used as a Pyro user would: plain SVI, several models in one process, the param store, any guide
+in the Trainer, and clear errors for bad inputs."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoDelta, AutoNormal
+from pyro.optim import Adam
+
+from pyroseq.data import pad_batch
+from pyroseq.data.words import load_words
+from pyroseq.errors import ConfigError, DataError
+from pyroseq.guides import FutureGuide
+from pyroseq.infer import Trainer, make_objective
+from pyroseq.models import DSSM, RNNLM
+from pyroseq.plates import plate_batch_shape
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_words("sample")
+
+
+def dssm_and_guide(V):
+    return (
+        DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8),
+        FutureGuide(vocab_size=V, state_dim=4, flow_hidden=8, embed_dim=4, rnn_hidden=8),
+    )
+
+
+def snapshot(*modules):
+    return [p.detach().clone() for m in modules for p in m.parameters()]
+
+
+def least_change(before, *modules):
+    """The smallest over parameters of the largest absolute change of each."""
+    after = [p.detach() for m in modules for p in m.parameters()]
+    return min(float((a - b).abs().max()) for a, b in zip(after, before, strict=True))
+
+
+def test_instances_have_their_own_pyro_names(corpus):
+    V = len(corpus.vocab)
+    (m1, g1), (m2, g2) = dssm_and_guide(V), dssm_and_guide(V)
+    names = [m._pyro_name for m in (m1, g1, m2, g2)]
+    assert len(set(names)) == 4
+    assert all(n.startswith(role) for n, role in zip(names, ["model", "guide"] * 2, strict=True))
+
+
+def test_two_models_in_one_process_train_independently_under_plain_svi(corpus):
+    """Before instances had names of their own, the second model's parameters never moved."""
+    V = len(corpus.vocab)
+    batch = corpus.batch(range(16))
+    pairs = [dssm_and_guide(V), dssm_and_guide(V), (RNNLM(vocab_size=V, state_dim=4), lambda ids, mask: None)]
+    for model, guide in pairs:
+        before = snapshot(model)
+        svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
+        for _ in range(2):
+            svi.step(batch.ids, batch.mask)
+        assert least_change(before, model) > 0, type(model).__name__
+
+
+def test_param_store_save_and_load_restore_a_model(corpus, tmp_path):
+    V = len(corpus.vocab)
+    model, guide = dssm_and_guide(V)
+    batch = corpus.batch(range(8))
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
+    svi.step(batch.ids, batch.mask)
+    trained = snapshot(model, guide)
+    pyro.get_param_store().save(tmp_path / "params.pt")
+    # A model built afresh in another process has other values under the same names: scramble them.
+    with torch.no_grad():
+        for p in [*model.parameters(), *guide.parameters()]:
+            p.add_(1.0)
+    pyro.clear_param_store()
+    pyro.get_param_store().load(tmp_path / "params.pt")
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
+    with poutine.block():
+        poutine.trace(guide).get_trace(batch.ids, batch.mask)  # the first call restores the guide
+        poutine.trace(model).get_trace(batch.ids, batch.mask)
+    restored = [p for m in (model, guide) for p in m.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(restored, trained, strict=True))
+    # ... and training goes on with the module's own tensors, which the store holds again.
+    svi.step(batch.ids, batch.mask)
+    assert least_change(trained, model, guide) > 0
+    store = dict(pyro.get_param_store().named_parameters())
+    assert store[f"{model._pyro_name}.h_0"] is model.h_0
+
+
+def test_loading_a_store_of_another_configuration_is_a_clear_error(corpus, tmp_path):
+    V = len(corpus.vocab)
+    model, _ = dssm_and_guide(V)
+    batch = corpus.batch(range(4))
+    pyro.param(f"{model._pyro_name}.h_0", torch.zeros(7))
+    with pytest.raises(Exception, match=r"param store holds .*h_0.* shape \(7,\)"):
+        model(batch.ids, batch.mask)
+
+
+def function_guide(ids, mask):
+    """A hand-written guide whose parameters live in the param store: q(h_t) = N(loc_t, scale_t)."""
+    B, T = mask.shape
+    loc = pyro.param("fg_loc", torch.zeros(T, 4))
+    scale = pyro.param("fg_scale", torch.ones(T, 4), constraint=dist.constraints.positive)
+    with pyro.plate("seqs", B, dim=-1):
+        for t in range(1, T + 1):
+            q = dist.Normal(loc[t - 1].expand(*plate_batch_shape(), 4), scale[t - 1]).to_event(1)
+            pyro.sample(f"h_{t}", q.mask(mask[:, t - 1]))
+
+
+@pytest.mark.parametrize("kind", ["function", "AutoNormal", "AutoDelta"])
+def test_trainer_trains_function_guides_and_autoguides(corpus, kind):
+    """The Trainer collected parameters from modules only: a function guide and an autoguide stayed frozen."""
+    V = len(corpus.vocab)
+    model, _ = dssm_and_guide(V)
+    batch = corpus.batch(range(8))
+    guide = {"function": lambda: function_guide, "AutoNormal": lambda: AutoNormal(model),
+             "AutoDelta": lambda: AutoDelta(model)}[kind]()  # fmt: skip
+    trainer = Trainer(model, guide, lr=1e-2)
+    trainer.step(batch)  # creates the guide's parameters
+    names = [n for n in pyro.get_param_store().keys() if not n.startswith(model._pyro_name)]
+    before = {n: pyro.get_param_store().get_param(n).detach().clone() for n in names}
+    assert before
+    for _ in range(2):
+        trainer.step(batch)
+    store = pyro.get_param_store()
+    # at steps of the first word (padded steps of a masked site get no gradient)
+    assert all(
+        float((store.get_param(n).detach() - v).abs().max()) > 0
+        for n, v in before.items()
+        if n.endswith(("h_1", "fg_loc", "fg_scale"))
+    )
+
+
+def test_trainer_refuses_a_guide_it_cannot_train(corpus):
+    V = len(corpus.vocab)
+    model, _ = dssm_and_guide(V)
+    hidden = torch.zeros(4, requires_grad=True)  # a tensor no Pyro statement declares
+
+    def guide(ids, mask):
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            for t in range(1, mask.shape[1] + 1):
+                pyro.sample(f"h_{t}", dist.Normal(hidden, 1.0).to_event(1).mask(mask[:, t - 1]))
+
+    trainer = Trainer(model, guide)
+    with pytest.raises(ConfigError, match="no parameter the trainer can see"):
+        trainer.step(corpus.batch(range(4)))
+
+
+BAD_INPUTS = {
+    "float mask": (lambda b: (b.ids, b.mask.float()), "mask must be bool"),
+    "shape mismatch": (lambda b: (b.ids[:, :-1], b.mask), r"ids \(4, \d+\) and mask \(4, \d+\)"),
+    "left padding": (lambda b: (b.ids, b.mask.flip(1)), "is not a prefix of Trues"),
+    "unknown id": (lambda b: (b.ids.masked_fill(b.mask, 999), b.mask), "not a symbol of a vocabulary"),
+    "PAD on a real step": (lambda b: (b.ids.masked_fill(b.mask, 0), b.mask), "PAD=0"),
+    "float ids": (lambda b: (b.ids.float(), b.mask), "ids must be an integer tensor"),
+    "mask of 2s": (lambda b: (b.ids, b.mask.long() * 2), "only 0 and 1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("who", ["DSSM", "FutureGuide", "RNNLM"])
+def test_models_and_guides_reject_bad_inputs_with_one_clear_error(corpus, case, who):
+    V = len(corpus.vocab)
+    model, guide = dssm_and_guide(V)
+    fn = {"DSSM": model, "FutureGuide": guide, "RNNLM": RNNLM(vocab_size=V, state_dim=4)}[who]
+    make, message = BAD_INPUTS[case]
+    ids, mask = make(corpus.batch(range(4)))
+    with pytest.raises(DataError, match=message) as info:
+        fn(ids, mask)
+    assert str(info.value).startswith(f"{who}: ")
+
+
+def test_svi_reports_the_guides_input_error_first(corpus):
+    """The guide runs before the model: its message must be as clear as the model's."""
+    V = len(corpus.vocab)
+    model, guide = dssm_and_guide(V)
+    batch = corpus.batch(range(4))
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
+    with pytest.raises(DataError, match="FutureGuide: mask must be bool"):
+        svi.step(batch.ids, batch.mask.float())
+
+
+def test_a_mask_of_0_1_integers_is_the_bool_mask(corpus):
+    V = len(corpus.vocab)
+    model, guide = dssm_and_guide(V)
+    batch = corpus.batch(range(4))
+    elbo = Trace_ELBO(max_plate_nesting=1)
+    pyro.set_rng_seed(0)
+    as_bool = elbo.loss(model, guide, batch.ids, batch.mask)
+    pyro.set_rng_seed(0)
+    assert elbo.loss(model, guide, batch.ids, batch.mask.long()) == as_bool
+
+
+def test_the_jit_objective_traces_again_for_another_length():
+    """Pyro's JitTrace_ELBO kept one trace per argument count: another T ended in a TorchScript error."""
+    words = ["ab", "abc", "b"]
+    from pyroseq.data import Vocabulary
+
+    vocab = Vocabulary.from_texts(words)
+    model = DSSM(vocab_size=len(vocab), state_dim=2, flow="diagonal", flow_hidden=4, emitter_hidden=None)
+    guide = FutureGuide(vocab_size=len(vocab), state_dim=2, flow=None, embed_dim=2, rnn_hidden=4)
+    loss = make_objective("elbo", jit=True)
+    short = pad_batch([vocab.encode(w) for w in words])
+    long = pad_batch([vocab.encode(w) for w in words], max_length=6)
+    for batch in (short, long, short):
+        value = loss.loss_and_grads(model, guide, batch.ids, batch.mask)
+        assert torch.isfinite(torch.as_tensor(value))
+    assert len(loss._traces_by_shape) == 2
