@@ -1,6 +1,8 @@
 """pyroseq used as a Pyro user would: plain SVI, several models in one process, the param store, any guide
 in the Trainer, and clear errors for bad inputs."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -60,6 +62,9 @@ def test_two_models_in_one_process_train_independently_under_plain_svi(corpus):
         for _ in range(2):
             svi.step(batch.ids, batch.mask)
         assert least_change(before, model) > 0, type(model).__name__
+        # Adam moves a parameter by at most about lr per step: nothing was copied in from another model
+        after = [p.detach() for p in model.parameters()]
+        assert max(float((a - b).abs().max()) for a, b in zip(after, before, strict=True)) < 2.5e-2
 
 
 def test_param_store_save_and_load_restore_a_model(corpus, tmp_path):
@@ -194,17 +199,24 @@ def test_a_mask_of_0_1_integers_is_the_bool_mask(corpus):
 
 
 def test_the_jit_objective_traces_again_for_another_length():
-    """Pyro's JitTrace_ELBO kept one trace per argument count: another T ended in a TorchScript error."""
-    words = ["ab", "abc", "b"]
+    """Pyro's JitTrace_ELBO keeps one trace per argument count: a longer T was silently cut to the
+    traced length, a shorter one ended in a TorchScript error."""
     from pyroseq.data import Vocabulary
 
+    words = ["ab", "abc", "b", "abcab"]
     vocab = Vocabulary.from_texts(words)
     model = DSSM(vocab_size=len(vocab), state_dim=2, flow="diagonal", flow_hidden=4, emitter_hidden=None)
     guide = FutureGuide(vocab_size=len(vocab), state_dim=2, flow=None, embed_dim=2, rnn_hidden=4)
+    short = pad_batch([vocab.encode(w) for w in words[:3]])  # T = 4
+    long = pad_batch([vocab.encode(w) for w in words[1:]])  # T = 6, the same B
+
+    def jit_loss(objective, batch):
+        pyro.set_rng_seed(1)
+        return objective.loss_and_grads(model, guide, batch.ids, batch.mask)
+
     loss = make_objective("elbo", jit=True)
-    short = pad_batch([vocab.encode(w) for w in words])
-    long = pad_batch([vocab.encode(w) for w in words], max_length=6)
-    for batch in (short, long, short):
-        value = loss.loss_and_grads(model, guide, batch.ids, batch.mask)
-        assert torch.isfinite(torch.as_tensor(value))
+    jit_loss(loss, short)
+    # the first call of a new trace draws as a fresh objective's first call does
+    assert jit_loss(loss, long) == pytest.approx(jit_loss(make_objective("elbo", jit=True), long))
+    assert math.isfinite(jit_loss(loss, short))
     assert len(loss._traces_by_shape) == 2

@@ -193,8 +193,12 @@ class Trainer:
         latent = [
             name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]
         ]
-        self._add_params(site["value"] for site in params.trace.nodes.values())
-        guide_params = [p for p in self.params if p.requires_grad and id(p) not in self._model_ids]
+        seen = [
+            getattr(site["value"], "unconstrained", lambda: None)() for site in params.trace.nodes.values()
+        ]
+        if isinstance(self.guide, torch.nn.Module):
+            seen += list(self.guide.parameters())
+        guide_params = [p for p in seen if p is not None and p.requires_grad and id(p) not in self._model_ids]
         if latent and not guide_params:
             raise ConfigError(
                 f"the guide {getattr(self.guide, '__name__', type(self.guide).__name__)} draws latent sites "
