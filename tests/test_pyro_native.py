@@ -220,3 +220,12 @@ def test_the_jit_objective_traces_again_for_another_length():
     assert jit_loss(loss, long) == pytest.approx(jit_loss(make_objective("elbo", jit=True), long))
     assert math.isfinite(jit_loss(loss, short))
     assert len(loss._traces_by_shape) == 2
+
+
+def test_check_inputs_hands_forward_long_ids_and_a_bool_mask():
+    from pyroseq.checks import check_inputs
+
+    ids, mask = check_inputs(
+        torch.tensor([[3, 2]], dtype=torch.int32), torch.tensor([[1, 1]]), vocab_size=4, who="m"
+    )
+    assert ids.dtype == torch.long and mask.dtype == torch.bool
