@@ -10,9 +10,9 @@ import pyroseq
 
 # The layer of each top-level part of the package; a module may import only from lower layers and its own
 # part. Models and guides share a layer but must not import each other; the foundation (layer 0: errors,
-# size checks, plates, data) is shared by all.
+# size and input checks, plates, the models' and guides' PyroModule base, data) is shared by all.
 LAYERS = {
-    "errors": 0, "checks": 0, "plates": 0, "data": 0,
+    "errors": 0, "checks": 0, "plates": 0, "module": 0, "data": 0,
     "flows": 1,
     "models": 2, "guides": 2,
     "infer": 3,

@@ -229,3 +229,59 @@ def test_check_inputs_hands_forward_long_ids_and_a_bool_mask():
         torch.tensor([[3, 2]], dtype=torch.int32), torch.tensor([[1, 1]]), vocab_size=4, who="m"
     )
     assert ids.dtype == torch.long and mask.dtype == torch.bool
+
+
+def test_save_run_writes_a_run_that_the_commands_accept(corpus, tmp_path):
+    """A model trained with plain SVI in a script becomes a run directory for evaluate / sample / check."""
+    from click.testing import CliRunner
+
+    from pyroseq.cli.main import cli
+    from pyroseq.infer import RunConfig, load_run, save_run
+
+    V = len(corpus.vocab)
+    model = DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8)
+    guide = FutureGuide(vocab_size=V, state_dim=4, flow_hidden=8, rnn_hidden=8)
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
+    batches = corpus.sampler(8, seed=0)
+    for _ in range(2):
+        batch = next(batches)
+        svi.step(batch.ids, batch.mask)
+    config = RunConfig(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8)
+    save_run(tmp_path / "run", model, guide, config=config, vocab=corpus.vocab, step=2)
+    run = load_run(tmp_path / "run")
+    assert run.step == 2 and run.vocab == corpus.vocab
+    for mine, loaded in ((model, run.model), (guide, run.guide)):
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(mine.state_dict().values(), loaded.state_dict().values(), strict=True)
+        )
+    runner = CliRunner()
+    for args in (
+        ["evaluate", "--samples", "2"],
+        ["sample", "-n", "3"],
+        ["check", "--words", "4", "--samples", "2"],
+    ):
+        out = runner.invoke(cli, [args[0], str(tmp_path / "run"), *args[1:]])
+        assert out.exit_code == 0, (args, out.output)
+    out = runner.invoke(cli, ["train", "--out", str(tmp_path / "run"), "--resume", "--steps", "5"])
+    assert out.exit_code == 2 and "written by pyroseq.infer.save_run" in out.output, out.output
+
+
+@pytest.mark.parametrize("case", ["another size", "an autoguide", "a run already there"])
+def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, case):
+    from pyroseq.errors import CheckpointError
+    from pyroseq.infer import RunConfig, save_run
+
+    V = len(corpus.vocab)
+    model = DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8)
+    guide = FutureGuide(vocab_size=V, state_dim=4, flow_hidden=8, rnn_hidden=8)
+    config = RunConfig(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8)
+    if case == "another size":
+        config.state_dim, match = 6, "not what the config describes"
+    elif case == "an autoguide":
+        guide, match = AutoNormal(model), "AutoNormal"
+    else:
+        save_run(tmp_path, model, guide, config=config, vocab=corpus.vocab)
+        match = "already holds a run"
+    with pytest.raises(CheckpointError, match=match):
+        save_run(tmp_path, model, guide, config=config, vocab=corpus.vocab)

@@ -5,7 +5,7 @@
 * :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
 * :mod:`~pyroseq.infer.specs`: model and guide specs and :func:`build_from_specs`;
 * :mod:`~pyroseq.infer.checkpoint` and :mod:`~pyroseq.infer.rundir`: atomic checkpoints and the files of
-  a run directory (:func:`load_run`);
+  a run directory (:func:`load_run`, and :func:`save_run` for a model trained in a script);
 * :mod:`~pyroseq.infer.run`: :func:`train_run`, which wires them together for ``pyroseq train``.
 """
 
@@ -13,7 +13,7 @@ from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
 from pyroseq.infer.objectives import IWAE, OBJECTIVES, make_objective
 from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import LoadedRun, load_run
+from pyroseq.infer.rundir import LoadedRun, load_run, save_run
 from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 
@@ -32,6 +32,7 @@ __all__ = [
     "LoadedRun",
     "train_run",
     "load_run",
+    "save_run",
     "save_checkpoint",
     "load_checkpoint",
 ]

@@ -40,8 +40,9 @@ from pyroseq.infer.checkpoint import (
     write_text_atomic,
 )
 from pyroseq.infer.config import RESUMABLE, RunConfig, load_corpus, resolve_device
-from pyroseq.infer.specs import build_from_specs
+from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import load_modules
+from pyroseq.models import SequenceModel
 
 __all__ = [
     "corpus_fingerprint",
@@ -55,6 +56,7 @@ __all__ = [
     "MetricsLog",
     "LoadedRun",
     "load_run",
+    "save_run",
 ]
 
 
@@ -146,6 +148,11 @@ def read_run_checkpoint(
     path = Path(path)
     state = load_checkpoint(path, map_location=map_location)
     for name in ("model_spec", "guide_spec", *require, "config", "vocab", "step"):
+        if name not in state and state.get("written_by") == "save_run":
+            raise CheckpointError(
+                f"{path} was written by pyroseq.infer.save_run from a script and holds no training state "
+                f"({name!r}) to resume: load it with load_run and train on in a script"
+            )
         if name not in state:
             raise CheckpointError(f"{path} lacks {name!r}: not a complete pyroseq checkpoint")
     try:
@@ -299,3 +306,78 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     if isinstance(guide, torch.nn.Module):
         guide.eval()
     return LoadedRun(run_dir, saved.config, saved.vocab, model, guide, saved.step, saved.data)
+
+
+def save_run(
+    out: str | Path,
+    model: SequenceModel,
+    guide: Callable[..., Any],
+    *,
+    config: RunConfig,
+    vocab: Vocabulary,
+    step: int = 0,
+    corpus: WordCorpus | TextCorpus | None = None,
+) -> Path:
+    """Write a run directory from a model and guide trained in a script (plain SVI, a continued run).
+
+    ``pyroseq evaluate``, ``sample`` and ``check`` (and :func:`load_run`) accept it like one written by
+    ``pyroseq train``; it holds no optimiser or sampler state, so ``pyroseq train --resume`` refuses it.
+    The weights travel by ``state_dict`` (Pyro's param store is not needed, nor saved).
+
+    Args:
+        out: the directory; one that already holds a checkpoint is refused.
+        model: a model the registry builds from ``config``: what ``model_spec(config, vocab)`` describes.
+        guide: its guide, likewise from ``guide_spec(config, vocab)`` (a registry guide, or the empty
+            guide of an RNN).
+        config: the run's configuration (its corpus options say what ``evaluate`` and ``check`` load;
+            its model options must describe ``model`` and ``guide``). ``load_run(...).config`` for a
+            loaded run.
+        vocab: the vocabulary the model was trained with.
+        step: the number of training steps behind the weights, for the record.
+        corpus: the corpus the model was trained on (``load_run(...).corpus()``): its fingerprint is
+            recorded, so that the commands see a corpus changed since; without it none is recorded.
+
+    Returns:
+        the path of the checkpoint written.
+
+    Raises:
+        CheckpointError: ``out`` holds a run, or ``model`` / ``guide`` are not what ``config`` describes
+            (another size or flow, a custom flow module, an autoguide).
+    """
+    out = Path(out)
+    if (out / CHECKPOINT).exists():
+        raise CheckpointError(f"{out} already holds a run; choose another directory")
+    config.validate()
+    specs = model_spec(config, vocab), guide_spec(config, vocab)
+    built_model, built_guide = build_from_specs(*specs)
+    name = getattr(built_guide, "__name__", type(built_guide).__name__)
+    if type(model) is not type(built_model) or not (guide is built_guide or type(guide) is type(built_guide)):
+        raise CheckpointError(
+            f"the config describes a {type(built_model).__name__} with the guide {name}; got a "
+            f"{type(model).__name__} with {getattr(guide, '__name__', type(guide).__name__)}: save_run "
+            "writes models and guides of pyroseq's registry (pyroseq evaluate cannot rebuild an autoguide)"
+        )
+    state: dict[str, Any] = {"step": int(step), "model": model.state_dict()}
+    state["model_extra"] = model.extra_state_dict()
+    if isinstance(guide, torch.nn.Module):
+        state["guide"] = guide.state_dict()
+    try:
+        load_modules(built_model, built_guide, state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(
+            f"the model or guide is not what the config describes ({specs[0]['name']} with "
+            f"{specs[0]['kwargs']}): {first_line(e)}"
+        ) from None
+    payload = {
+        **state,
+        "written_by": "save_run",
+        "config": asdict(config),
+        "vocab": vocab.to_dict(),
+        "model_spec": specs[0],
+        "guide_spec": specs[1],
+    }
+    if corpus is not None:
+        payload["data"] = corpus_fingerprint(corpus)
+    save_checkpoint(out / CHECKPOINT, payload)
+    write_config(out, config)
+    return out / CHECKPOINT
