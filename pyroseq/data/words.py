@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor
 
 from pyroseq.data.batch import Batch, SeededSampler, pad_batch, seeded_generator
-from pyroseq.data.files import read_text_file
+from pyroseq.data.files import read_text_file, to_nfc
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
 
@@ -228,6 +230,18 @@ def _parse_lines(text: str, source: str) -> tuple[list[str], list[int], bool]:
     return words, counts, with_counts
 
 
+def _non_letter_note(dropped: Iterable[str]) -> str:
+    """A note on the words dropped for non-letter symbols: how many, which symbols, an example each."""
+    dropped = list(dropped)
+    symbols = Counter(c for w in dropped for c in set(w) if not c.isalpha())
+    examples = {c: next(w for w in dropped if c in w) for c, _ in symbols.most_common(3)}
+    named = ", ".join(
+        f"{c!r} {unicodedata.name(c, f'U+{ord(c):04X}')} in {n} (e.g. {examples[c]!r})"
+        for c, n in symbols.most_common(3)
+    )
+    return f"dropped {len(dropped)} words with symbols that are not letters: {named}"
+
+
 def load_words(
     source: str | Path = "symspell",
     *,
@@ -240,7 +254,8 @@ def load_words(
         source: ``"symspell"`` (the English frequency dictionary shipped by the symspellpy package: words
             matching ``[a-z]+``, then cut by ``max_length``), ``"sample"`` (a few hundred of them kept in
             pyroseq), or a path to a UTF-8 file of ``word count`` lines or of one word per line (then p is
-            uniform; any Unicode letters are allowed, and the alphabet comes from the data).
+            uniform; any Unicode letters are allowed, the text is normalised to NFC first, words with
+            other symbols are dropped and reported in ``notes``, and the alphabet comes from the data).
         top: keep the N most frequent words. Default: 10,000 for ``"symspell"``, all words otherwise.
         max_length: drop words longer than this many symbols, reporting how many were dropped.
             Default 12 for the named sources, no limit for a file, except that a file with a word longer
@@ -268,11 +283,16 @@ def load_words(
             raise DataError(
                 f"unknown word corpus {str(source)!r}: use one of {', '.join(WORD_SOURCES)} or a file path"
             )
-        words, counts, _ = _parse_lines(read_text_file(path), str(path))
+        text, normalised = to_nfc(read_text_file(path))
+        if normalised:
+            notes.append(
+                f"normalised {normalised} line{'s' * (normalised != 1)} to Unicode NFC (a letter and its "
+                "combining accent become one symbol, as in 'café')"
+            )
+        words, counts, _ = _parse_lines(text, str(path))
         letters = [i for i, w in enumerate(words) if w.isalpha()]
         if len(letters) < len(words):
-            bad = next(w for w in words if not w.isalpha())
-            notes.append(f"dropped {len(words) - len(letters)} words with non-letter symbols (e.g. {bad!r})")
+            notes.append(_non_letter_note(words[i] for i in range(len(words)) if not words[i].isalpha()))
             words, counts = [words[i] for i in letters], [counts[i] for i in letters]
         name = str(path)
         longest = max(words, key=len, default="")
