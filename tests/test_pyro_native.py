@@ -18,7 +18,6 @@ from pyroseq.errors import ConfigError, DataError
 from pyroseq.guides import FutureGuide
 from pyroseq.infer import Trainer, make_objective
 from pyroseq.models import DSSM, RNNLM
-from pyroseq.plates import plate_batch_shape
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +108,7 @@ def function_guide(ids, mask):
     loc = pyro.param("fg_loc", torch.zeros(T, 4))
     scale = pyro.param("fg_scale", torch.ones(T, 4), constraint=dist.constraints.positive)
     with pyro.plate("seqs", B, dim=-1):
-        for t in range(1, T + 1):
-            q = dist.Normal(loc[t - 1].expand(*plate_batch_shape(), 4), scale[t - 1]).to_event(1)
-            pyro.sample(f"h_{t}", q.mask(mask[:, t - 1]))
+        pyro.sample("h", dist.Normal(loc, scale).to_event(2))  # the DSSM's trajectory site, (T, D)
 
 
 @pytest.mark.parametrize("kind", ["function", "AutoNormal", "AutoDelta"])
@@ -145,8 +142,7 @@ def test_trainer_refuses_a_guide_it_cannot_train(corpus):
 
     def guide(ids, mask):
         with pyro.plate("seqs", mask.shape[0], dim=-1):
-            for t in range(1, mask.shape[1] + 1):
-                pyro.sample(f"h_{t}", dist.Normal(hidden, 1.0).to_event(1).mask(mask[:, t - 1]))
+            pyro.sample("h", dist.Normal(hidden, 1.0).expand([mask.shape[1], 4]).to_event(2))
 
     trainer = Trainer(model, guide)
     with pytest.raises(ConfigError, match="no parameter the trainer can see"):
