@@ -1,22 +1,35 @@
-"""Predictive checks: draw sequences with Pyro's ``Predictive`` and compare them with data in ArviZ.
+"""Predictive checks: replicated sequences from a model, as words and as an ArviZ ``InferenceData``.
 
-* **Posterior predictive** (models with latent states): for each observed sequence ``w``, draw
-  ``h ~ q(h | w)`` from the guide and ``w_rep ~ p(w | h)`` from the model. Pyro's ``Predictive`` echoes
-  observed values at ``obs=`` sites, so the model runs under ``poutine.uncondition`` to draw them.
-* **Prior predictive**: sequences drawn from the model alone (``ids=None``); for a model without
-  latent variables this is also its posterior predictive.
+* :func:`posterior_predictive` (models with latent states): for each observed sequence ``w``, draw
+  ``h ~ q(h | w)`` from the guide and ``w_rep ~ p(w | h)`` from the model. The guide knows nothing of the
+  steps after the observed end (it draws ``N(0, I)`` there, what the model puts there to keep every bound
+  valid), so past the observed EOS the states continue by the model's own transition
+  ``h_t ~ p(h_t | h_{t-1})``: a replicate longer than its word runs on the model's dynamics, not on
+  untrained guide states. A model without latent states has no posterior: its posterior predictive is
+  its prior predictive, and ``kind`` says so.
+* :func:`prior_predictive`: sequences drawn from the model alone.
 
-Replicates are summarised per sequence (length, first symbol, whether it is a word of the corpus) and
-turned into an ``arviz.InferenceData`` (one chain) so that ArviZ's plots and statistics apply.
+Why not ``Predictive(model, guide=guide)(ids, mask)``, the recipe of Pyro's docs? ``Predictive`` runs the
+model with the arguments it is given, and a site with ``obs=`` keeps its observed value, so every
+"replicate" of ``w_t`` is the data itself. Drawing needs the observations removed:
+``Predictive(poutine.uncondition(model), guide=guide, num_samples=S, return_sites=["w_1", ...])``.
+
+Both return :class:`PredictiveDraws`: the replicated ids cut at EOS, the words, and
+:meth:`PredictiveDraws.to_inferencedata` with dims ``seq`` and ``step`` and, for the posterior, a
+``log_likelihood`` group (``log p(w_b | h^s)`` per draw and sequence) so that ``az.loo`` and ``az.waic``
+run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyro
+import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer import Predictive
@@ -25,46 +38,160 @@ from torch import Tensor
 from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
-from pyroseq.models.base import SequenceModel
+from pyroseq.models.base import SequenceModel, StateSpaceModel
 
-__all__ = ["draw", "sequence_lengths", "to_inferencedata", "check_words", "plot_ppc"]
+__all__ = [
+    "PredictiveDraws",
+    "posterior_predictive",
+    "prior_predictive",
+    "sequence_lengths",
+    "check_words",
+    "plot_ppc",
+]
 
 
-def _stack(samples: dict[str, Tensor], length: int) -> Tensor:
-    return torch.stack([samples[f"w_{t}"] for t in range(1, length + 1)], dim=-1)  # (S, B, T)
+@dataclass
+class PredictiveDraws:
+    """Replicated sequences: ``S`` draws for each of ``B`` observed sequences.
+
+    Attributes:
+        kind: ``"posterior"`` or ``"prior"``: what the latent states were drawn from.
+        drawn: a sentence saying how the replicates were drawn.
+        ids: ``(S, B, T)`` long; each replicate cut at its first EOS (PAD after it).
+        observed: the observed batch the replicates are compared with.
+        states: ``(S, B, T, D)``, the posterior draws of the states (observed steps from the guide, the
+            rest continued by the model's transition); ``None`` for the prior predictive.
+        log_likelihood: ``(S, B)`` float64, ``log p(w_b | h^s)`` of each observed sequence under each
+            posterior draw of its states; ``None`` for the prior predictive.
+    """
+
+    kind: str
+    drawn: str
+    ids: Tensor
+    observed: Batch
+    states: Tensor | None = None
+    log_likelihood: Tensor | None = None
+
+    def words(self, vocab: Vocabulary) -> list[list[str]]:
+        """The replicates as text: ``S`` lists of ``B`` words."""
+        return [[vocab.decode(row) for row in sample] for sample in self.ids.cpu()]
+
+    def lengths(self) -> Tensor:
+        """Symbols before the first EOS of each replicate, ``(S, B)``."""
+        return sequence_lengths(self.ids)
+
+    def to_inferencedata(self) -> Any:
+        """An ``arviz.InferenceData`` of one chain of ``S`` draws.
+
+        ``posterior_predictive`` holds ``w`` (dims ``seq``, ``step``) and ``length`` (``seq``);
+        ``observed_data`` the same of the observed batch. For the posterior, ``posterior`` holds the
+        states ``h`` (``seq``, ``step``, ``state``) and ``log_likelihood`` holds ``word``, the
+        log-likelihood of each observed sequence (``seq``), for ``az.loo`` and ``az.waic``.
+        """
+        import arviz as az
+
+        observed = self.observed
+        groups: dict[str, Any] = {
+            "posterior_predictive": {
+                "w": self.ids.cpu().numpy()[None],
+                "length": self.lengths().cpu().numpy()[None],
+            },
+            "observed_data": {
+                "w": observed.ids.masked_fill(~observed.mask, Vocabulary.pad_id).cpu().numpy(),
+                "length": sequence_lengths(observed.ids, observed.mask).cpu().numpy(),
+            },
+        }
+        if self.states is not None and self.log_likelihood is not None:
+            groups["posterior"] = {"h": self.states.cpu().numpy()[None]}
+            groups["log_likelihood"] = {"word": self.log_likelihood.cpu().numpy()[None]}
+        dims = {"w": ["seq", "step"], "length": ["seq"], "word": ["seq"], "h": ["seq", "step", "state"]}
+        return az.from_dict(**groups, dims=dims)
+
+
+def _cut_at_eos(ids: Tensor) -> Tensor:
+    """PAD after each row's first EOS (the EOS kept), ``ids.shape``."""
+    eos = (ids == Vocabulary.eos_id).long()
+    after = (eos.cumsum(-1) - eos) > 0  # (..., T): steps after the first EOS
+    return ids.masked_fill(after, Vocabulary.pad_id)
+
+
+def _check_samples(num_samples: int) -> None:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
 
 
 @torch.no_grad()
-def draw(
-    model: SequenceModel,
-    guide: Callable[..., Any] | None,
-    batch: Batch,
-    *,
-    num_samples: int,
-    posterior: bool = True,
-) -> Tensor:
-    """Replicated symbol ids, ``(S, B, T)``.
+def prior_predictive(model: SequenceModel, batch: Batch, *, num_samples: int) -> PredictiveDraws:
+    """``num_samples`` sequences per observed one drawn from the model alone, ``T`` steps at most.
 
     Args:
         model: a pyroseq model.
-        guide: its guide; used when ``posterior`` and the model has latent states.
-        batch: the observed sequences (``B`` of them, ``T`` steps).
-        num_samples: S replicates per sequence.
-        posterior: condition the latent states on each observed sequence through the guide; otherwise
-            (or for a model without latent states) draw from the prior with the batch's shape.
+        batch: the observed sequences: they fix ``B`` and ``T`` and are what the draws are compared with.
+        num_samples: S draws per observed sequence.
     """
-    if num_samples < 1:
-        raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
+    _check_samples(num_samples)
     T = batch.ids.shape[1]
     sites = [f"w_{t}" for t in range(1, T + 1)]
-    if posterior and not model.autoregressive and guide is not None:
-        predictive = Predictive(
-            poutine.uncondition(model), guide=guide, num_samples=num_samples, return_sites=sites
+    samples = Predictive(model, num_samples=num_samples, return_sites=sites)(
+        None, torch.ones_like(batch.mask)
+    )
+    ids = torch.stack([samples[site] for site in sites], dim=-1)  # (S, B, T)
+    return PredictiveDraws("prior", "sequences drawn from the model alone", _cut_at_eos(ids), batch)
+
+
+@torch.no_grad()
+def posterior_predictive(
+    model: SequenceModel, guide: Callable[..., Any] | None, batch: Batch, *, num_samples: int
+) -> PredictiveDraws:
+    """``num_samples`` replicates of each observed sequence, and its log-likelihood under each draw.
+
+    For a state-space model: ``h ~ q(h | w)`` from the guide on the observed steps, the model's
+    transition after the observed end, and ``w_rep_t ~ p(w_t | h_t)`` at every step (see the module
+    docstring). For an autoregressive model (no latent states) this is its prior predictive
+    (``kind="prior"``, no states and no log-likelihood).
+
+    Args:
+        model: a pyroseq model.
+        guide: its guide (the DSSM's draws the trajectory site ``"h"``); unused without latent states.
+        batch: the observed sequences.
+        num_samples: S replicates per observed sequence.
+
+    Raises:
+        ConfigError: a state-space model without a guide (use :func:`prior_predictive`), or a guide that
+            does not draw the site ``"h"``.
+    """
+    _check_samples(num_samples)
+    if not isinstance(model, StateSpaceModel):
+        draws = prior_predictive(model, batch, num_samples=num_samples)
+        draws.drawn = "the model has no latent states: its posterior predictive is its prior predictive"
+        return draws
+    if guide is None:
+        raise ConfigError(
+            "a posterior predictive needs the guide that conditions the states on each word; "
+            "without one, use prior_predictive"
         )
-        return _stack(predictive(batch.ids, batch.mask), T)
-    everything = torch.ones_like(batch.mask)
-    predictive = Predictive(model, num_samples=num_samples, return_sites=sites)
-    return _stack(predictive(None, everything), T)
+    with pyro.plate("draws", num_samples, dim=-2):  # where vectorised particles put theirs
+        trace = poutine.trace(guide).get_trace(batch.ids, batch.mask)
+    if "h" not in trace.nodes:
+        name = getattr(guide, "__name__", type(guide).__name__)
+        raise ConfigError(f"the guide {name} does not draw the DSSM's state trajectory site 'h'")
+    B, T = batch.mask.shape
+    guided = trace.nodes["h"]["value"]  # (S, B, T, D)
+    guided = guided.expand(num_samples, B, T, guided.shape[-1])
+    h = model.initial_state((num_samples, B))  # (S, B, D)
+    states = []
+    for t in range(T):
+        # the guide's state on observed steps; past the observed end, the model's own transition
+        h = torch.where(batch.mask[:, t, None], guided[:, :, t], model.transition(h).sample())  # (S, B, D)
+        states.append(h)
+    states = torch.stack(states, dim=-2)  # (S, B, T, D)
+    logits = model.emission_logits(states)  # (S, B, T, V)
+    ids = dist.Categorical(logits=logits).sample()  # (S, B, T)
+    observed = batch.ids.expand(num_samples, B, T).unsqueeze(-1)  # (S, B, T, 1)
+    log_p = torch.log_softmax(logits.double(), dim=-1).gather(-1, observed).squeeze(-1)  # (S, B, T)
+    log_likelihood = log_p.masked_fill(~batch.mask, 0.0).sum(-1)  # (S, B)
+    drawn = "states from the guide on the observed steps, from the model's transition after the observed end"
+    return PredictiveDraws("posterior", drawn, _cut_at_eos(ids), batch, states, log_likelihood)
 
 
 def sequence_lengths(ids: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -80,21 +207,6 @@ def sequence_lengths(ids: Tensor, mask: Tensor | None = None) -> Tensor:
     return first.min(dim=-1).values
 
 
-def to_inferencedata(replicated: dict[str, np.ndarray], observed: dict[str, np.ndarray]) -> Any:
-    """An ``arviz.InferenceData`` with ``posterior_predictive`` (one chain) and ``observed_data``.
-
-    Args:
-        replicated: name -> ``(S, B)`` statistic of each replicate.
-        observed: name -> ``(B,)`` statistic of each observed sequence.
-    """
-    import arviz as az
-
-    return az.from_dict(
-        posterior_predictive={k: np.asarray(v)[None] for k, v in replicated.items()},
-        observed_data={k: np.asarray(v) for k, v in observed.items()},
-    )
-
-
 def check_words(
     model: SequenceModel,
     guide: Callable[..., Any] | None,
@@ -108,18 +220,23 @@ def check_words(
     """A predictive check of word lengths and of how many replicates are words of the corpus.
 
     Returns:
-        ``(summary, idata)``: the summary holds the observed and replicated mean length, the posterior
-        predictive p-value ``P(mean length of a replicate batch >= observed)``, and the fraction of
-        replicates that are words of ``words``; ``idata`` holds per-sequence ``length`` for ArviZ.
+        ``(summary, idata)``: the summary holds ``kind`` and ``drawn`` (what the replicates were drawn
+        from), the observed and replicated mean length, the posterior predictive p-value
+        ``P(mean length of a replicate batch >= observed)``, and the fraction of replicates that are
+        words of ``words``; ``idata`` is :meth:`PredictiveDraws.to_inferencedata`.
     """
-    reps = draw(model, guide, batch, num_samples=num_samples, posterior=posterior)  # (S, B, T)
-    rep_len = sequence_lengths(reps).cpu().numpy()  # (S, B)
+    if posterior:
+        draws = posterior_predictive(model, guide, batch, num_samples=num_samples)
+    else:
+        draws = prior_predictive(model, batch, num_samples=num_samples)
+    rep_len = draws.lengths().cpu().numpy()  # (S, B)
     obs_len = sequence_lengths(batch.ids, batch.mask).cpu().numpy()  # (B,)
     known = set(words)
-    texts = [[vocab.decode(row) for row in sample] for sample in reps.cpu()]
+    texts = draws.words(vocab)
     in_vocab = np.array([[t in known for t in sample] for sample in texts])
     summary = {
-        "kind": "posterior" if posterior and not model.autoregressive else "prior",
+        "kind": draws.kind,
+        "drawn": draws.drawn,
         "num_sequences": int(obs_len.shape[0]),
         "num_samples": num_samples,
         "observed_mean_length": float(obs_len.mean()),
@@ -129,8 +246,7 @@ def check_words(
         "in_vocabulary_fraction": float(in_vocab.mean()),
         "examples": texts[0][:10],
     }
-    idata = to_inferencedata({"length": rep_len}, {"length": obs_len})
-    return summary, idata
+    return summary, draws.to_inferencedata()
 
 
 def plot_ppc(idata: Any, path: str | Path, *, var: str = "length") -> Path:

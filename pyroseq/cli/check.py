@@ -48,6 +48,7 @@ def check_command(
         summary["plot"] = str(plot_ppc(idata, run.path / f"ppc_{summary['kind']}_length.png"))
     lines = [
         f"{summary['kind']} predictive check of {run.path} on {summary['num_sequences']} words x {samples} replicates",
+        f"  drawn: {summary['drawn']}",
         f"  mean length: observed {summary['observed_mean_length']:.3f}, replicated "
         f"{summary['replicated_mean_length']:.3f} ± {summary['replicated_mean_length_sd']:.3f}  (p = {summary['p_value_mean_length']:.3f})",
         f"  replicates that are words of the corpus: {summary['in_vocabulary_fraction']:.1%}",
