@@ -281,3 +281,21 @@ def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, ca
         match = "already holds a run"
     with pytest.raises(CheckpointError, match=match):
         save_run(tmp_path, model, guide, config=config, vocab=corpus.vocab)
+
+
+def test_model_graphs_for_render_model(corpus):
+    """pyro.render_model draws these relations: the DSSM's symbols depend on the states alone, the RNN's
+    (drawn) symbols on every earlier symbol."""
+    from pyro.infer.inspect import get_model_relations
+
+    V = len(corpus.vocab)
+    batch = corpus.batch(range(2))
+    ids, mask = batch.ids[:, :4], torch.ones(2, 4, dtype=torch.bool)
+    dssm = get_model_relations(DSSM(vocab_size=V, state_dim=2), model_args=(ids, mask))
+    assert dssm["sample_sample"] == {"h": [], **{f"w_{t}": ["h"] for t in range(1, 5)}}
+    assert dssm["observed"] == [f"w_{t}" for t in range(1, 5)]
+    rnn = get_model_relations(RNNLM(vocab_size=V, state_dim=2), model_args=(None, mask))
+    assert rnn["sample_sample"] == {f"w_{t}": [f"w_{s}" for s in range(1, t)] for t in range(1, 5)}
+    graphviz = pytest.importorskip("graphviz")
+    graph = pyro.render_model(DSSM(vocab_size=V, state_dim=2), model_args=(ids, mask))
+    assert isinstance(graph, graphviz.Digraph) and "h -> w_4" in graph.source

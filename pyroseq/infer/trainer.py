@@ -63,8 +63,10 @@ class Trainer:
 
     Args:
         model: a :class:`~pyroseq.models.base.SequenceModel`.
-        guide: a callable with the model's signature (a ``PyroModule``, or a function for models without
-            latent sites).
+        guide: a callable with the model's signature: a ``PyroModule``, a function whose parameters are
+            ``pyro.param`` statements, or an autoguide. Parameters are collected from each step's param
+            sites, as ``pyro.infer.SVI`` does; a guide with latent sites but no parameter the trainer can
+            see is a :class:`ConfigError` at the first step.
         objective: ``"elbo"`` or ``"iwae"``; ``particles`` K >= 1.
         jit: use ``JitTrace_ELBO`` (ELBO only).
         max_param: the largest absolute parameter value taken as sane (Adam moves a parameter by at
