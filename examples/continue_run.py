@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> Path:
     after = svi.evaluate_loss(valid.ids, valid.mask) / len(valid)
     print(f"-ELBO on {len(valid)} held-out draws: {before:.3f} -> {after:.3f} nats/word ({args.steps} steps)")
 
-    checkpoint = save_run(out, model, guide, config=run.config, vocab=run.vocab, step=run.step + args.steps)
+    step = run.step + args.steps
+    checkpoint = save_run(out, model, guide, config=run.config, vocab=run.vocab, step=step, corpus=corpus)
     print(f"wrote {checkpoint}; try: pyroseq evaluate {out}")
     return out
 

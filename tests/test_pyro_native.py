@@ -243,7 +243,7 @@ def test_save_run_writes_a_run_that_the_commands_accept(corpus, tmp_path):
         batch = next(batches)
         svi.step(batch.ids, batch.mask)
     config = RunConfig(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8)
-    save_run(tmp_path / "run", model, guide, config=config, vocab=corpus.vocab, step=2)
+    save_run(tmp_path / "run", model, guide, config=config, vocab=corpus.vocab, step=2, corpus=corpus)
     run = load_run(tmp_path / "run")
     assert run.step == 2 and run.vocab == corpus.vocab
     for mine, loaded in ((model, run.model), (guide, run.guide)):
