@@ -445,7 +445,9 @@ def test_train_reports_what_the_corpus_filters_dropped(tmp_path):
         "train", *TINY_ARGS[2:], "--file", str(words), "--steps", "1", "--out", str(tmp_path / "run")
     )
     assert out.exit_code == 0, out.output
-    assert "note: dropped 1 words with non-letter symbols (e.g. 'b2b')" in out.output
+    assert "note: dropped 1 words with symbols that are not letters: '2' DIGIT TWO in 1 (e.g. 'b2b')" in (
+        out.output
+    )
 
 
 # --- memory ----------------------------------------------------------------------------------------
