@@ -8,11 +8,13 @@ directory's files in :mod:`pyroseq.infer.rundir`, the loop in :mod:`pyroseq.infe
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pyroseq.checks import format_bytes
 from pyroseq.data.batch import Batch
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
@@ -164,9 +166,13 @@ def _train(
     except RuntimeError as e:  # the allocator refuses, before allocating, sizes that cannot fit
         if "can't allocate memory" not in str(e) and not isinstance(e, torch.OutOfMemoryError):
             raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        what = (
+            f"one of their tensors needs {format_bytes(int(asked[1]))}" if asked else first_line(e, limit=160)
+        )
         raise ResourceError(
-            f"the model's parameters do not fit in memory ({first_line(e, limit=160)}): lower --state-dim "
-            "or the hidden sizes"
+            f"the model's parameters do not fit in memory ({what}, which the allocator refused): lower "
+            "--state-dim or the hidden sizes"
         ) from None
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
