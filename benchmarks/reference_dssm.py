@@ -1,8 +1,10 @@
 """The default DSSM and its future guide computed in plain PyTorch: the yardstick for Pyro's overhead.
 
-Same model, same parameters, same noise as pyroseq's Pyro programs, with no Pyro in the computation:
-pyroseq's ``DSSM`` (triangular transition flow) and ``FutureGuide`` (diagonal guide flow) are read for
-their torch submodules and parameters only. Given a batch, :func:`log_weights` returns the importance
+Same model, same parameters, same noise as pyroseq's Pyro programs, with none of Pyro's programming model
+(no sample sites, traces, distributions or param store): pyroseq's ``DSSM`` and ``FutureGuide`` are read
+for their torch submodules and parameters, and their flows are used as the torch transforms that
+``flow.condition(context)`` returns (so any flow works; the default is a triangular model flow and a
+diagonal guide flow). Given a batch, :func:`log_weights` returns the importance
 log-weights
 
     log w_{k,b} = sum_t [log p(w_t | h_t) + log p(h_t | h_{t-1}) - log q(h_t | h_{t-1}, w_{t:T})]
@@ -31,16 +33,10 @@ def _standard_normal(x: Tensor) -> Tensor:
     return -0.5 * (x.square().sum(-1) + x.shape[-1] * math.log(2 * math.pi))
 
 
-def _clip(x: Tensor, lo: float, hi: float) -> Tensor:
-    """Clamp in the forward pass, identity in the backward pass (as the flows' log-scale clip)."""
-    return x + (x.clamp(lo, hi) - x).detach()
-
-
-def _dense(layers: nn.ModuleList, x: Tensor) -> Tensor:
-    """A Pyro ``DenseNN``'s forward: ReLU between its linear layers."""
-    for layer in layers[:-1]:
-        x = torch.relu(layer(x))
-    return layers[-1](x)
+def _log_det(transform, x: Tensor, y: Tensor) -> Tensor:
+    """``log |det d y / d x|`` of a transform on vectors, ``(...,)`` (summed for element-wise ones)."""
+    log_det = transform.log_abs_det_jacobian(x, y)
+    return log_det.sum(-1) if transform.codomain.event_dim == 0 else log_det
 
 
 def _modules(module: nn.Module) -> dict[str, nn.Module | Tensor]:
@@ -60,7 +56,7 @@ def _future_summary(g: dict, ids: Tensor, mask: Tensor) -> Tensor:
 
 def _guide(g: dict, ids: Tensor, mask: Tensor, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """Draw ``h_{1:T}`` from the future guide; returns ``(h (*shape, T, D), log q (*shape,))``."""
-    flow = g["posterior_flow"]
+    flow = g.get("posterior_flow")
     D = g["h_0"].shape[-1]
     future = _future_summary(g, ids, mask)  # (B, T, H)
     h = g["h_0"].expand(shape + (D,))
@@ -74,10 +70,14 @@ def _guide(g: dict, ids: Tensor, mask: Tensor, shape: tuple[int, ...]) -> tuple[
         loc, scale = nn.functional.linear(hidden, weight, bias).chunk(2, dim=-1)
         scale = nn.functional.softplus(scale) + 1e-4
         eps = torch.randn(shape + (D,), dtype=h.dtype, device=h.device)
-        shift, log_scale = _dense(flow.hypernet.layers, torch.cat([h, b], dim=-1)).split(D, dim=-1)
-        log_scale = _clip(log_scale, flow.log_scale_min_clip, flow.log_scale_max_clip)
-        h_t = shift + log_scale.exp() * (loc + scale * eps)
-        lq_t = _standard_normal(eps) - scale.log().sum(-1) - log_scale.sum(-1)
+        xi = loc + scale * eps
+        lq_t = _standard_normal(eps) - scale.log().sum(-1)
+        if flow is None:
+            h_t = xi
+        else:
+            transform = flow.condition(torch.cat([h, b], dim=-1))
+            h_t = transform(xi)
+            lq_t = lq_t - _log_det(transform, xi, h_t)
         after_end = torch.randn_like(h_t)
         real = mask[:, t]
         h = torch.where(real.unsqueeze(-1), h_t, after_end)
@@ -91,13 +91,10 @@ def _model(m: dict, ids: Tensor, mask: Tensor, h: Tensor) -> Tensor:
     flow = m["transition_flow"]
     D = h.shape[-1]
     prev = torch.cat([m["h_0"].expand(h.shape[:-2] + (1, D)), h[..., :-1, :]], dim=-2)  # (*shape, T, D)
-    shift, log_diag, lower = _dense(flow.hypernet.layers, prev).split([D, D, D * (D - 1) // 2], dim=-1)
-    log_diag = _clip(log_diag, flow.log_scale_min_clip, flow.log_scale_max_clip)
-    rows, cols = torch.tril_indices(D, D, -1, device=h.device)
-    scale_tril = torch.diag_embed(log_diag.exp())  # (*shape, T, D, D)
-    scale_tril[..., rows, cols] = lower
-    xi = torch.linalg.solve_triangular(scale_tril, (h - shift).unsqueeze(-1), upper=False).squeeze(-1)
-    log_p_h = torch.where(mask, _standard_normal(xi) - log_diag.sum(-1), _standard_normal(h)).sum(-1)
+    transform = flow.condition(prev)  # every step at once
+    xi = transform.inv(h)
+    log_p = _standard_normal(xi) - _log_det(transform, xi, h)  # (*shape, T)
+    log_p_h = torch.where(mask, log_p, _standard_normal(h)).sum(-1)
     logits = m["emitter"](h)  # (*shape, T, V)
     logits = logits.index_fill(-1, torch.tensor(SPECIAL_IDS, device=h.device), float("-inf"))
     log_p_w = torch.log_softmax(logits, dim=-1).gather(-1, ids.expand(h.shape[:-1]).unsqueeze(-1))

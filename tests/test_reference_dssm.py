@@ -24,11 +24,12 @@ VOCAB = Vocabulary("abcde")
 WORDS = ["abc", "e", "deadbead", "bad", "cab", "a"]
 
 
-def _modules():
+def _modules(flow: str, guide_flow: str):
     torch.manual_seed(0)
-    model = DSSM(vocab_size=len(VOCAB), state_dim=5, flow_hidden=12, emitter_hidden=12).double()
-    guide = FutureGuide(vocab_size=len(VOCAB), state_dim=5, flow_hidden=12, embed_dim=4, rnn_hidden=7)
-    guide = guide.double()
+    model = DSSM(vocab_size=len(VOCAB), state_dim=5, flow=flow, flow_hidden=12, emitter_hidden=12).double()
+    guide = FutureGuide(
+        vocab_size=len(VOCAB), state_dim=5, flow=guide_flow, flow_hidden=12, embed_dim=4, rnn_hidden=7
+    ).double()
     with torch.no_grad():  # away from the near-identity initialisation, so every term matters
         for parameter in [*model.parameters(), *guide.parameters()]:
             parameter.add_(0.2 * torch.randn_like(parameter))
@@ -46,9 +47,12 @@ def _loss_and_grads(loss_fn, model, guide, seed: int):
     return loss.detach(), grads
 
 
+@pytest.mark.parametrize(
+    "flows", [("triangular", "diagonal"), ("coupling", "none")], ids=["default", "other"]
+)
 @pytest.mark.parametrize("particles", [1, 4])
-def test_reference_equals_pyroseq_objectives(particles):
-    model, guide = _modules()
+def test_reference_equals_pyroseq_objectives(particles, flows):
+    model, guide = _modules(*flows)
     batch = pad_batch([VOCAB.encode(w) for w in WORDS], max_length=11)  # padding after every word
     objective = make_objective("iwae" if particles > 1 else "elbo", particles=particles)
     if particles > 1:
