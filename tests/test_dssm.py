@@ -244,6 +244,27 @@ def test_time_parallel_scoring_equals_step_by_step(flow, particles):
     torch.testing.assert_close(parallel, step_by_step, atol=1e-9, rtol=0)
 
 
+def test_emission_sites_score_the_observed_symbols_as_their_categoricals():
+    """Each observed w_t scores like Categorical(softmax(g(h_t))) at the observed symbol (0 where padded),
+    though the model scores all steps in one call; a value that is not the observed one is scored too."""
+    torch.manual_seed(0)
+    model = make_model()
+    batch = batch_of(WORDS)
+    B, Tn = batch.ids.shape
+    value = torch.randn(3, B, Tn, D)
+    run = in_particle_plate(model, 3)
+    trace = poutine.trace(poutine.condition(run, data={"h": value})).get_trace(batch.ids, batch.mask)
+    trace.compute_log_prob()
+    other = torch.full((B,), VOCAB.eos_id)
+    for t in range(1, Tn + 1):
+        step = dist.Categorical(logits=model.emission_logits(value[..., t - 1, :]))
+        expected = step.log_prob(batch.ids[:, t - 1]).masked_fill(~batch.mask[:, t - 1], 0.0)  # (3, B)
+        torch.testing.assert_close(trace.nodes[f"w_{t}"]["log_prob"], expected)
+        torch.testing.assert_close(
+            trace.nodes[f"w_{t}"]["fn"].base_dist.log_prob(other), step.log_prob(other)
+        )
+
+
 GUIDE_FLOWS = {
     "gaussian": None,
     "diagonal": "diagonal",

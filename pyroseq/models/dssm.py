@@ -45,6 +45,57 @@ def _pushforward_of_noise(flow: ConditionalTransformModule, h_prev: Tensor) -> T
     return dist.TransformedDistribution(noise, [flow.condition(h_prev)])
 
 
+class _Emissions:
+    """``p(w_t | h_t)`` of every step, with the observed symbols' log-probabilities computed in one call.
+
+    Args:
+        logits: ``(..., B, T, V)``, PAD and BOS masked.
+        ids: ``(B, T)`` observed symbols, or ``None``.
+    """
+
+    def __init__(self, logits: Tensor, ids: Tensor | None) -> None:
+        self.logits, self.ids = logits, ids
+        self._observed: Tensor | None = None
+
+    def observed_log_probs(self) -> Tensor:
+        """``log p(w_t | h_t)`` at the observed symbols, ``(..., B, T)``."""
+        if self._observed is None:
+            ids = self.ids.expand(self.logits.shape[:-1]).unsqueeze(-1)  # (..., B, T, 1)
+            self._observed = torch.log_softmax(self.logits, dim=-1).gather(-1, ids).squeeze(-1)
+        return self._observed
+
+
+class _StepEmission(TorchDistribution):
+    """``p(w_t | h_t) = Categorical(softmax(logits_t))`` of one step; batch shape ``(..., B)``.
+
+    Scoring the observed symbols reads the one call over all steps of :class:`_Emissions`; any other value
+    (a draw, a replayed value) is scored by its own ``Categorical``.
+    """
+
+    arg_constraints: dict = {}
+    has_enumerate_support = False
+
+    def __init__(self, emissions: _Emissions, step: int, observed: Tensor | None) -> None:
+        self.emissions, self.step, self.observed = emissions, step, observed
+        self.logits = emissions.logits[..., step, :]  # (..., B, V)
+        super().__init__(self.logits.shape[:-1], validate_args=False)
+
+    @property
+    def support(self):
+        return dist.constraints.integer_interval(0, self.logits.shape[-1] - 1)
+
+    def _categorical(self) -> dist.Categorical:
+        return dist.Categorical(logits=self.logits)
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        return self._categorical().sample(sample_shape)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self.observed is not None and value is self.observed:
+            return self.emissions.observed_log_probs()[..., self.step]  # (..., B)
+        return self._categorical().log_prob(value)
+
+
 class DSSM(StateSpaceModel):
     """Deep state-space model: a white-noise state transition through a conditional flow.
 
@@ -142,10 +193,8 @@ class DSSM(StateSpaceModel):
                     f"(..., B, T, D) = (..., {B}, {T}, {self.state_dim}): give the guide "
                     f"state_dim={self.state_dim} and the model's ids and mask"
                 )
-            logits = mask_special_logits(emitter(h))  # (..., B, T, V)
+            emissions = _Emissions(mask_special_logits(emitter(h)), ids)  # logits (..., B, T, V)
             for t in range(1, T + 1):
-                pyro.sample(
-                    f"w_{t}",
-                    dist.Categorical(logits=logits[..., t - 1, :]).mask(mask[:, t - 1]),
-                    obs=None if ids is None else ids[:, t - 1],
-                )
+                observed = None if ids is None else ids[:, t - 1]  # (B,)
+                law = _StepEmission(emissions, t - 1, observed)
+                pyro.sample(f"w_{t}", law.mask(mask[:, t - 1]), obs=observed)
