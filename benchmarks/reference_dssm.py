@@ -63,13 +63,15 @@ def _guide(g: dict, ids: Tensor, mask: Tensor, shape: tuple[int, ...]) -> tuple[
     b_all = future.expand(shape + future.shape[-2:])  # (*shape, T, H)
     weight = torch.cat([g["hidden_to_loc"].weight, g["hidden_to_scale"].weight])
     bias = torch.cat([g["hidden_to_loc"].bias, g["hidden_to_scale"].bias])
+    T = ids.shape[1]
+    noise = torch.randn((T,) + shape + (D,), dtype=h.dtype, device=h.device)  # every step's N(0, I)
     states, log_q = [], 0.0
-    for t in range(ids.shape[1]):
+    for t in range(T):
         b = b_all[..., t, :]
         hidden = 0.5 * (torch.tanh(g["state_to_hidden"](h)) + b)
         loc, scale = nn.functional.linear(hidden, weight, bias).chunk(2, dim=-1)
         scale = nn.functional.softplus(scale) + 1e-4
-        eps = torch.randn(shape + (D,), dtype=h.dtype, device=h.device)
+        eps = noise[t]
         xi = loc + scale * eps
         lq_t = _standard_normal(eps) - scale.log().sum(-1)
         if flow is None:
@@ -78,10 +80,9 @@ def _guide(g: dict, ids: Tensor, mask: Tensor, shape: tuple[int, ...]) -> tuple[
             transform = flow.condition(torch.cat([h, b], dim=-1))
             h_t = transform(xi)
             lq_t = lq_t - _log_det(transform, xi, h_t)
-        after_end = torch.randn_like(h_t)
         real = mask[:, t]
-        h = torch.where(real.unsqueeze(-1), h_t, after_end)
-        log_q = log_q + torch.where(real, lq_t, _standard_normal(after_end))
+        h = torch.where(real.unsqueeze(-1), h_t, eps)  # after the end: the noise itself, N(0, I)
+        log_q = log_q + torch.where(real, lq_t, _standard_normal(eps))
         states.append(h)
     return torch.stack(states, dim=-2), log_q
 

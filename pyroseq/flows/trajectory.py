@@ -50,7 +50,10 @@ class StateTrajectory(TorchDistribution):
 
     Sampling runs ``step_law`` once per step; :meth:`log_prob` of a trajectory it drew returns the
     log-density summed while drawing, and of any other trajectory calls ``step_law`` once on all steps
-    (``steps=slice(None)``). See the module docstring for the law after a sequence's end.
+    (``steps=slice(None)``). See the module docstring for the law after a sequence's end. A step law that
+    has ``reparameterize(noise) -> (h_t, log_det)``, ``h_t`` a bijection of ``noise ~ N(0, I)`` with
+    ``log q(h_t) = log N(noise; 0, I) - log_det``, is drawn with the trajectory's own noise (one draw for all
+    steps); any other is drawn with its ``rsample`` and scored with its ``log_prob``.
 
     Args:
         step_law: ``step_law(h_prev, steps)``, see :data:`StepLaw`.
@@ -84,18 +87,27 @@ class StateTrajectory(TorchDistribution):
         T, D = self.event_shape
         h = self.initial.expand(shape + (D,))  # (*shape, D)
         mask = self.steps_mask.expand(shape + (T,))
-        states, log_probs = [], []
+        # One N(0, I) draw per step, time first so that the first steps' draws do not depend on T: the
+        # state after the end, and the noise of laws that draw by reparameterize(noise).
+        noise = torch.randn((T,) + shape + (D,), dtype=h.dtype, device=h.device)  # (T, *shape, D)
+        states, terms = [], []
+        reparameterized = False
         for t in range(T):
             law = self.step_law(h, t)
-            h_t = law.rsample()  # (*shape, D)
-            # Drawn after h_t, so that the draws of the first steps do not depend on T (more padding).
-            after_end = torch.randn_like(h_t)  # N(0, I) past the end
-            real = mask[..., t]  # (*shape,)
-            h = torch.where(real.unsqueeze(-1), h_t, after_end)
-            log_probs.append(torch.where(real, law.log_prob(h_t), standard_normal_log_prob(after_end)))
+            reparameterized = hasattr(law, "reparameterize")
+            if reparameterized:
+                h_t, log_det = law.reparameterize(noise[t])  # log q(h_t) = log N(noise_t) - log_det
+                terms.append(log_det)
+            else:
+                h_t = law.rsample()
+                terms.append(law.log_prob(h_t))
+            h = torch.where(mask[..., t].unsqueeze(-1), h_t, noise[t])  # (*shape, D)
             states.append(h)
         value = torch.stack(states, dim=-2)  # (*shape, T, D)
-        self._drawn = (value, torch.stack(log_probs, dim=-1).sum(-1))
+        noise_log_prob = standard_normal_log_prob(noise).movedim(0, -1)  # (*shape, T)
+        terms = torch.stack(terms, dim=-1)  # (*shape, T)
+        real = noise_log_prob - terms if reparameterized else terms
+        self._drawn = (value, torch.where(mask, real, noise_log_prob).sum(-1))
         return value
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:

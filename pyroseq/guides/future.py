@@ -147,7 +147,8 @@ class _FutureStep(dist.TorchDistribution):
     """One step of the guide, ``h_t = f_Q(loc + scale * eps)``, ``eps ~ N(0, I)``: event shape ``(D,)``.
 
     The law of :class:`~pyro.distributions.TransformedDistribution` of a diagonal Normal, without its
-    per-step bookkeeping: the draw keeps its noise and log-density, so scoring it costs nothing.
+    per-step bookkeeping: :class:`~pyroseq.flows.trajectory.StateTrajectory` draws it from its own noise
+    with :meth:`reparameterize`.
     """
 
     arg_constraints: dict = {}
@@ -156,30 +157,31 @@ class _FutureStep(dist.TorchDistribution):
 
     def __init__(self, loc: Tensor, scale: Tensor, transform: dist.transforms.Transform | None) -> None:
         self.loc, self.scale, self.transform = loc, scale, transform
-        self._drawn: tuple[Tensor, Tensor] | None = None  # (a draw, its log-density)
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
-    def _log_density(self, eps: Tensor, xi: Tensor, h: Tensor) -> Tensor:
-        log_q = standard_normal_log_prob(eps) - self.scale.log().sum(-1)  # (...,)
+    def _log_det(self, xi: Tensor, h: Tensor) -> Tensor:
+        """``log |det d h / d eps|``, ``(...,)``."""
+        log_det = self.scale.log().sum(-1)
         if self.transform is not None:
-            log_det = self.transform.log_abs_det_jacobian(xi, h)
-            log_q = log_q - (log_det.sum(-1) if self.transform.codomain.event_dim == 0 else log_det)
-        return log_q
+            flow_log_det = self.transform.log_abs_det_jacobian(xi, h)
+            log_det = log_det + (
+                flow_log_det.sum(-1) if self.transform.codomain.event_dim == 0 else flow_log_det
+            )
+        return log_det
 
-    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
-        eps = torch.randn(
-            torch.Size(sample_shape) + self.loc.shape, dtype=self.loc.dtype, device=self.loc.device
-        )
+    def reparameterize(self, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """``h = f_Q(loc + scale * eps)`` and ``log |det d h / d eps|``; ``eps (..., D)`` standard normal."""
         xi = self.loc + self.scale * eps  # (..., D)
         h = xi if self.transform is None else self.transform(xi)
-        self._drawn = (h, self._log_density(eps, xi, h))
-        return h
+        return h, self._log_det(xi, h)
+
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        shape = torch.Size(sample_shape) + self.loc.shape
+        return self.reparameterize(torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device))[0]
 
     def log_prob(self, value: Tensor) -> Tensor:
-        if self._drawn is not None and value is self._drawn[0]:
-            return self._drawn[1]
         xi = value if self.transform is None else self.transform.inv(value)
-        return self._log_density((xi - self.loc) / self.scale, xi, value)
+        return standard_normal_log_prob((xi - self.loc) / self.scale) - self._log_det(xi, value)
 
 
 class GaussianGuide(FutureGuide):
