@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,8 +72,9 @@ def _grid() -> list[Config]:
         "cp4-tri": "coupling+coupling+triangular",
         "rq2-tri": f"{SPLINE}+{SPLINE}+triangular",
     }
+    also = {"tri": ("guides",), "cp4": ("guides", "objective", "emitter", "models")}
     for short, flow in flows.items():
-        configs.append(Config(f"dssm-{short}-d16", _dssm(flow), ("flows",)))
+        configs.append(Config(f"dssm-{short}-d16", _dssm(flow), ("flows", *also.get(short, ()))))
     for short in ("cp4", "rq2-tri"):
         configs.append(Config(f"dssm-{short}-h128-d16", _dssm(flows[short], flow_hidden=128), ("flows",)))
     for guide_flow, short in (("none", "gnone"), ("coupling", "gcp2")):
@@ -88,7 +90,7 @@ def _grid() -> list[Config]:
             configs.append(Config(f"dssm-cp4-d{d}", _dssm(flows["cp4"], d=d), ("models",)))
         for training in ("teacher", "scheduled", "professor"):
             configs.append(Config(f"rnn-{training}-d{d}", _rnn(training, d=d), ("models",)))
-    # The same-D DSSM rows of the models table are the flow grid's d16 run and the two above.
+    # The D = 16 DSSM of the models table is the flow grid's cp4 run.
     return configs
 
 
@@ -166,6 +168,21 @@ class Job:
             stderr=subprocess.STDOUT,
         )
         self.stop_reason = ""
+        self.snapshots = root / "snapshots" / config.name
+
+    def snapshot(self, every: int) -> None:
+        """Keep a copy of the run's checkpoint each time it passes a multiple of ``every`` steps, so that
+        figures of the model *during* training (observation entropy, MI) can be drawn afterwards."""
+        checkpoint = self.out / "checkpoint.pt"
+        if not every or not checkpoint.is_file():
+            return
+        step = last_step(self.out) // every * every
+        target = self.snapshots / f"step-{step:06d}" / "checkpoint.pt"
+        if step and not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(self.out / "config.json", target.parent / "config.json")
+            shutil.copy2(checkpoint, target.with_suffix(".tmp"))  # the checkpoint of a step at or before
+            os.replace(target.with_suffix(".tmp"), target)
 
     def stop(self, reason: str) -> None:
         if self.process.poll() is None and not self.stop_reason:
@@ -230,6 +247,7 @@ def run(args: argparse.Namespace) -> None:
             break
         time.sleep(args.poll)
         for job in list(jobs):
+            job.snapshot(args.snapshot_every)
             if stopping or out_of_time:
                 job.stop("time" if out_of_time else "signal")
             elif plateaued(validation_curve(job.out), patience=args.patience, tolerance=args.tolerance):
@@ -284,6 +302,72 @@ def _row(name: str, root: Path, samples: int) -> dict | None:
     }
 
 
+def _option(config: Config, name: str, default: str) -> str:
+    args = list(config.args)
+    return args[args.index(name) + 1] if name in args else default
+
+
+def _grid_table(rows: list[dict]) -> str:
+    """Table (b): CE of each generative flow (rows) with each inference flow (columns), D = 16."""
+    cells: dict[tuple[str, str], str] = {}
+    for r in rows:
+        c = CONFIGS[r["name"]]
+        if _option(c, "--state-dim", "") != "16" or _option(c, "--objective", "") != "iwae":
+            continue
+        if _option(c, "--emitter-hidden", "64") != "64" or _option(c, "--particles", "") != "4":
+            continue
+        key = (
+            f"{_option(c, '--flow', '')} (h{_option(c, '--flow-hidden', '64')})",
+            _option(c, "--guide-flow", ""),
+        )
+        cells[key] = f"{r['ce']:.3f}"
+    gens = sorted({g for g, _ in cells})
+    guides = sorted({q for _, q in cells})
+    lines = [
+        "| generative flow \\ guide flow | " + " | ".join(guides) + " |",
+        "|---" * (len(guides) + 1) + "|",
+    ]
+    lines += [f"| {g} | " + " | ".join(cells.get((g, q), "") for q in guides) + " |" for g in gens]
+    return "\n".join(lines)
+
+
+def observation_entropy(run_dir: Path, *, num: int = 200, inner: int = 50, length: int = 13) -> dict:
+    """The entropy of the observation model per emitted symbol on the model's own free runs, and for a
+    state-space model the noise-output MI per word (the sum over steps of the MI, each step weighted by
+    the probability that the word is still running); see :func:`pyroseq.evaluate.noise_usage`."""
+    import torch
+
+    from pyroseq.data.vocab import Vocabulary
+    from pyroseq.evaluate import noise_usage
+    from pyroseq.infer import load_run
+
+    torch.manual_seed(0)
+    run = load_run(run_dir)
+    model = run.model
+    with torch.no_grad():
+        if not model.autoregressive:
+            usage = noise_usage(
+                model, length=length, num_outer=num, num_inner=inner, progress=False
+            ).to_dict()
+            weights = usage["running_probability"]
+            entropy = sum(w * e for w, e in zip(weights, usage["entropy_nats"], strict=True)) / sum(weights)
+            mi = sum(w * m for w, m in zip(weights, usage["mutual_information_nats"], strict=True))
+            return {"step": run.step, "entropy": entropy, "mi_per_word": mi}
+        state = model.initial_state(num)
+        prev = torch.full((num,), Vocabulary.bos_id, dtype=torch.long)
+        running = torch.ones(num)  # 1 until the word has emitted EOS
+        total, emitted = 0.0, 0.0
+        for _ in range(length):
+            logits, state = model.step(state, prev)
+            log_p = torch.log_softmax(logits, dim=-1)
+            entropy = -torch.where(log_p.isfinite(), log_p.exp() * log_p, 0.0).sum(-1)  # (num,)
+            total += float((running * entropy).sum())
+            emitted += float(running.sum())
+            prev = torch.distributions.Categorical(logits=logits).sample()
+            running = running * (prev != Vocabulary.eos_id)
+        return {"step": run.step, "entropy": total / emitted}
+
+
 def _table(rows: list[dict]) -> str:
     lines = [
         "| run | CE (nats/word) | KL | vocabulary mass | estimator (K) | steps | words seen | wall s | stopped |",
@@ -326,23 +410,104 @@ def _plot_curves(rows: list[dict], root: Path, out: Path) -> None:
     plt.close(fig)
 
 
+def _plot_noise(rows: list[dict], out: Path) -> None:
+    """(d) MI per step as box plots (quartiles over prefixes, no whiskers), one panel per DSSM."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dssms = [r for r in rows if r.get("noise")]
+    if not dssms:
+        return
+    fig, axes = plt.subplots(1, len(dssms), figsize=(4.5 * len(dssms), 3.5), sharey=True, squeeze=False)
+    for ax, r in zip(axes[0], dssms, strict=True):
+        q = r["noise"]["mutual_information_quartiles"]
+        stats = [{"q1": a, "med": b, "q3": c, "whislo": a, "whishi": c, "label": str(t + 1)}
+                 for t, (a, b, c) in enumerate(q)]  # fmt: skip
+        ax.bxp(stats, showfliers=False)
+        ax.set_title(r["name"], fontsize=9)
+        ax.set_xlabel("step t")
+    axes[0][0].set_ylabel("I(xi_t; w_t | xi_<t) (nats)")
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _plot_entropy(names: list[str], root: Path, out: Path) -> list[dict]:
+    """(e) The observation model's entropy per emitted symbol during training (from the snapshots), with
+    the DSSMs' noise MI per word."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    mi_ax = ax.twinx()
+    for name in names:
+        snaps = sorted((root / "snapshots" / name).glob("step-*/checkpoint.pt"))
+        figures = [observation_entropy(s.parent) for s in snaps]
+        points += [{"name": name, **f} for f in figures]
+        if figures:
+            steps = [f["step"] for f in figures]
+            ax.plot(steps, [f["entropy"] for f in figures], marker=".", label=f"{name}: entropy")
+            if "mi_per_word" in figures[0]:
+                mi_ax.plot(steps, [f["mi_per_word"] for f in figures], linestyle="--", label=f"{name}: MI")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("observation entropy (nats per symbol)")
+    mi_ax.set_ylabel("noise MI (nats per word), dashed")
+    ax.legend(fontsize=7, loc="upper left")
+    mi_ax.legend(fontsize=7, loc="upper right")
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return points
+
+
+def samples(run_dir: Path, n: int = 30) -> dict:
+    """``pyroseq sample`` of a run: ``n`` ancestral samples and the share that are words of the corpus."""
+    command = [*PYROSEQ, "sample", str(run_dir), "-n", str(n), "--seed", "1", "--json"]
+    result = json.loads(
+        subprocess.run(command, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+    )
+    return {"texts": [x["text"] for x in result["samples"]], "real": result["in_vocabulary_fraction"]}
+
+
 def report(args: argparse.Namespace) -> None:
     root: Path = args.root
     sections = []
-    everything = []
+    everything: dict[str, dict] = {}
     for group in GROUPS:
         rows = [r for c in CONFIGS.values() if group in c.groups if (r := _row(c.name, root, args.samples))]
         if not rows:
             continue
-        everything += rows
+        everything.update({r["name"]: r for r in rows})
         sections.append(f"## {group}\n\n{_table(rows)}\n")
         if args.plots:
             _plot_curves(rows, root, args.plots / f"study_{group}.png")
             sections[-1] += f"\n![{group}](img/study_{group}.png)\n"
+    rows = list(everything.values())
+    grid = [r for r in rows if set(CONFIGS[r["name"]].groups) & {"flows", "guides"}]
+    if grid:
+        sections.append(f"## generative flow x inference flow (CE, nats/word)\n\n{_grid_table(grid)}\n")
+    models = [r for r in rows if "models" in CONFIGS[r["name"]].groups]
+    if models:
+        lines = ["| run | real words | 30 ancestral samples |", "|---|---|---|"]
+        for r in models:
+            drawn = samples(root / r["name"])
+            r["samples_drawn"] = drawn
+            lines.append(f"| {r['name']} | {drawn['real']:.0%} | {' '.join(drawn['texts'])} |")
+        sections.append("## samples\n\n" + "\n".join(lines) + "\n")
+        if args.plots:
+            args.plots.mkdir(parents=True, exist_ok=True)
+            _plot_noise(models, args.plots / "study_mi.png")
+            entropy = _plot_entropy([r["name"] for r in models], root, args.plots / "study_entropy.png")
+            sections.append("![MI per step](img/study_mi.png)\n\n![entropy](img/study_entropy.png)\n")
+            for point in entropy:
+                everything[point["name"]].setdefault("entropy_during_training", []).append(point)
     text = "\n".join(sections) if sections else "no finished or started runs under " + str(root)
     print(text)
     if args.out:
-        args.out.write_text(json.dumps(everything, indent=1) + "\n")
+        args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def list_configs(args: argparse.Namespace) -> None:
@@ -371,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--patience", type=int, default=6, help="validations without improvement before stopping")
     p.add_argument("--tolerance", type=float, default=0.02, help="nats/word an improvement must exceed")
     p.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the runs")
+    p.add_argument("--snapshot-every", type=int, default=1000, help="keep a checkpoint copy every N steps")
     p.add_argument("--max-steps", type=int, help="cap every run at this many steps (smoke tests)")
     p.add_argument(
         "--resume", action="store_true", help="accepted for clarity: unfinished runs always resume"
