@@ -70,12 +70,14 @@ class RunConfig:
     objective: str = "elbo"  # elbo | iwae
     particles: int = 1  # K
     steps: int = 1000
-    batch_size: int = 64
+    batch_size: int = 64  # per process: --devices N trains on N * batch_size sequences a step
     lr: float = 3e-3
     lr_decay: float = 0.1  # the learning rate decays geometrically to lr * lr_decay at the first --steps
     clip_norm: float = 10.0
     jit: bool = False
     device: str = "cpu"
+    devices: int = 1  # processes per node (GPUs with --device cuda), data-parallel
+    num_nodes: int = 1
     seed: int = 0
     valid_every: int = 100
     valid_size: int = 512
@@ -92,7 +94,7 @@ class RunConfig:
             if getattr(self, name) not in valid:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(valid)}")
         positive = ("state_dim", "flow_hidden", "guide_hidden", "embed_dim", "layers", "particles", "steps",
-                    "batch_size", "chunk_length", "valid_size")  # fmt: skip
+                    "batch_size", "chunk_length", "valid_size", "devices", "num_nodes")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -114,6 +116,16 @@ class RunConfig:
             raise ConfigError(
                 "the RNN has no latent variables: IWAE with K > 1 is the same as the exact ELBO"
             )
+        if self.world_size > 1 and self.training == "professor" and self.model == "rnn":
+            raise ConfigError(
+                "--training professor updates its discriminator outside the SVI step, which data-parallel "
+                "training does not average: train it with --devices 1 --num-nodes 1"
+            )
+
+    @property
+    def world_size(self) -> int:
+        """The number of training processes, ``devices * num_nodes``."""
+        return self.devices * self.num_nodes
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
@@ -128,9 +140,11 @@ class RunConfig:
         return cls(**data)
 
 
-# Options that may change on resume: the length of training, where it runs, how often it logs, and
-# the step size (as NonFiniteLossError advises: lower --lr or --clip-norm and resume).
-RESUMABLE = {"steps", "device", "valid_every", "checkpoint_every", "lr", "lr_decay", "clip_norm"}
+# Options that may change on resume: the length of training, where it runs (on as many processes:
+# the run's per-rank word streams continue), how often it logs, and the step size (as
+# NonFiniteLossError advises: lower --lr or --clip-norm and resume).
+RESUMABLE = {"steps", "device", "devices", "num_nodes", "valid_every", "checkpoint_every", "lr", "lr_decay",
+             "clip_norm"}  # fmt: skip
 
 
 def resume_differences(saved: RunConfig, given: dict[str, Any]) -> list[str]:

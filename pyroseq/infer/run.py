@@ -7,6 +7,7 @@ directory's files in :mod:`pyroseq.infer.rundir`, the loop in :mod:`pyroseq.infe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ from pyroseq.infer.config import (
     resolve_source,
     resume_differences,
 )
+from pyroseq.infer.distributed import gather_objects, launch, launched_externally, leads_run, rank_seed
 from pyroseq.infer.guard import claim_new_run, lock_run
 from pyroseq.infer.memory import check_training_memory
 from pyroseq.infer.rundir import (
@@ -71,14 +73,16 @@ def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
 
 
 def _training_data(
-    config: RunConfig, corpus: WordCorpus | TextCorpus, device: torch.device
+    config: RunConfig, corpus: WordCorpus | TextCorpus, device: torch.device, *, rank: int
 ) -> tuple[Any, Batch, str, float]:
-    """The batch sampler, the validation batch, the unit of throughput and symbols per sequence."""
+    """The batch sampler (rank ``rank``'s word stream), the validation batch, the unit of throughput and
+    symbols per sequence."""
+    seed = rank_seed(config.seed, rank)
     if isinstance(corpus, WordCorpus):
-        sampler = corpus.sampler(config.batch_size, seed=config.seed, device=device)
+        sampler = corpus.sampler(config.batch_size, seed=seed, device=device)
         valid = corpus.draw_batch(config.valid_size, seed=config.seed + 1, device=device)
         return sampler, valid, "words", 1.0
-    sampler = corpus.sampler(config.batch_size, length=config.chunk_length, seed=config.seed, device=device)
+    sampler = corpus.sampler(config.batch_size, length=config.chunk_length, seed=seed, device=device)
     chunks = corpus.chunks("valid", config.chunk_length)
     n = config.valid_size
     valid = Batch(chunks.ids[:n], chunks.mask[:n], chunks.lengths[:n]).to(device)
@@ -131,22 +135,44 @@ def train_run(
             raise CheckpointError(
                 f"--resume: {out} holds no checkpoint to resume; drop --resume to start a run"
             )
-        with lock_run(out):
+        # Of a run on several nodes (or under torchrun), the first process claims and locks the directory.
+        with lock_run(out) if leads_run() else contextlib.nullcontext():
             saved, config = _resumed(out, overrides)
-            return _train(config, out, saved, overrides, progress)
+            return _launch(config, out, saved, overrides, progress)
     config = _fresh(config, overrides)
     config.validate()  # before the directory is claimed: a mistyped option leaves nothing behind
-    with claim_new_run(out):
-        return _train(config, out, None, overrides, progress)
+    with claim_new_run(out) if leads_run() else contextlib.nullcontext():
+        return _launch(config, out, None, overrides, progress)
 
 
-def _train(
+def _launch(
     config: RunConfig, out: Path, saved: SavedRun | None, overrides: dict[str, Any], progress: bool | None
 ) -> dict[str, Any]:
-    """:func:`train_run` in the locked directory ``out``, resuming ``saved`` if given."""
+    """:func:`_train` on this process, or on each of ``config.world_size`` data-parallel ranks."""
     config.validate()
     check_applicable(config, set(overrides))
     device = resolve_device(config.device)
+    if saved is not None and saved.config.world_size != config.world_size:
+        raise CheckpointError(
+            f"--resume: the run trains on {saved.config.world_size} processes (--devices "
+            f"{saved.config.devices} --num-nodes {saved.config.num_nodes}), each with its own word stream; "
+            "resume it on as many"
+        )
+    if config.world_size == 1 and not launched_externally():
+        return _train(None, config, out, saved, progress)
+    return launch(
+        _train, config, out, saved, progress, devices=config.devices, num_nodes=config.num_nodes,
+        device=device,
+    )  # fmt: skip
+
+
+def _train(
+    fabric: Any, config: RunConfig, out: Path, saved: SavedRun | None, progress: bool | None
+) -> dict[str, Any]:
+    """:func:`train_run` in the locked directory ``out``, resuming ``saved`` if given: on one process
+    (``fabric`` None) or on one rank of ``fabric``'s (rank 0 writes the run directory)."""
+    rank, world = (0, 1) if fabric is None else (fabric.global_rank, fabric.world_size)
+    device = resolve_device(config.device) if fabric is None else fabric.device
 
     corpus = load_corpus(config)
     vocab = corpus.vocab
@@ -160,7 +186,7 @@ def _train(
         if saved
         else (model_spec(config, vocab), guide_spec(config, vocab))
     )
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the same initial parameters on every rank
     try:
         model, guide = build_from_specs(*specs, device=device, saved_in=saved.path if saved else None)
     except RuntimeError as e:  # the allocator refuses, before allocating, sizes that cannot fit
@@ -177,22 +203,26 @@ def _train(
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
+        fabric=fabric,
     )  # fmt: skip
     check_training_memory(
         model, guide, _probe(config, corpus).to(device), objective=config.objective,
         batch_size=config.batch_size, particles=config.particles, device=device,
     )  # fmt: skip
-    sampler, valid, unit, per_sequence = _training_data(config, corpus, device)
+    torch.manual_seed(rank_seed(config.seed, rank))  # each rank its own guide noise
+    sampler, valid, unit, per_sequence = _training_data(config, corpus, device, rank=rank)
     if saved is not None:
         saved.restore(trainer.load_state_dict, saved.state)
-        saved.restore(sampler.load_state_dict, saved.state["sampler"])
-        saved.restore(torch.set_rng_state, saved.state["rng"])
+        own = saved.state["ranks"][rank] if "ranks" in saved.state else saved.state
+        saved.restore(sampler.load_state_dict, own["sampler"])
+        saved.restore(torch.set_rng_state, own["rng"])
         if device.type == "cuda" and "cuda_rng" in saved.state:
             saved.restore(torch.cuda.set_rng_state_all, saved.state["cuda_rng"])
-    write_config(out, config)
     notes = list(corpus.notes)
-    if saved is not None:
-        notes += trim_metrics(out, trainer.step_count)
+    if rank == 0:
+        write_config(out, config)
+        if saved is not None:
+            notes += trim_metrics(out, trainer.step_count)
     last_valid: dict[str, float] = {}
 
     def validate() -> dict[str, float]:
@@ -203,20 +233,25 @@ def _train(
         return {"valid_loss": loss}
 
     def checkpoint() -> None:
-        save_run_checkpoint(
-            out, trainer.state_dict(), config=config, vocab=vocab, model_spec=specs[0], guide_spec=specs[1],
-            sampler_state=sampler.state_dict(), device=device, data=data,
-        )  # fmt: skip
+        ranks = gather_objects(fabric, {"sampler": sampler.state_dict(), "rng": torch.get_rng_state()})
+        if rank == 0:
+            save_run_checkpoint(
+                out, trainer.state_dict(), config=config, vocab=vocab, model_spec=specs[0],
+                guide_spec=specs[1], sampler_state=sampler.state_dict(), device=device, data=data,
+                rank_states=ranks if world > 1 else None,
+            )  # fmt: skip
 
-    with MetricsLog(out, append=saved is not None) as log:
+    # Rank 0 validates, logs and shows progress; the others only train (and join each checkpoint).
+    with MetricsLog(out, append=saved is not None) if rank == 0 else contextlib.nullcontext() as log:
         summary = trainer.fit(
-            sampler, steps=config.steps, validate=validate, valid_every=config.valid_every,
-            checkpoint=checkpoint, checkpoint_every=config.checkpoint_every, log=log, progress=progress,
-            unit="words" if unit == "words" else "seq",
+            sampler, steps=config.steps, validate=validate if rank == 0 else None,
+            valid_every=config.valid_every, checkpoint=checkpoint, checkpoint_every=config.checkpoint_every,
+            log=log, progress=progress if rank == 0 else False, unit="words" if unit == "words" else "seq",
         )  # fmt: skip
-    if last_valid.get("step") != trainer.step_count and trainer.step_count > 0:
+    if rank == 0 and last_valid.get("step") != trainer.step_count and trainer.step_count > 0:
         validate()  # the summary reports the final model's validation loss, not an earlier one's
     rate = summary["sequences_per_second"]
+    rate = None if rate is None else rate * world  # every rank trains on as many sequences
     return {
         "run_dir": str(out),
         "model": specs[0]["name"],
@@ -226,6 +261,7 @@ def _train(
         "steps": summary["steps"],
         "steps_this_run": summary["steps_this_run"],
         "batch_size": config.batch_size,
+        "processes": world,
         "initial_loss": summary["initial_loss"],
         "final_loss": summary["final_loss"],
         "valid_loss": last_valid.get("valid_loss"),

@@ -181,10 +181,14 @@ def save_run_checkpoint(
     sampler_state: dict[str, Any],
     device: torch.device,
     data: dict[str, str],
+    rank_states: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write ``out/checkpoint.pt``: the trainer's state, what rebuilds the run, the random states (CPU,
     and CUDA's when the run is on a GPU), so that a resumed run equals an uninterrupted one, and ``data``,
-    the corpus fingerprint (:func:`corpus_fingerprint`)."""
+    the corpus fingerprint (:func:`corpus_fingerprint`).
+
+    A data-parallel run's rank 0 passes every rank's sampler and random states as ``rank_states`` (the
+    fields ``sampler`` and ``rng`` hold rank 0's, as in a one-process run)."""
     payload = {
         **trainer_state,
         "data": data,
@@ -197,6 +201,8 @@ def save_run_checkpoint(
     }
     if device.type == "cuda":
         payload["cuda_rng"] = torch.cuda.get_rng_state_all()
+    if rank_states is not None:
+        payload["ranks"] = rank_states
     save_checkpoint(out / CHECKPOINT, payload)
 
 

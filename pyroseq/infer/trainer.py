@@ -1,8 +1,11 @@
 """The training loop: SVI steps over any pyroseq model and guide, with checkpoints and resume.
 
-The trainer knows nothing of the model: it asks the objective for a loss and its gradients
-(``ELBO.loss_and_grads``, the step inside Pyro's ``SVI.step``), then updates the parameters with a torch
-optimiser, which keeps the optimiser's state in one ``state_dict`` a checkpoint can hold.
+The trainer knows nothing of the model: it asks the objective for a differentiable loss
+(``ELBO.differentiable_loss``, whose gradient is the one ``SVI.step`` takes), calls ``backward`` on it,
+then updates the parameters with a torch optimiser, which keeps the optimiser's state in one
+``state_dict`` a checkpoint can hold. With a Lightning ``Fabric`` (see :mod:`pyroseq.infer.distributed`)
+the same loop runs on every rank: the loss is a module that ``DistributedDataParallel`` wraps, so the
+backward pass averages the gradients over the ranks.
 """
 
 from __future__ import annotations
@@ -39,6 +42,31 @@ class NonFiniteLossError(DivergenceError):
     """Training produced non-finite losses for too many steps in a row."""
 
 
+class ObjectiveModule(torch.nn.Module):
+    """The objective's loss on a batch as a module holding the model and guide (what DDP wraps).
+
+    ``forward(ids, mask)`` is ``objective.differentiable_loss(model, guide, ids, mask)``. A batch on
+    which the distributions meet invalid (NaN) values gives a NaN loss that reaches every parameter,
+    rather than an exception: every rank then gets NaN gradients from the averaging, and all skip the
+    step together instead of one rank leaving the others waiting.
+    """
+
+    def __init__(self, model: SequenceModel, guide: Callable[..., Any], objective: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.guide = guide  # a submodule when it is a module; a plain function otherwise
+        self.objective = objective
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.objective.differentiable_loss(self.model, self.guide, ids, mask)
+        except ValueError as e:
+            # Distribution argument validation meets NaN states before any loss exists.
+            if "invalid values" not in str(e):
+                raise
+            return math.nan * sum(p.sum() for p in self.parameters() if p.requires_grad)
+
+
 def load_modules(model: SequenceModel, guide: Callable[..., Any], state: dict[str, Any]) -> None:
     """Load the model's and guide's weights (and the model's extra state) from a checkpoint's ``state``."""
     model.load_state_dict(state["model"])
@@ -51,15 +79,15 @@ class Trainer:
     """Fits a model and its guide by stochastic variational inference.
 
     Each step: ``model.train_hook(step, batch)`` (scheduled sampling, a discriminator update, ...), the
-    objective's loss and gradients for the batch, gradients divided by the batch size (the loss is summed
-    over sequences) and clipped to ``clip_norm``, then Adam with a learning rate that decays
-    geometrically from ``lr`` to ``lr * lr_decay`` over ``total_steps`` (a torch ``ExponentialLR`` with
-    the per-step factor ``lr_decay ** (1 / total_steps)``). A step whose loss or gradients
-    are not finite is skipped (the parameters stay as they were); ``max_bad_steps`` such steps in a row
-    stop training with :class:`NonFiniteLossError`. After each update the parameters are checked: one
-    that is not finite or exceeds ``max_param`` in absolute value stops training at once with
-    :class:`DivergenceError`, before anything can checkpoint it (the model then holds the diverged
-    values; the last checkpoint does not).
+    objective's differentiable loss for the batch divided by the batch size (the loss is summed over
+    sequences), its gradients (averaged over the ranks with ``fabric``) clipped to ``clip_norm``, then
+    Adam with a learning rate that decays geometrically from ``lr`` to ``lr * lr_decay`` over
+    ``total_steps`` (a torch ``ExponentialLR`` with the per-step factor ``lr_decay ** (1 / total_steps)``).
+    A step whose loss or gradients are not finite is skipped (the parameters stay as they were);
+    ``max_bad_steps`` such steps in a row stop training with :class:`NonFiniteLossError`. After each
+    update the parameters are checked: one that is not finite or exceeds ``max_param`` in absolute value
+    stops training at once with :class:`DivergenceError`, before anything can checkpoint it (the model
+    then holds the diverged values; the last checkpoint does not).
 
     Args:
         model: a :class:`~pyroseq.models.base.SequenceModel`.
@@ -71,6 +99,9 @@ class Trainer:
         jit: use ``JitTrace_ELBO`` (ELBO only).
         max_param: the largest absolute parameter value taken as sane (Adam moves a parameter by at
             most about ``lr`` per step, so a trained model's stay far below the default).
+        fabric: a Lightning ``Fabric`` of several processes (:func:`pyroseq.infer.distributed.launch`):
+            each step's gradients and loss are averaged over its ranks, and a stop (Ctrl-C) on any rank
+            stops all of them at the same step. ``None``: one process.
 
     The schedule's state is in :meth:`state_dict`. A trainer that loads it continues the decay where it
     stopped, whatever its own ``total_steps``: a run extended past its first ``total_steps`` goes on at the
@@ -92,6 +123,7 @@ class Trainer:
         jit: bool = False,
         max_bad_steps: int = 20,
         max_param: float = 1e4,
+        fabric: Any = None,
     ) -> None:
         sizes = (("lr", lr), ("clip_norm", clip_norm), ("total_steps", total_steps), ("max_param", max_param))
         for name, value in sizes:
@@ -123,6 +155,9 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self._gamma = lr_decay ** (1 / total_steps)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self._gamma)
+        self.fabric = fabric
+        objective_module = ObjectiveModule(model, guide, self.loss)
+        self.objective = objective_module if fabric is None else fabric.setup_module(objective_module)
         self.step_count = 0
         self.bad_steps = 0
         # The first and the latest losses of the whole run, kept in checkpoints so that a resumed run
@@ -142,21 +177,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if not self._checked_guide:
             self._check_guide(batch)
-        try:
-            # Parameters are collected as pyro.infer.SVI does: from the param sites of each step, which
-            # finds a function guide's pyro.param sites and those an autoguide creates on its first call.
-            with poutine.trace(param_only=True) as params:
-                loss = float(self.loss.loss_and_grads(self.model, self.guide, batch.ids, batch.mask))
-            loss /= len(batch)
-            self._add_params(site["value"] for site in params.trace.nodes.values())
-        except ValueError as e:
-            # Distribution argument validation meets NaN states before any loss exists.
-            if "invalid values" not in str(e):
-                raise
-            loss = math.nan
+        # Parameters are collected as pyro.infer.SVI does: from the param sites of each step, which finds
+        # a function guide's pyro.param sites and those an autoguide creates on its first call.
+        with poutine.trace(param_only=True) as params:
+            loss_tensor = self.objective(batch.ids, batch.mask) / len(batch)
+        self._add_params(site["value"] for site in params.trace.nodes.values())
+        if self.fabric is None:
+            loss_tensor.backward()
+        else:
+            self.fabric.backward(loss_tensor)  # gradients averaged over the ranks
+            loss_tensor = self.fabric.all_reduce(loss_tensor.detach(), reduce_op="mean")
+        loss = float(loss_tensor.detach())
         grads = [p.grad for p in self.params if p.grad is not None]
-        for g in grads:
-            g.div_(len(batch))
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)) if grads else 0.0
         if math.isfinite(loss) and math.isfinite(norm):
             self.optimizer.step()
@@ -183,6 +215,12 @@ class Trainer:
             if leaf is not None and leaf.requires_grad and id(leaf) not in self._known:
                 self._known.add(id(leaf))
                 new.append(leaf)
+        if new and self.fabric is not None:
+            raise ConfigError(
+                "data-parallel training averages the gradients of the parameters the model and guide hold "
+                "when the Trainer is built; this guide creates parameters as it runs (pyro.param, an "
+                "autoguide): make it an nn.Module whose parameters exist beforehand, or train on one process"
+            )
         if new:
             self.params += new
             self.optimizer.add_param_group({"params": new})
@@ -286,12 +324,14 @@ class Trainer:
         )
         saved_at = None  # the step of the last checkpoint written here
         try:
-            while self.step_count < steps and stopped_by is None:
+            while self.step_count < steps and (stopped_by := self._agreed_stop(stopped_by)) is None:
                 try:
                     batch = next(batches)
                 except KeyboardInterrupt:  # between steps: nothing is half done
+                    if self.fabric is not None:
+                        raise  # the other ranks may be inside this step already: no clean stop
                     stopped_by = signal.SIGINT
-                    break
+                    continue
                 figures = self.step(batch)
                 sequences += len(batch)
                 self._record_loss(figures["loss"])
@@ -335,6 +375,14 @@ class Trainer:
             "interrupted": stopped_by is not None,
             "stopped_by": None if stopped_by is None else signal.Signals(stopped_by).name,
         }
+
+    def _agreed_stop(self, stopped_by: int | None) -> int | None:
+        """The signal that stops training on any rank (the same on all, so that they stop together)."""
+        if self.fabric is None:
+            return stopped_by
+        signum = torch.tensor(stopped_by or 0, device=self.fabric.device)
+        agreed = int(self.fabric.all_reduce(signum, reduce_op="max"))
+        return agreed or None
 
     def _record_loss(self, loss: float) -> None:
         if len(self.head_losses) < SUMMARY_STEPS:
