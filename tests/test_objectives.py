@@ -112,7 +112,7 @@ def test_iwae_drives_a_plain_pytorch_loop():
         loss = iwae(model, guide, BATCH.ids, BATCH.mask) / len(BATCH)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert sum(losses[-5:]) < sum(losses[:5])
 
 
