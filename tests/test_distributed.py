@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -126,3 +129,29 @@ def test_cuda_devices_without_a_gpu_is_one_line_error(tmp_path):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --device cuda") and "no CUDA GPU" in lines[0]
+
+
+def test_sigterm_to_the_launcher_stops_both_ranks_after_a_step_with_a_checkpoint(tmp_path):
+    """The command as a scheduler sees it: SIGTERM to the process it started, which forwards it."""
+    out = tmp_path / "run"
+    args = ["train", "--model", "rnn", "--source", "sample", "--state-dim", "4", "--embed-dim", "4",
+            "--batch-size", "4", "--steps", "100000", "--devices", "2", "--valid-every", "0",
+            "--checkpoint-every", "0", "--no-progress", "--json", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen([sys.executable, "-m", "pyroseq", *args], stdout=subprocess.PIPE, env=env)
+
+    def training() -> bool:
+        metrics = out / "metrics.jsonl"
+        return metrics.is_file() and len(metrics.read_text().splitlines()) >= 2
+
+    deadline = time.monotonic() + 600  # starting takes seconds, or minutes on a crowded machine
+    while time.monotonic() < deadline and proc.poll() is None and not training():
+        time.sleep(0.2)
+    assert training(), "the run did not start training"
+    proc.send_signal(signal.SIGTERM)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    summary = json.loads(stdout)
+    assert summary["stopped_by"] == "SIGTERM" and summary["processes"] == 2
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert load_run(out).step == summary["steps"] == steps[-1]
