@@ -138,7 +138,9 @@ def test_sigterm_to_the_launcher_stops_both_ranks_after_a_step_with_a_checkpoint
             "--batch-size", "4", "--steps", "100000", "--devices", "2", "--valid-every", "0",
             "--checkpoint-every", "0", "--no-progress", "--json", "--out", str(out)]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-m", "pyroseq", *args], stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyroseq", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
 
     def training() -> bool:
         metrics = out / "metrics.jsonl"
@@ -151,7 +153,7 @@ def test_sigterm_to_the_launcher_stops_both_ranks_after_a_step_with_a_checkpoint
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143
-    summary = json.loads(stdout)
+    summary = json.loads(stdout.decode().strip().splitlines()[-1])  # --json: the last line
     assert summary["stopped_by"] == "SIGTERM" and summary["processes"] == 2
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert load_run(out).step == summary["steps"] == steps[-1]
