@@ -410,7 +410,7 @@ def test_reported_stderr_matches_spread_over_repeats(estimator):
     words = all_words(3)
     p = np.ones(len(words))
     guide = shifted_guide(model)
-    ces, stderrs = [], []
+    ces, stderrs, masses, mass_stderrs = [], [], [], []
     for _ in range(40):
         if estimator == "prior":
             est = prior_word_log_probs(model, words, num_samples=200, progress=False)
@@ -419,7 +419,12 @@ def test_reported_stderr_matches_spread_over_repeats(estimator):
         m = word_metrics(est, p)
         ces.append(m["ce_nats"])
         stderrs.append(m["ce_stderr"])
+        masses.append(m["vocab_mass"])
+        mass_stderrs.append(m["vocab_mass_stderr"])
     ratio = float(np.std(ces, ddof=1) / np.mean(stderrs))
+    assert 0.65 < ratio < 1.5, ratio
+    # the vocabulary mass's error the same way (an error off by sqrt(K) is a ratio of 10 or more)
+    ratio = float(np.std(masses, ddof=1) / np.mean(mass_stderrs))
     assert 0.65 < ratio < 1.5, ratio
 
 
@@ -464,6 +469,21 @@ def test_log_weights_accumulate_in_float64():
     assert lw.dtype == torch.float64
     exact = -0.5 * obs**2 - 0.5 * math.log(2 * math.pi)
     torch.testing.assert_close(lw, exact.expand(3, 2), atol=1e-14, rtol=0)
+
+
+def test_bound_stderrs_match_the_spread_over_repeats():
+    """Over repeated evaluations of one batch the bounds spread as their reported standard errors say.
+
+    The batch repeats one word, so std_b / sqrt(B) is pure Monte Carlo error, which repeats measure.
+    With 40 repeats the ratio of spread to reported error has a relative sampling error of about 11%;
+    an error off by sqrt(B) = 8, or one taken over the particles instead of the sequences, is far out.
+    """
+    model = random_walk()
+    batch = pad_batch([[LETTER_A, LETTER_A, LETTER_B, EOS]] * 64, max_length=5)
+    runs = [elbo_and_iwae(model, shifted_guide(model), batch.ids, batch.mask, ks=(1, 10)) for _ in range(40)]
+    for name in ("elbo", "iwae_10"):
+        ratio = float(np.std([r[name] for r in runs], ddof=1) / np.mean([r[f"{name}_stderr"] for r in runs]))
+        assert 0.65 < ratio < 1.5, (name, ratio)
 
 
 def test_elbo_iwae_ordering_and_tightness():
@@ -523,6 +543,23 @@ def test_noise_usage_positive_when_emission_uses_state(tmp_path):
         noise_usage(model, length=0)
 
 
+def test_noise_usage_stderrs_match_the_spread_over_repeats():
+    """The per-step MI and entropy errors are the spread of their means over repeated estimates.
+
+    30 repeats give the ratio a relative sampling error of about 13%; an error off by sqrt(N) = 4.5, or one
+    taken from the inner draws, is far out.
+    """
+    model = random_walk()
+    runs = [
+        noise_usage(model, length=3, num_outer=20, num_inner=50, progress=False).to_dict() for _ in range(30)
+    ]
+    for name in ("mutual_information", "entropy"):
+        means = np.array([r[f"{name}_nats"] for r in runs])  # (repeats, T)
+        stderrs = np.array([r[f"{name}_stderr"] for r in runs])
+        ratio = means.std(axis=0, ddof=1) / stderrs.mean(axis=0)
+        assert ((0.6 < ratio) & (ratio < 1.6)).all(), (name, ratio)
+
+
 # --------------------------------------------------------------------------------------------- text
 
 
@@ -560,6 +597,24 @@ def test_evaluate_text_on_markov_model():
     assert m["nll_nats"] == pytest.approx(-np.mean(expected_lp), abs=1e-6)
     assert m["accuracy"] == pytest.approx(np.mean(expected_ok))
     assert m["tokens"] == 63
+
+
+@pytest.mark.parametrize("num_samples", [1, 7])
+def test_latent_text_nll_of_a_known_model(num_samples):
+    """Emission ignoring the state and the guide equal to the prior: every log-weight is log q(chunk)
+    exactly, so the IWAE estimate, (logsumexp of K equal weights) - log K, is exact for every K."""
+    from pyroseq.evaluate import evaluate_text_latent
+
+    model = random_walk(slope=0.0)
+    chunks = [[LETTER_A, LETTER_B, LETTER_A], [LETTER_B, LETTER_B], [EOS, LETTER_A, LETTER_A]]
+    batch = pad_batch(chunks)
+    pi = torch.log_softmax(model.emission_logits(torch.zeros(1)), dim=-1).double()
+    nll = -sum(float(pi[c].sum()) for c in chunks) / 8
+    guide = shifted_guide(model, shift=0.0, widen=1.0)
+    m = evaluate_text_latent(model, guide, batch, num_samples=num_samples, batch_size=2, progress=False)
+    assert m["tokens"] == 8 and m["samples"] == num_samples
+    assert m["nll_nats"] == pytest.approx(nll, abs=1e-6)
+    assert m["bpc"] == pytest.approx(nll / math.log(2), abs=1e-6)
 
 
 # ----------------------------------------------------------------------------------------- helpers

@@ -214,3 +214,23 @@ def test_evaluate_command_defaults_to_the_guide_iwae_on_a_dssm_and_reports_noise
             "entropy_nats", "entropy_stderr", "plot"} <= set(noise)  # fmt: skip
     out = CliRunner().invoke(cli, [*args, "--estimator", "prior", "--no-noise", "--no-bounds", "--json"])
     assert json.loads(out.output.strip().splitlines()[-1])["estimator"] == "prior"
+
+
+@pytest.mark.parametrize("eos_logit, p_value", [(50.0, 0.0), (-50.0, 1.0)])
+def test_p_value_is_the_chance_of_replicates_at_least_as_long_as_the_data(corpus, eos_logit, p_value):
+    """A model that always ends at once (every replicate shorter than the data) has p = 0; one that
+    never ends (every replicate as long as the batch allows) has p = 1: P(rep mean >= observed mean)."""
+    from pyroseq.data import Vocabulary
+    from pyroseq.guides import empty_guide
+
+    vocab = Vocabulary.from_texts(["ab", "ba", "abba"])
+    model = RNNLM(vocab_size=len(vocab), state_dim=4)
+    with torch.no_grad():
+        model.emitter.weight.zero_()
+        model.emitter.bias.zero_()
+        model.emitter.bias[Vocabulary.eos_id] = eos_logit
+    model.eval()
+    batch = pad_batch([vocab.encode(w) for w in ["ab", "ba", "abba"]])
+    summary, _ = check_words(model, empty_guide, batch, vocab, ["ab"], num_samples=5)
+    assert summary["observed_mean_length"] == pytest.approx(8 / 3)
+    assert summary["p_value_mean_length"] == p_value

@@ -432,3 +432,38 @@ def test_extending_a_scheduled_sampling_run_continues_its_teacher_schedule(tmp_p
     # The exponential schedule's default base 0.01^(1/6) was set from the first --steps: it goes on decaying.
     expected = {i: 0.01 ** ((i - 1) / 6) for i in range(1, 13)}
     assert logged(tmp_path / "run", "teacher_prob") == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "schedule, first, last",
+    [
+        ("linear", 1.0, 0.0),  # 1 - i / steps
+        ("exp", 1.0, 0.01),  # (0.01^(1/steps))^i
+        ("invsigmoid", 500 / 501, 500 / (500 + math.exp(10))),  # k = steps / 10: 0.998 down to 0.022
+    ],
+)
+def test_default_teacher_schedules_start_and_end_where_documented(schedule, first, last):
+    from pyroseq.data.vocab import Vocabulary
+    from pyroseq.infer.specs import model_spec
+    from pyroseq.models.schedules import TeacherSchedule
+
+    config = RunConfig(model="rnn", training="scheduled", schedule=schedule, steps=5000)
+    spec = model_spec(config, Vocabulary("ab"))
+    built = TeacherSchedule.from_dict(spec["kwargs"]["schedule"])
+    assert built.teacher_prob(0) == pytest.approx(first, abs=1e-9)
+    assert built.teacher_prob(5000) == pytest.approx(last, abs=1e-9)
+
+
+def test_gradients_are_averaged_over_the_sequences_of_a_batch():
+    """A batch of n copies of one word gives the gradient of one copy: the summed loss is divided by n
+    (a step's clip_norm and learning rate then mean the same whatever the batch size)."""
+    from pyroseq.data.batch import pad_batch
+
+    figures = []
+    for copies in (1, 8):
+        torch.manual_seed(0)
+        model = build_model("rnn", vocab_size=6, state_dim=4, embed_dim=4)
+        trainer = Trainer(model, build_guide("empty"), clip_norm=1e6)
+        figures.append(trainer.step(pad_batch([[3, 4, 5, 2]] * copies)))
+    assert figures[1]["grad_norm"] == pytest.approx(figures[0]["grad_norm"], rel=1e-5)
+    assert figures[1]["loss"] == pytest.approx(figures[0]["loss"], rel=1e-5)  # per sequence too
