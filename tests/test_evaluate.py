@@ -499,6 +499,10 @@ def test_elbo_iwae_ordering_and_tightness():
     assert out["elbo"] < exact - 4 * out["elbo_stderr"]  # the guide is not the posterior
     with pytest.raises(ConfigError):
         elbo_and_iwae(model, shifted_guide(model), batch.ids, batch.mask, ks=(0, 10))
+    with pytest.raises(ConfigError):
+        elbo_and_iwae(model, shifted_guide(model), batch.ids, batch.mask, ks=())
+    single = elbo_and_iwae(model, shifted_guide(model), batch.ids, batch.mask, ks=(10,))  # one K is enough
+    assert "iwae_10" in single and "elbo" not in single and single["num_particles"] == 10
 
 
 # -------------------------------------------------------------------------------------------- noise

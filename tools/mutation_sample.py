@@ -28,7 +28,7 @@ from pathlib import Path
 
 # Each module and the test files that guard it.
 GUARDS: dict[str, list[str]] = {
-    "pyroseq/flows": ["tests/test_flows.py"],
+    "pyroseq/flows": ["tests/test_flows.py", "tests/test_contract.py"],
     "pyroseq/models/dssm.py": ["tests/test_dssm.py", "tests/test_contract.py"],
     "pyroseq/models/base.py": ["tests/test_dssm.py", "tests/test_rnn.py", "tests/test_contract.py"],
     "pyroseq/models/rnn.py": ["tests/test_rnn.py", "tests/test_professor.py", "tests/test_contract.py"],
