@@ -139,10 +139,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (a kill)")
     parser.add_argument("--only-survivors-of", type=Path, help="re-run the survivors of an earlier result")
+    parser.add_argument("--modules", nargs="+", help="mutate only source files under these paths")
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one mutant each")
     args = parser.parse_args()
     tree = args.tree.resolve()
     guards = modules(tree)
+    if args.modules:
+        guards = {path: tests for path, tests in guards.items() if path.startswith(tuple(args.modules))}
     mutants = enumerate_mutants(tree, sorted(guards))
     if args.only_survivors_of:
         earlier = [json.loads(x) for x in args.only_survivors_of.read_text().splitlines()]
