@@ -236,6 +236,7 @@ def test_word_metrics_of_exact_estimate():
         "vocab_mass_stderr",
         "estimator",
         "samples",
+        "repeats",
     }
     with pytest.raises(DataError):
         word_metrics(est, p[:-1])
@@ -376,15 +377,21 @@ def test_word_log_probs_defaults_to_exact_or_the_guide_iwae_and_refuses_what_doe
     assert word_log_probs(walk, guide, words, estimator="prior", num_samples=7).estimator == "prior"
     with pytest.raises(
         ConfigError,
-        match="--estimator exact: a state-space model's log q.w. has no closed form; use iwae or prior",
+        match="--estimator exact: a state-space model's log q.w. has no closed form; use iwae or prior or "
+        "smc",
     ):
         word_log_probs(walk, guide, words, estimator="exact")
     with pytest.raises(
         ConfigError, match="--estimator prior: an autoregressive model's log q.w. is exact; use exact"
     ):
         word_log_probs(markov, None, words, estimator="prior")
-    with pytest.raises(ConfigError, match="unknown estimator 'smc'"):
-        word_log_probs(walk, guide, words, estimator="smc")
+    with pytest.raises(ConfigError, match="unknown estimator 'bogus'"):
+        word_log_probs(walk, guide, words, estimator="bogus")
+    smc = word_log_probs(walk, guide, words, estimator="smc", num_samples=7, num_repeats=3)
+    assert (smc.estimator, smc.num_samples, smc.repeats) == ("smc", 7, 3)
+    assert word_log_probs(walk, guide, words, estimator="smc", num_repeats=None).repeats == 4
+    with pytest.raises(ConfigError, match="num_repeats applies to the smc estimator, not prior"):
+        word_log_probs(walk, guide, words, estimator="prior", num_repeats=3)
 
 
 def test_a_new_word_estimator_is_one_registration(monkeypatch):

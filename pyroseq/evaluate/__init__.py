@@ -5,6 +5,7 @@ See ``docs/evaluation.md`` for the definition, bias and standard error of every 
 
 from pyroseq.evaluate.bounds import elbo_and_iwae, log_weights
 from pyroseq.evaluate.noise import NoiseUsage, noise_usage, plot_noise_usage
+from pyroseq.evaluate.smc import prefix_tree_log_evidence, smc_word_log_probs
 from pyroseq.evaluate.text import (
     evaluate_text,
     evaluate_text_latent,
@@ -33,6 +34,8 @@ __all__ = [
     "exact_word_log_probs",
     "prior_word_log_probs",
     "guide_word_log_probs",
+    "smc_word_log_probs",
+    "prefix_tree_log_evidence",
     "word_metrics",
     "log_weights",
     "elbo_and_iwae",

@@ -1,11 +1,13 @@
 """Word-level evaluation: ``log q(w)`` for every word of a vocabulary, and metrics against p(w).
 
-Three ways to get ``log q(w)`` (definitions, bias and standard errors in ``docs/evaluation.md``):
+Four ways to get ``log q(w)`` (definitions, bias and standard errors in ``docs/evaluation.md``):
 
 * :func:`exact_word_log_probs` -- autoregressive models, exact, one batched model step per trie level;
 * :func:`prior_word_log_probs` -- state-space models: K trajectories drawn once from the prior score
   every word, ``log q(w) ~ logsumexp_k sum_t log p(w_t | h_t^k) - log K``;
-* :func:`guide_word_log_probs` -- state-space models with a guide: IWAE with K particles per word.
+* :func:`guide_word_log_probs` -- state-space models with a guide: IWAE with K particles per word;
+* :func:`~pyroseq.evaluate.smc.smc_word_log_probs` -- state-space models: a particle filter run down the
+  words' prefix tree, R independent runs.
 
 :func:`word_log_probs` chooses among them by name (:data:`WORD_ESTIMATORS`) and refuses one that does not
 apply to the model; its default is exact for autoregressive models and the guide's IWAE for state-space
@@ -56,11 +58,14 @@ class WordLogProbs:
 
     Attributes:
         log_q: ``(W,)`` float64, ``log q(w)`` or its estimate ``log (1/K) sum_k W_kw``.
-        estimator: ``"exact"``, ``"prior"`` (shared prior trajectories) or ``"iwae"`` (guide, per word).
-        num_samples: K (0 for the exact estimator).
-        log_weights: ``(K, W)`` float64 log-weights ``log W_kw`` (None when exact).
-        shared: True when draw k is the same for every word (the prior estimator), so the words'
-            estimates are correlated.
+        estimator: ``"exact"``, ``"prior"`` (shared prior trajectories), ``"iwae"`` (guide, per word) or
+            ``"smc"`` (the prefix-tree particle filter).
+        num_samples: K (0 for the exact estimator; the particles per node for ``"smc"``).
+        log_weights: ``(K, W)`` float64 log-weights ``log W_kw`` (None when exact); for ``"smc"`` the
+            ``(R, W)`` estimates ``log Z_r(w)`` of the R filter runs.
+        shared: True when draw k is the same for every word (the prior estimator, a filter run), so the
+            words' estimates are correlated.
+        repeats: R, the independent filter runs behind an ``"smc"`` estimate (1 otherwise).
     """
 
     log_q: Tensor
@@ -68,6 +73,7 @@ class WordLogProbs:
     num_samples: int
     log_weights: Tensor | None = None
     shared: bool = False
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if self.estimator not in WORD_ESTIMATORS:
@@ -75,7 +81,8 @@ class WordLogProbs:
             raise ConfigError(f"unknown estimator {self.estimator!r}: use one of {known}")
 
 
-def _check_words(words: Sequence[Sequence[int]]) -> None:
+def check_words(words: Sequence[Sequence[int]]) -> None:
+    """Raise :class:`DataError` unless there are words and each ends in EOS with no special symbol before."""
     if len(words) == 0:
         raise DataError("there are no words to score")
     eos = Vocabulary.eos_id
@@ -108,7 +115,7 @@ def exact_word_log_probs(
         words: W id lists, each ending in EOS.
         batch_size: nodes per model step.
     """
-    _check_words(words)
+    check_words(words)
     check_positive_sizes(batch_size=batch_size)
     state = model.initial_state(1)  # (1, S)
     device = state.device
@@ -165,7 +172,7 @@ def prior_word_log_probs(
         chunk_size: trajectories per chunk.
         progress: show a tqdm progress bar over chunks.
     """
-    _check_words(words)
+    check_words(words)
     check_positive_sizes(num_samples=num_samples, chunk_size=chunk_size)
     tree = PrefixTree.from_sequences(words).to(model.initial_state((1,)).device)
     T = tree.max_depth
@@ -210,7 +217,7 @@ def guide_word_log_probs(
             within :data:`MAX_WORD_PARTICLES` (about 1.5 GB for a D = 16 DSSM), which bounds memory.
         progress: show a tqdm progress bar over word batches.
     """
-    _check_words(words)
+    check_words(words)
     check_positive_sizes(num_samples=num_samples, batch_size=batch_size, particle_chunk=particle_chunk)
     if particle_chunk is None:
         particle_chunk = min(num_samples, max(1, MAX_WORD_PARTICLES // batch_size))
@@ -241,10 +248,10 @@ def word_metrics(log_q_estimate: WordLogProbs, p: Tensor | np.ndarray | Sequence
     Standard errors (delta method; zero for the exact estimator, NaN for K = 1), with ``r_kw = W_kw / q(w)``
     the weights relative to their mean:
 
-    * shared draws (prior estimator): the words share trajectories, so their errors are correlated;
-      trajectory k's influence on the CE is ``psi_k = -sum_w p(w) (r_kw - 1)`` and
-      ``ce_stderr = std_k(psi) / sqrt(K)``; ``vocab_mass`` is the mean over k of
-      ``M_k = sum_w W_kw``, so ``vocab_mass_stderr = std_k(M) / sqrt(K)``.
+    * shared draws (prior estimator; for ``"smc"`` each draw is one filter run): the words share draws,
+      so their errors are correlated; trajectory (or run) k's influence on the CE is
+      ``psi_k = -sum_w p(w) (r_kw - 1)`` and ``ce_stderr = std_k(psi) / sqrt(K)``; ``vocab_mass`` is the
+      mean over k of ``M_k = sum_w W_kw``, so ``vocab_mass_stderr = std_k(M) / sqrt(K)``.
     * independent draws per word (IWAE): ``ce_stderr^2 = sum_w p(w)^2 var_k(r_kw) / K`` and
       ``vocab_mass_stderr^2 = sum_w q(w)^2 var_k(r_kw) / K``.
 
@@ -252,12 +259,12 @@ def word_metrics(log_q_estimate: WordLogProbs, p: Tensor | np.ndarray | Sequence
     so the estimated CE is biased upwards; the bias shrinks as 1/K.
 
     Args:
-        log_q_estimate: from one of the three estimators, for W words.
+        log_q_estimate: from one of the estimators, for W words.
         p: ``(W,)`` word probabilities (normalised here, so counts also work).
 
     Returns:
         ``{"ce_nats", "ce_stderr", "entropy_nats", "kl_nats", "vocab_mass", "vocab_mass_stderr",
-        "estimator", "samples"}``.
+        "estimator", "samples", "repeats"}``.
     """
     log_q = log_q_estimate.log_q.double().cpu()  # (W,)
     p = torch.as_tensor(np.asarray(p, dtype=np.float64))
@@ -297,6 +304,7 @@ def word_metrics(log_q_estimate: WordLogProbs, p: Tensor | np.ndarray | Sequence
         "vocab_mass_stderr": mass_stderr,
         "estimator": log_q_estimate.estimator,
         "samples": log_q_estimate.num_samples,
+        "repeats": log_q_estimate.repeats,
     }
 
 
@@ -305,14 +313,30 @@ class WordEstimator:
     """A named ``log q(w)`` estimator: which models it serves and how :func:`word_log_probs` calls it.
 
     Attributes:
-        score: ``score(model, guide, words, num_samples, progress)`` -> :class:`WordLogProbs`.
+        score: ``score(model, guide, words, num_samples, progress, **options)`` -> :class:`WordLogProbs`.
         latent: True for state-space models, False for autoregressive ones.
         default: whether it is the default for its kind of model (one per kind).
+        options: the keyword options beyond K that it takes (e.g. ``"num_repeats"``).
     """
 
-    score: Callable[[SequenceModel, Callable[..., None], Sequence[Sequence[int]], int, bool], WordLogProbs]
+    score: Callable[..., WordLogProbs]
     latent: bool
     default: bool = False
+    options: tuple[str, ...] = ()
+
+
+def _smc_word_log_probs(
+    model: StateSpaceModel,
+    guide: Callable[..., None],
+    words: Sequence[Sequence[int]],
+    num_samples: int,
+    progress: bool,
+    **options: int,
+) -> WordLogProbs:
+    # Imported here: pyroseq.evaluate.smc builds on this module's WordLogProbs.
+    from pyroseq.evaluate.smc import smc_word_log_probs
+
+    return smc_word_log_probs(model, words, num_particles=num_samples, progress=progress, **options)
 
 
 WORD_ESTIMATORS: dict[str, WordEstimator] = {
@@ -325,6 +349,7 @@ WORD_ESTIMATORS: dict[str, WordEstimator] = {
     "prior": WordEstimator(
         lambda m, g, w, k, p: prior_word_log_probs(m, w, num_samples=k, progress=p), latent=True
     ),
+    "smc": WordEstimator(_smc_word_log_probs, latent=True, options=("num_repeats",)),
 }
 """Name -> estimator; register a new one with one entry (its :class:`WordLogProbs` carries the name)."""
 
@@ -337,6 +362,7 @@ def word_log_probs(
     estimator: str | None = None,
     num_samples: int = 100,
     progress: bool = False,
+    **options: int | None,
 ) -> WordLogProbs:
     """``log q(w)`` of every word by the estimator named ``estimator``, or the model's default.
 
@@ -350,9 +376,12 @@ def word_log_probs(
         estimator: a key of :data:`WORD_ESTIMATORS`, or None for the default.
         num_samples: K, the particles or trajectories of a sampling estimator.
         progress: show a progress bar.
+        **options: options that only some estimators take (``num_repeats``: the smc estimator's
+            independent runs); None means not given.
 
     Raises:
-        ConfigError: an unknown estimator, or one that does not apply to this kind of model.
+        ConfigError: an unknown estimator, one that does not apply to this kind of model, or an option
+            that it does not take.
     """
     latent = not model.autoregressive
     fits = [name for name, e in WORD_ESTIMATORS.items() if e.latent == latent]
@@ -367,4 +396,11 @@ def word_log_probs(
             else "an autoregressive model's log q(w) is exact"
         )
         raise ConfigError(f"--estimator {estimator}: {why}; use {' or '.join(fits)}")
-    return WORD_ESTIMATORS[estimator].score(model, guide, words, num_samples, progress)
+    given = {name: value for name, value in options.items() if value is not None}
+    for name in given:
+        if name not in WORD_ESTIMATORS[estimator].options:
+            takes = [e for e, spec in WORD_ESTIMATORS.items() if name in spec.options]
+            raise ConfigError(
+                f"{name} applies to the {' and '.join(takes) or 'no'} estimator, not {estimator}"
+            )
+    return WORD_ESTIMATORS[estimator].score(model, guide, words, num_samples, progress, **given)
