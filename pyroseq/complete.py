@@ -94,6 +94,7 @@ def complete(
     Returns:
         :class:`Completions`.
     """
+    check_positive_sizes(num_samples=num_samples)
     _check_arguments(
         decoder=decoder, num=num_samples, max_length=max_length, temperature=temperature, top_k=top_k,
         top_p=top_p, beam_size=None, beam_sampled=False, length_normalise=False, generator=None, seed=None,
