@@ -7,18 +7,23 @@ walk of test_evaluate (q by quadrature) and its Markov chain (exact). Chi-square
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections import Counter
 
 import pyro.distributions as dist
 import pytest
 import torch
+from click.testing import CliRunner
 from scipy.stats import chisquare
 from test_evaluate import EOS, LETTER_A, LETTER_B, MarkovModel, quadrature_log_q, random_walk
 
+from pyroseq.cli.main import cli
 from pyroseq.complete import complete
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
+from pyroseq.infer.config import RunConfig
+from pyroseq.infer.run import train_run
 from pyroseq.models.base import StateSpaceModel
 
 WORDS = {"the": 0.3, "then": 0.2, "they": 0.15, "this": 0.05, "a": 0.3}
@@ -164,3 +169,62 @@ def test_bad_input():
             max_length=5,
             num_particles=10,
         )
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny DSSM run and a tiny GRU run on the sample words."""
+    root = tmp_path_factory.mktemp("runs")
+    for model in ("dssm", "rnn"):
+        config = RunConfig(model=model, source="sample", state_dim=4, embed_dim=4, flow_hidden=8,
+                           emitter_hidden=8, guide_hidden=8, batch_size=8, steps=2, valid_size=8)  # fmt: skip
+        train_run(config, root / model, progress=False)
+    return root
+
+
+@pytest.mark.parametrize("model, extra", [("dssm", ["--particles", "50"]), ("rnn", [])])
+def test_complete_command(runs, model, extra):
+    out = CliRunner().invoke(
+        cli, ["complete", str(runs / model), "--prefix", "th", "-n", "6", *extra, "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    assert len(result["completions"]) == 6 and result["prefix"] == "th"
+    assert all(c["text"].startswith("th") and 0 < c["weight"] <= 1 for c in result["completions"])
+    assert len(result["ess"]) == (2 if model == "dssm" else 0)
+    empty = CliRunner().invoke(cli, ["complete", str(runs / model), "--prefix", "", "-n", "3"])
+    assert empty.exit_code == 0 and "completions of ''" in empty.output, empty.output
+
+
+@pytest.mark.parametrize(
+    "model, args, message",
+    [
+        ("dssm", ["--prefix", "th3"], "symbol '3' in 'th3' is not in the vocabulary"),
+        ("dssm", ["--prefix", "th", "--max-length", "2"], "the prefix has 2 symbols"),
+        ("dssm", ["--prefix", "th", "--particles", "0"], "'--particles': 0 is not in the range x>=1"),
+        ("dssm", ["--prefix", "th", "-n", "0"], "'-n': 0 is not in the range x>=1"),
+        ("rnn", ["--prefix", "th", "--particles", "10"], "num_particles applies to state-space models"),
+    ],
+)
+def test_complete_command_bad_input(runs, model, args, message):
+    out = CliRunner().invoke(cli, ["complete", str(runs / model), *args])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("error: ") and message in out.output and len(out.output.splitlines()) == 1
+
+
+def test_evaluate_command_smc(runs):
+    args = ["evaluate", str(runs / "dssm"), "--no-bounds", "--no-noise", "--json"]
+    out = CliRunner().invoke(cli, [*args, "--estimator", "smc", "--samples", "20", "--repeats", "3"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    assert (result["estimator"], result["samples"], result["repeats"]) == ("smc", 20, 3)
+    assert result["ce_nats"] > result["entropy_nats"] and result["ce_stderr"] > 0
+    for bad, message in (
+        (["--estimator", "prior", "--repeats", "3"], "num_repeats applies to the smc estimator, not prior"),
+        (["--estimator", "smc", "--repeats", "0"], "Invalid value for '--repeats': 0 is not in the range"),
+        (["--estimator", "smc", "--samples", "0"], "Invalid value for '--samples'"),
+    ):
+        out = CliRunner().invoke(cli, [*args, *bad])
+        assert out.exit_code == 2 and out.output.startswith("error: " + message), out.output
+    rnn = CliRunner().invoke(cli, ["evaluate", str(runs / "rnn"), "--estimator", "smc"])
+    assert rnn.exit_code == 2 and "use exact" in rnn.output, rnn.output

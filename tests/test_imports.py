@@ -1,5 +1,5 @@
 """The package's imports run one way: data -> flows -> models, guides -> infer -> evaluate, decode,
-predictive -> cli (every import statement, including those inside functions)."""
+predictive -> complete -> cli (every import statement, including those inside functions)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ LAYERS = {
     "models": 2, "guides": 2,
     "infer": 3,
     "evaluate": 4, "decode": 4, "predictive": 4,
-    "cli": 5, "__main__": 6,
+    "complete": 5,  # prefix completion: decodes (decode) and weighs completions by the tree filter (evaluate)
+    "cli": 6, "__main__": 7,
 }  # fmt: skip
 
 ROOT = Path(pyroseq.__file__).parent

@@ -11,6 +11,7 @@ import torch
 
 from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
+from pyroseq.errors import ConfigError
 from pyroseq.evaluate import (
     WORD_ESTIMATORS,
     elbo_and_iwae,
@@ -27,6 +28,9 @@ from pyroseq.infer.rundir import load_run
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option(
     "--samples", "-k", type=POSITIVE, default=100, show_default=True, help="K: trajectories or particles."
+)
+@click.option(
+    "--repeats", type=POSITIVE, help="smc: R independent filter runs, for the standard error [default: 4]."
 )
 @click.option(
     "--estimator",
@@ -63,8 +67,8 @@ from pyroseq.infer.rundir import load_run
 @json_option
 @handle_errors
 def evaluate_command(
-    run_dir: str, samples: int, estimator: str | None, bounds: bool, bound_words: int, noise: bool,
-    noise_samples: int, device: str, seed: int, progress: bool | None, as_json: bool,
+    run_dir: str, samples: int, repeats: int | None, estimator: str | None, bounds: bool, bound_words: int,
+    noise: bool, noise_samples: int, device: str, seed: int, progress: bool | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure a trained run: cross-entropy against p(w), KL, vocabulary mass, bounds, noise usage
     (word task); NLL, perplexity, bits per character, accuracy on the test split (text)."""
@@ -78,11 +82,14 @@ def evaluate_command(
         if isinstance(corpus, WordCorpus):
             began = time.process_time()
             estimate = word_log_probs(
-                run.model, run.guide, corpus.encode(), estimator=estimator, num_samples=samples, progress=show
-            )
+                run.model, run.guide, corpus.encode(), estimator=estimator, num_samples=samples, progress=show,
+                num_repeats=repeats,
+            )  # fmt: skip
             result.update(word_metrics(estimate, corpus.probs), cpu_seconds=time.process_time() - began)
             lines += [
-                f"  estimator: {result['estimator']} (K={result['samples']}), {result['cpu_seconds']:.1f} CPU s",
+                f"  estimator: {result['estimator']} (K={result['samples']}"
+                + (f", R={result['repeats']} runs" if result["estimator"] == "smc" else "")
+                + f"), {result['cpu_seconds']:.1f} CPU s",
                 f"  CE   {result['ce_nats']:.4f} ± {result['ce_stderr']:.4f} nats/word   H(p) {result['entropy_nats']:.4f}",
                 f"  KL   {result['kl_nats']:.4f} nats/word   vocabulary mass {result['vocab_mass']:.4f}",
             ]
@@ -110,6 +117,8 @@ def evaluate_command(
                 lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi))
                 lines.append(f"  noise plot: {plot}")
         else:
+            if repeats is not None:
+                raise ConfigError("--repeats: running text has no smc estimator (it is for words); drop it")
             chunks = corpus.chunks("test", run.config.chunk_length).to(device)
             result.update(
                 text_scores(

@@ -7,6 +7,7 @@ import click
 from pyroseq import __version__
 from pyroseq.cli.check import check_command
 from pyroseq.cli.common import OneLineErrors
+from pyroseq.cli.complete import complete_command
 from pyroseq.cli.data import data_command
 from pyroseq.cli.evaluate import evaluate_command
 from pyroseq.cli.sample import sample_command
@@ -23,4 +24,5 @@ cli.add_command(data_command)
 cli.add_command(train_command)
 cli.add_command(evaluate_command)
 cli.add_command(sample_command)
+cli.add_command(complete_command)
 cli.add_command(check_command)
