@@ -86,8 +86,10 @@ def complete(
         max_length: the most symbols per completion, prefix and EOS included; longer ones are cut there.
         num_particles: state-space models: N, the filter's particles (default :data:`DEFAULT_PARTICLES`);
             refused for autoregressive models, which are fed the prefix.
-        decoder: one of :data:`COMPLETION_DECODERS`; temperature, top_k, top_p as in
-            :func:`pyroseq.decode.decode`.
+        decoder: one of :data:`COMPLETION_DECODERS`.
+        temperature: divides the logits before sampling, as in :func:`pyroseq.decode.decode`.
+        top_k: for ``"topk"``, how many symbols to keep.
+        top_p: for ``"nucleus"``, the mass to reach, in (0, 1].
         ess_threshold: the filter resamples when the ESS falls below this fraction of N.
         seed: run on a forked, seeded global generator (reproducible; the caller's state is untouched).
 

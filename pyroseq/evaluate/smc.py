@@ -140,7 +140,8 @@ def smc_word_log_probs(
         words: W id lists, each ending in EOS.
         num_particles: N, particles per tree node and run.
         num_repeats: R independent runs (at least 2 for a standard error).
-        ess_threshold, max_particle_rows: see :func:`prefix_tree_log_evidence`.
+        ess_threshold: see :func:`prefix_tree_log_evidence`.
+        max_particle_rows: see :func:`prefix_tree_log_evidence`.
         progress: show a tqdm progress bar over the nodes of all runs.
 
     Returns:

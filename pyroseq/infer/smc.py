@@ -156,7 +156,9 @@ def resample_below(
     """Systematically resample the clouds whose ESS is below ``ess_threshold * N``.
 
     Args:
-        states: ``(B, N, D)``; log_weights: ``(B, N)`` normalised.
+        states: ``(B, N, D)``.
+        log_weights: ``(B, N)``, normalised.
+        ess_threshold: the fraction of N below which a cloud is resampled.
 
     Returns:
         ``(states, log_weights, ess)``: resampled rows get uniform weights; ``ess`` ``(B,)`` is the
