@@ -467,3 +467,12 @@ def test_gradients_are_averaged_over_the_sequences_of_a_batch():
         figures.append(trainer.step(pad_batch([[3, 4, 5, 2]] * copies)))
     assert figures[1]["grad_norm"] == pytest.approx(figures[0]["grad_norm"], rel=1e-5)
     assert figures[1]["loss"] == pytest.approx(figures[0]["loss"], rel=1e-5)  # per sequence too
+
+
+def test_the_trainer_does_not_trace_by_default():
+    """A model whose training a JIT trace would freeze (scheduled sampling) trains under the defaults."""
+    from pyroseq.data.batch import pad_batch
+
+    model = build_model("rnn", vocab_size=6, state_dim=4, embed_dim=4, schedule={"kind": "linear", "c": 0.5})
+    trainer = Trainer(model, build_guide("empty"))
+    assert [trainer.step(pad_batch([[3, 4, 2]]))["teacher_prob"] for _ in range(2)] == [1.0, 0.5]
