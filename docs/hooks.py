@@ -5,16 +5,17 @@
   names it defines itself, then every submodule with the names in its ``__all__``; names a package only
   re-exports are documented once, where they are defined. A module or name added to the package appears
   without editing any page.
-* **Tutorials**: every ``docs/tutorials/NN_name.py`` is a script in the "percent" format that Jupytext and
-  VS Code read (``# %%`` starts a code cell, ``# %% [markdown]`` a text cell of ``# ``-prefixed lines, the
-  module docstring is the first text cell). It becomes ``tutorials/NN_name.md``: its text, and its code as
-  code blocks, so the page shows exactly the code that produced its figures (``docs/tutorials/img/``).
+* **Tutorials**: every ``docs/tutorials/NN_name.py`` is a percent-format script (see ``docs/notebook.py``).
+  It becomes ``tutorials/NN_name.md``: its text, its code as code blocks, and the output each code cell
+  printed when ``docs/notebook.py`` last ran it, so the page shows exactly the code that produced its
+  outputs and figures (``docs/tutorials/img/``).
 """
 
 from __future__ import annotations
 
 import ast
-import re
+import json
+import logging
 import sys
 from pathlib import Path
 
@@ -24,13 +25,14 @@ from mkdocs.structure.files import File, Files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from griffe_sphinx import NOT_DOCUMENTED, is_rendered  # noqa: E402
+from notebook import cells, digest  # noqa: E402
+
+log = logging.getLogger("mkdocs.hooks.tutorials")
 
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = Path(__file__).resolve().parent / "tutorials"
 # The order data flows in (DESIGN.md); modules not named here follow, alphabetically.
 ORDER = ["data", "flows", "models", "guides", "infer", "evaluate", "decode", "predictive"]
-
-_CELL = re.compile(r"^# %%(?P<kind>.*)$")
 
 
 def _public_modules() -> list[griffe.Module]:
@@ -98,35 +100,29 @@ def reference_index(modules: list[griffe.Module]) -> str:
 
 
 def tutorial_page(path: Path) -> str:
-    """The markdown page of one percent-format tutorial script."""
-    source = path.read_text(encoding="utf-8")
-    tree = ast.parse(source)
-    docstring = ast.get_docstring(tree, clean=True) or ""
-    lines = source.splitlines()
-    start = tree.body[0].end_lineno if docstring else 0
-    cells: list[tuple[str, list[str]]] = [("markdown", docstring.splitlines())]
-    for line in lines[start:]:
-        match = _CELL.match(line)
-        if match:
-            cells.append(("markdown" if "[markdown]" in match["kind"] else "code", []))
-        elif cells[-1][0] == "markdown" and len(cells) > 1:
-            cells[-1][1].append(line[2:] if line.startswith("# ") else line.lstrip("#"))
-        else:
-            cells[-1][1].append(line)
-    out = []
-    for i, (kind, body) in enumerate(cells):
-        text = "\n".join(body).strip("\n")
-        if not text.strip():
-            continue
-        if kind == "code":
-            out.append(f"```python\n{text}\n```")
-        else:
+    """The markdown page of one tutorial script: its text, its code and what each code cell printed."""
+    recorded = path.parent / "img" / f"{path.stem}.outputs.json"
+    outputs = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else []
+    out, n = [], 0
+    for i, (kind, text, _) in enumerate(cells(path.read_text(encoding="utf-8"))):
+        if kind == "markdown":
             out.append(text)
+        else:
+            out.append(f"```python\n{text}\n```")
+            if n < len(outputs) and outputs[n]["source"] == digest(text):
+                if outputs[n]["output"].strip():
+                    out.append(f"```text\n{outputs[n]['output'].rstrip()}\n```")
+            else:
+                log.info(
+                    "%s: cell %d changed since its output was recorded: run docs/notebook.py", path.name, n
+                )
+            n += 1
         if i == 0:
             out.append(
                 f'!!! note "Run this page"\n    This page is the script [`{path.name}`]({path.name})'
-                f" (`docs/tutorials/{path.name}` in the repository), cell by cell; its figures are what"
-                f" `python docs/tutorials/{path.name}` draws. CI runs it with `--smoke`."
+                f" (`docs/tutorials/{path.name}` in the repository): its code, what each cell printed and the"
+                f" figures it drew, recorded by `python docs/notebook.py docs/tutorials/{path.name}`."
+                " CI runs it at a tiny size with `--smoke`."
             )
     return "\n\n".join(out) + "\n"
 

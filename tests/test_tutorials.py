@@ -1,0 +1,38 @@
+"""Every tutorial page runs at its --smoke size and draws every figure its page shows.
+
+The pages (docs/tutorials/NN_name.py, rendered by docs/hooks.py) show figures the script itself saves; this
+runs each script cell by cell as ``docs/notebook.py`` does and checks that each ``img/...png`` the page
+links to was written by this run.
+"""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+TUTORIALS = sorted((DOCS / "tutorials").glob("[0-9][0-9]_*.py"))
+FIGURE = re.compile(r"!\[[^\]]*\]\(img/([^)]+\.png)\)")
+
+sys.path.insert(0, str(DOCS))
+try:
+    import notebook
+finally:
+    sys.path.pop(0)
+
+
+def test_there_are_tutorials():
+    assert len(TUTORIALS) >= 1
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_runs_and_draws_its_figures(path, tmp_path):
+    outputs = notebook.run(path, ["--smoke", "--out", str(tmp_path)])
+    code_cells = [c for c in notebook.cells(path.read_text(encoding="utf-8")) if c[0] == "code"]
+    assert len(outputs) == len(code_cells)
+    assert any(o["output"].strip() for o in outputs), "a tutorial should print what it found"
+    figures = FIGURE.findall(path.read_text(encoding="utf-8"))
+    assert figures, "a tutorial page shows at least one figure"
+    missing = [f for f in figures if not (tmp_path / f).is_file()]
+    assert not missing, f"the page links to figures this run did not draw: {missing}"
