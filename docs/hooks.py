@@ -102,7 +102,8 @@ def reference_index(modules: list[griffe.Module]) -> str:
 def tutorial_page(path: Path) -> str:
     """The markdown page of one tutorial script: its text, its code and what each code cell printed."""
     recorded = path.parent / "img" / f"{path.stem}.outputs.json"
-    outputs = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else []
+    record = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else {}
+    outputs, size = record.get("cells", []), record.get("size")
     out, n = [], 0
     for i, (kind, text, _) in enumerate(cells(path.read_text(encoding="utf-8"))):
         if kind == "markdown":
@@ -124,6 +125,12 @@ def tutorial_page(path: Path) -> str:
                 f" figures it drew, recorded by `python docs/notebook.py docs/tutorials/{path.name}`."
                 " CI runs it at a tiny size with `--smoke`."
             )
+            if size == "smoke":
+                out.append(
+                    '!!! warning "Recorded at the smoke size"\n    The outputs and figures on this page come'
+                    " from a `--smoke` run (a few steps on a few hundred words): they show what the code"
+                    " prints and draws, not what a trained model looks like. Run the script for those."
+                )
     return "\n\n".join(out) + "\n"
 
 

@@ -3,8 +3,9 @@
 A tutorial (``docs/tutorials/NN_name.py``) is a script in the "percent" format that Jupytext and VS Code
 read: ``# %%`` starts a code cell, ``# %% [markdown]`` a text cell of ``# ``-prefixed lines, and the module
 docstring is the first text cell. ``docs/hooks.py`` turns it into a page; this runner executes it, cells in
-order in one namespace, and writes ``<out>/<name>.outputs.json``: each code cell's printed output with a
-hash of its source, so that a page never shows the output of code that has since changed.
+order in one namespace, and writes ``<out>/<name>.outputs.json``: the size it ran at and each code cell's
+printed output with a hash of its source, so that a page never shows the output of code that has since
+changed.
 
     python docs/notebook.py docs/tutorials/01_dssm_in_ten_minutes.py      # the page's figures and outputs
     python docs/notebook.py docs/tutorials/01_dssm_in_ten_minutes.py --smoke --out /tmp/t   # as CI runs it
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     outputs = run(args.script, [*(["--smoke"] if args.smoke else []), "--out", str(out)])
     record = out / f"{args.script.stem}.outputs.json"
-    record.write_text(json.dumps(outputs, indent=1) + "\n", encoding="utf-8")
+    recorded = {"size": "smoke" if args.smoke else "page", "cells": outputs}
+    record.write_text(json.dumps(recorded, indent=1) + "\n", encoding="utf-8")
     return record
 
 
