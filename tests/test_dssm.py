@@ -263,6 +263,10 @@ def test_emission_sites_score_the_observed_symbols_as_their_categoricals():
         torch.testing.assert_close(
             trace.nodes[f"w_{t}"]["fn"].base_dist.log_prob(other), step.log_prob(other)
         )
+        # Its support is the vocabulary, as Categorical's is: Pyro's validation and enumeration read it.
+        support = trace.nodes[f"w_{t}"]["fn"].base_dist.support
+        assert support.check(torch.tensor([0, len(VOCAB) - 1])).all()
+        assert not support.check(torch.tensor([-1, len(VOCAB)])).any()
 
 
 GUIDE_FLOWS = {
