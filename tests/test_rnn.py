@@ -233,6 +233,30 @@ def test_schedule_follows_plain_svi_steps(vectorize, batch):
     assert loaded.teacher_prob == pytest.approx(0.6)
 
 
+@pytest.mark.parametrize("kind", ["scheduled", "professor"])
+def test_training_in_eval_mode_warns(kind, batch):
+    """load_run hands models back in eval mode, where scheduled sampling and professor forcing are off
+    and the step does not advance: plain SVI on them then says so instead of silently teacher-forcing."""
+    if kind == "scheduled":
+        model = RNNLM(vocab_size=V, schedule={"kind": "linear", "c": 0.1})
+    else:
+        model = ProfessorForcing(vocab_size=V)
+    svi = SVI(model, empty_guide, Adam({"lr": 0.01}), Trace_ELBO())
+    model.eval()
+    with pytest.warns(UserWarning, match=r"eval mode .* call model.train\(\)"):
+        svi.step(batch.ids, batch.mask)
+    svi.evaluate_loss(batch.ids, batch.mask)  # no gradients: evaluating in eval mode is what it is for
+    model.train()
+    svi.step(batch.ids, batch.mask)
+    svi.step(batch.ids, batch.mask)
+    assert model.training_step == 1
+
+
+def test_plain_teacher_forcing_in_eval_mode_does_not_warn(batch):
+    model = RNNLM(vocab_size=V).eval()
+    SVI(model, empty_guide, Adam({"lr": 0.01}), Trace_ELBO()).step(batch.ids, batch.mask)
+
+
 def test_trainer_steps_are_not_counted_twice(batch):
     from pyroseq.infer import Trainer
 

@@ -299,7 +299,8 @@ class LoadedRun:
 
 
 def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
-    """Rebuild a run's trained model and guide from its directory (or checkpoint file)."""
+    """Rebuild a run's trained model and guide from its directory (or checkpoint file), in eval mode:
+    call ``.train()`` on both before training them on."""
     path = Path(path)
     run_dir = path.parent if path.is_file() else path
     ckpt = run_dir / CHECKPOINT if run_dir == path else path

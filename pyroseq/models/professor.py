@@ -164,6 +164,10 @@ class ProfessorForcing(RNNLM):
         low, high = self.accuracy_window
         return self.disc_accuracy is not None and low <= self.disc_accuracy <= high
 
+    def _training_mode_only(self) -> str | None:
+        """The adversarial term: training mode only (see :meth:`_model`)."""
+        return "adversarial term (and the discriminator's updates)"
+
     def _model(self, ids: Tensor | None, mask: Tensor) -> None:
         """The Pyro model of :class:`~pyroseq.models.rnn.RNNLM`, plus in training mode the factor
         ``professor`` ``(B,)`` while :meth:`adversarial_active`."""

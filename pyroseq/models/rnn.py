@@ -26,6 +26,7 @@ References:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -212,9 +213,21 @@ class RNNLM(AutoregressiveModel):
             ids: ``(B, T)`` long, or ``None`` to generate (free-running; ``mask`` gives the lengths).
             mask: ``(B, T)`` bool, True on real steps.
         """
-        if ids is not None and self.training and torch.is_grad_enabled():
-            self._count_training_step(ids, mask)
+        if ids is not None and torch.is_grad_enabled():
+            if self.training:
+                self._count_training_step(ids, mask)
+            elif self._training_mode_only() is not None:
+                warnings.warn(
+                    f"{type(self).__name__} is in eval mode (as load_run returns it), so its "
+                    f"{self._training_mode_only()} is off and its training step does not advance: "
+                    "call model.train() before training it",
+                    stacklevel=2,
+                )
         self._model(ids, mask)
+
+    def _training_mode_only(self) -> str | None:
+        """What this model's training does in training mode only (``None``: nothing)."""
+        return None if self.schedule is None else "scheduled sampling"
 
     def _model(self, ids: Tensor | None, mask: Tensor) -> None:
         with pyro.plate("seqs", mask.shape[0], dim=-1):
