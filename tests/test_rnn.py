@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pyro
 import pytest
@@ -245,6 +246,7 @@ def test_training_in_eval_mode_warns(kind, batch):
     model.eval()
     with pytest.warns(UserWarning, match=r"eval mode .* call model.train\(\)"):
         svi.step(batch.ids, batch.mask)
+        svi.step(batch.ids, batch.mask)  # the parameters moved since the first pass: it is training
     svi.evaluate_loss(batch.ids, batch.mask)  # no gradients: evaluating in eval mode is what it is for
     model.train()
     svi.step(batch.ids, batch.mask)
@@ -252,9 +254,18 @@ def test_training_in_eval_mode_warns(kind, batch):
     assert model.training_step == 1
 
 
-def test_plain_teacher_forcing_in_eval_mode_does_not_warn(batch):
-    model = RNNLM(vocab_size=V).eval()
-    SVI(model, empty_guide, Adam({"lr": 0.01}), Trace_ELBO()).step(batch.ids, batch.mask)
+def test_evaluating_in_eval_mode_does_not_warn(batch):
+    """Plain teacher forcing trains the same in eval mode; a scheduled model scored with gradients on but
+    no optimiser step between passes (Trace_ELBO().loss) is being evaluated, not trained."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = RNNLM(vocab_size=V).eval()
+        svi = SVI(model, empty_guide, Adam({"lr": 0.01}), Trace_ELBO())
+        svi.step(batch.ids, batch.mask)
+        svi.step(batch.ids, batch.mask)
+        scheduled = RNNLM(vocab_size=V, schedule={"kind": "linear", "c": 0.1}).eval()
+        for _ in range(2):
+            Trace_ELBO().loss(scheduled, empty_guide, batch.ids, batch.mask)
 
 
 def test_trainer_steps_are_not_counted_twice(batch):

@@ -98,6 +98,7 @@ class RNNLM(AutoregressiveModel):
             self.register_buffer("initial_hidden", torch.zeros(num_states, state_dim))
         self.teacher_prob = 1.0 if self.schedule is None else self.schedule.teacher_prob(0)
         self.training_step = 0  # the step of the latest training pass
+        self._eval_versions: tuple[int, ...] | None = None  # the versions at the latest eval-mode pass
         # The versions of the trained parameters at that pass: None before the first one, () after a load
         # (so the next training pass is the next step).
         self._versions_at_step: tuple[int, ...] | None = None
@@ -216,14 +217,22 @@ class RNNLM(AutoregressiveModel):
         if ids is not None and torch.is_grad_enabled():
             if self.training:
                 self._count_training_step(ids, mask)
-            elif self._training_mode_only() is not None:
-                warnings.warn(
-                    f"{type(self).__name__} is in eval mode (as load_run returns it), so its "
-                    f"{self._training_mode_only()} is off and its training step does not advance: "
-                    "call model.train() before training it",
-                    stacklevel=2,
-                )
+            else:
+                self._check_not_trained_in_eval_mode()
         self._model(ids, mask)
+
+    def _check_not_trained_in_eval_mode(self) -> None:
+        """Warn if the parameters moved since the latest eval-mode pass with gradients: an optimiser is
+        training the model in eval mode, where what :meth:`_training_mode_only` names is off."""
+        versions = self._trained_versions()
+        if self._training_mode_only() is not None and self._eval_versions not in (None, versions):
+            warnings.warn(
+                f"{type(self).__name__} is in eval mode (as load_run returns it), so its "
+                f"{self._training_mode_only()} is off and its training step does not advance: "
+                "call model.train() before training it",
+                stacklevel=1,  # the model, not torch's module call
+            )
+        self._eval_versions = versions
 
     def _training_mode_only(self) -> str | None:
         """What this model's training does in training mode only (``None``: nothing)."""
