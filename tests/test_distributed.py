@@ -149,7 +149,10 @@ def test_sigterm_to_the_launcher_stops_both_ranks_after_a_step_with_a_checkpoint
     deadline = time.monotonic() + 600  # starting takes seconds, or minutes on a crowded machine
     while time.monotonic() < deadline and proc.poll() is None and not training():
         time.sleep(0.2)
-    assert training(), "the run did not start training"
+    if not training():
+        proc.kill()
+        _, stderr = proc.communicate()
+        pytest.fail(f"the run did not start training (exit {proc.returncode}): {stderr.decode()[-2000:]}")
     proc.send_signal(signal.SIGTERM)
     stdout, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143
