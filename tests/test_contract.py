@@ -59,16 +59,6 @@ PAIRS = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _fresh_state():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build(name: str):
     model_spec, guide_spec = PAIRS[name]
     model, guide = build_from_specs(model_spec, guide_spec)

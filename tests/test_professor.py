@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyro
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
@@ -12,16 +11,6 @@ from pyroseq.guides import empty_guide
 from pyroseq.models.professor import Discriminator, ProfessorForcing
 
 V = 8  # PAD, BOS, EOS and five symbols
-
-
-@pytest.fixture(autouse=True)
-def _fresh_state():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

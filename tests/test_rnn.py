@@ -25,17 +25,6 @@ from pyroseq.models.schedules import TeacherSchedule
 V = 8  # PAD, BOS, EOS and five symbols
 
 
-@pytest.fixture(autouse=True)
-def _fresh_state():
-    """A clean parameter store, a fixed seed, and one thread (the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    pyro.clear_param_store()
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def batch():
     return pad_batch([[3, 4, 5, 2], [6, 2], [7, 7, 3, 4, 5, 2], [4, 3, 2]])
