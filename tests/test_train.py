@@ -48,12 +48,13 @@ def interrupt_after(monkeypatch, steps):
     return lambda: monkeypatch.setattr(words.WordSampler, "__next__", original)
 
 
-@pytest.mark.parametrize("model", ["dssm", "rnn"])
-def test_stop_and_resume_equals_uninterrupted(tmp_path, monkeypatch, model):
-    train_run(RunConfig(model=model, **TINY), tmp_path / "full", progress=False)
+# KL warm-up over 5 of the 6 steps: the resumed steps must go on at beta = 4/5, 1, 1, not start again.
+@pytest.mark.parametrize("model, extra", [("dssm", {}), ("rnn", {}), ("dssm", {"kl_warmup": 5})])
+def test_stop_and_resume_equals_uninterrupted(tmp_path, monkeypatch, model, extra):
+    train_run(RunConfig(model=model, **TINY, **extra), tmp_path / "full", progress=False)
     restore = interrupt_after(monkeypatch, 3)
     stopped = train_run(
-        RunConfig(model=model, **{**TINY, "checkpoint_every": 0}), tmp_path / "half", progress=False
+        RunConfig(model=model, **{**TINY, "checkpoint_every": 0}, **extra), tmp_path / "half", progress=False
     )
     assert stopped["interrupted"] and stopped["steps"] == 3
     assert load_run(tmp_path / "half").step == 3  # the stop wrote a checkpoint

@@ -1,6 +1,7 @@
 """Inference: SVI objectives, the training loop, checkpoints and training runs.
 
 * :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss;
+* :mod:`~pyroseq.infer.annealing`: :class:`ScaleLatents`, KL annealing as a Pyro effect handler;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
 * :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
 * :mod:`~pyroseq.infer.specs`: model and guide specs and :func:`build_from_specs`;
@@ -9,6 +10,7 @@
 * :mod:`~pyroseq.infer.run`: :func:`train_run`, which wires them together for ``pyroseq train``.
 """
 
+from pyroseq.infer.annealing import ScaleLatents, warmup_factor
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
 from pyroseq.infer.objectives import IWAE, OBJECTIVES, make_objective
@@ -21,6 +23,8 @@ __all__ = [
     "OBJECTIVES",
     "IWAE",
     "make_objective",
+    "ScaleLatents",
+    "warmup_factor",
     "Trainer",
     "NonFiniteLossError",
     "RunConfig",

@@ -69,6 +69,7 @@ class RunConfig:
     # optimisation
     objective: str = "elbo"  # elbo | iwae
     particles: int = 1  # K
+    kl_warmup: int = 0  # dssm: KL annealing over this many steps (0: none)
     steps: int = 1000
     batch_size: int = 64  # per process: --devices N trains on N * batch_size sequences a step
     lr: float = 3e-3
@@ -98,7 +99,7 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("valid_every", "checkpoint_every", "emitter_hidden"):
+        for name in ("valid_every", "checkpoint_every", "emitter_hidden", "kl_warmup"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "clip_norm"):
@@ -167,7 +168,7 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
     rules: list[tuple[tuple[str, ...], bool, str]] = [
         (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
          config.model == "dssm", "applies to --model rnn only"),
-        (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden"),
+        (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "kl_warmup"),
          config.model == "rnn", "applies to --model dssm only"),
         (("top", "max_length"), config.data == "text", "applies to --data words only"),
         (("chunk_length",), config.data == "words", "applies to --data text only"),

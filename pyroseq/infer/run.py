@@ -203,7 +203,7 @@ def _train(
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
-        fabric=fabric,
+        kl_warmup=config.kl_warmup, fabric=fabric,
     )  # fmt: skip
     check_training_memory(
         model, guide, _probe(config, corpus).to(device), objective=config.objective,

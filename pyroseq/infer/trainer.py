@@ -10,6 +10,7 @@ backward pass averages the gradients over the ranks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 
 from pyroseq.data.batch import Batch
 from pyroseq.errors import ConfigError, PyroseqError
+from pyroseq.infer.annealing import ScaleLatents, warmup_factor
 from pyroseq.infer.objectives import make_objective
 from pyroseq.models.base import SequenceModel
 
@@ -97,6 +99,11 @@ class Trainer:
             see is a :class:`ConfigError` at the first step.
         objective: ``"elbo"`` or ``"iwae"``; ``particles`` K >= 1.
         jit: use ``JitTrace_ELBO`` (ELBO only).
+        kl_warmup: KL annealing over this many steps (0: none): step ``i`` scales every latent site of
+            the model and guide by ``beta_i = min(1, (i + 1) / kl_warmup)``
+            (:class:`~pyroseq.infer.annealing.ScaleLatents`), so the objective's KL term is down-weighted
+            until it reaches the ordinary bound; the step's figures include ``kl_scale``. Validation
+            (:meth:`evaluate_loss`) always computes the unscaled bound.
         max_param: the largest absolute parameter value taken as sane (Adam moves a parameter by at
             most about ``lr`` per step, so a trained model's stay far below the default).
         fabric: a Lightning ``Fabric`` of several processes (:func:`pyroseq.infer.distributed.launch`):
@@ -121,6 +128,7 @@ class Trainer:
         total_steps: int = 1000,
         clip_norm: float = 10.0,
         jit: bool = False,
+        kl_warmup: int = 0,
         max_bad_steps: int = 20,
         max_param: float = 1e4,
         fabric: Any = None,
@@ -131,6 +139,13 @@ class Trainer:
                 raise ConfigError(f"{name} must be a positive finite number, got {value}")
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        if kl_warmup < 0:
+            raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
+        if jit and kl_warmup:
+            raise ConfigError(
+                "--jit cannot be combined with --kl-warmup: the trace would freeze the annealing factor "
+                "of its first step; drop one"
+            )
         if jit and not model.supports_jit:
             raise ConfigError(
                 f"--jit cannot trace {type(model).__name__} as configured: its training depends on Python "
@@ -141,6 +156,7 @@ class Trainer:
         self.guide = guide
         self.loss = make_objective(objective, particles=particles, jit=jit)
         self.lr, self.lr_decay = lr, lr_decay
+        self.kl_warmup = kl_warmup
         self.clip_norm = clip_norm
         self.max_bad_steps = max_bad_steps
         self.max_param = max_param
@@ -172,14 +188,18 @@ class Trainer:
         """One SVI step on ``batch``; returns ``{"loss": loss per sequence, ...hook figures}``."""
         for m in self._modules():
             m.train()
-        figures = self.model.train_hook(self.step_count, batch)
+        figures = dict(self.model.train_hook(self.step_count, batch))
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         if not self._checked_guide:
             self._check_guide(batch)
         # Parameters are collected as pyro.infer.SVI does: from the param sites of each step, which finds
         # a function guide's pyro.param sites and those an autoguide creates on its first call.
-        with poutine.trace(param_only=True) as params:
+        annealing = contextlib.nullcontext()
+        if self.kl_warmup:
+            figures["kl_scale"] = beta = warmup_factor(self.step_count, self.kl_warmup)
+            annealing = ScaleLatents(beta)
+        with poutine.trace(param_only=True) as params, annealing:
             loss_tensor = self.objective(batch.ids, batch.mask) / len(batch)
         self._add_params(site["value"] for site in params.trace.nodes.values())
         if self.fabric is None:

@@ -1,0 +1,137 @@
+"""KL annealing: ScaleLatents weights the latent sites only, and the Trainer warms beta up to 1."""
+
+import pytest
+import torch
+from click.testing import CliRunner
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+
+from pyroseq.cli.main import cli
+from pyroseq.data.words import load_words
+from pyroseq.errors import ConfigError
+from pyroseq.guides import FutureGuide
+from pyroseq.infer import IWAE, ScaleLatents, Trainer, warmup_factor
+from pyroseq.models import DSSM
+
+
+@pytest.fixture
+def setup():
+    corpus = load_words("sample")
+    V = len(corpus.vocab)
+    model = DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8)
+    guide = FutureGuide(vocab_size=V, state_dim=4, flow_hidden=8, rnn_hidden=8)
+    return model, guide, next(corpus.sampler(8, seed=0))
+
+
+def _terms(model, guide, batch):
+    """``E_q[log p(w | h)]`` and ``E_q[log p(h) - log q(h | w)]`` of one guide draw, summed over the batch."""
+    guide_trace = poutine.trace(guide).get_trace(batch.ids, batch.mask)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch.ids, batch.mask)
+    guide_trace.compute_log_prob()
+    model_trace.compute_log_prob()
+    likelihood = sum(
+        site["log_prob_sum"]
+        for site in model_trace.nodes.values()
+        if site["type"] == "sample" and site["is_observed"]
+    )
+    latent = model_trace.nodes["h"]["log_prob_sum"] - guide_trace.nodes["h"]["log_prob_sum"]
+    return float(likelihood.detach()), float(latent.detach())
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
+def test_scaled_elbo_is_the_likelihood_plus_beta_times_the_kl_term(setup, beta):
+    model, guide, batch = setup
+    torch.manual_seed(1)
+    likelihood, latent = _terms(model, guide, batch)
+    torch.manual_seed(1)  # the same guide draw
+    with ScaleLatents(beta):
+        loss = Trace_ELBO(max_plate_nesting=1).loss(model, guide, batch.ids, batch.mask)
+    assert loss == pytest.approx(-(likelihood + beta * latent), rel=1e-5)
+
+
+def test_scaled_iwae_weights_scale_the_latent_part_of_each_log_weight(setup):
+    model, guide, batch = setup
+    iwae = IWAE(num_particles=3)
+    with torch.no_grad():
+        torch.manual_seed(2)
+        full = iwae.log_weights(model, guide, batch.ids, batch.mask)
+        torch.manual_seed(2)
+        with ScaleLatents(0.0):
+            likelihood = iwae.log_weights(model, guide, batch.ids, batch.mask)
+        torch.manual_seed(2)
+        with ScaleLatents(0.25):
+            quarter = iwae.log_weights(model, guide, batch.ids, batch.mask)
+    torch.testing.assert_close(quarter, likelihood + 0.25 * (full - likelihood))
+    assert not torch.allclose(full, likelihood)  # the latent part is not zero, so the check has teeth
+
+
+def test_bad_factors_and_warmup_values_are_refused():
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="in \\[0, 1\\]"):
+            ScaleLatents(bad)
+    with pytest.raises(ConfigError, match=">= 0"):
+        warmup_factor(0, -1)
+    assert [warmup_factor(s, 3) for s in range(4)] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0, 1.0]
+
+
+def test_trainer_warms_beta_up_and_validates_the_unscaled_bound(setup):
+    model, guide, batch = setup
+    trainer = Trainer(model, guide, kl_warmup=4, total_steps=10)
+    scales = [trainer.step(batch)["kl_scale"] for _ in range(6)]
+    assert scales == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    torch.manual_seed(3)
+    validation = trainer.evaluate_loss(batch)
+    torch.manual_seed(3)
+    assert validation == pytest.approx(
+        Trace_ELBO(max_plate_nesting=1).loss(model, guide, batch.ids, batch.mask) / len(batch)
+    )
+    assert "kl_scale" not in Trainer(model, guide, total_steps=10).step(batch)
+
+
+def test_a_plain_svi_step_under_scale_latents_takes_the_scaled_loss(setup):
+    """The handler around ``svi.step`` (a user's own loop) gives the annealed objective."""
+    model, guide, batch = setup
+    torch.manual_seed(4)
+    likelihood, latent = _terms(model, guide, batch)
+    svi = SVI(model, guide, Adam({"lr": 1e-3}), Trace_ELBO(max_plate_nesting=1))
+    torch.manual_seed(4)
+    with ScaleLatents(0.1):
+        loss = svi.step(batch.ids, batch.mask)  # the loss is computed before the update
+    assert loss == pytest.approx(-(likelihood + 0.1 * latent), rel=1e-5)
+
+
+def test_jit_and_negative_warmup_are_refused(setup):
+    model, guide, _ = setup
+    with pytest.raises(ConfigError, match="--jit cannot be combined with --kl-warmup"):
+        Trainer(model, guide, jit=True, kl_warmup=5)
+    with pytest.raises(ConfigError, match="kl_warmup must be >= 0"):
+        Trainer(model, guide, kl_warmup=-1)
+
+
+def test_cli_refuses_kl_warmup_for_an_rnn_and_logs_the_scale(tmp_path):
+    runner = CliRunner()
+    refused = runner.invoke(
+        cli,
+        ["train", "--model", "rnn", "--source", "sample", "--kl-warmup", "3", "--out", str(tmp_path / "r")],
+    )
+    assert refused.exit_code == 2 and "--kl-warmup applies to --model dssm only" in refused.output
+    args = [
+        "train",
+        "--source",
+        "sample",
+        "--state-dim",
+        "4",
+        "--batch-size",
+        "8",
+        "--steps",
+        "4",
+        "--kl-warmup",
+        "2",
+    ]
+    done = runner.invoke(cli, [*args, "--out", str(tmp_path / "d"), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kl_scale"] for r in records] == [0.5, 1.0, 1.0, 1.0]
