@@ -9,7 +9,10 @@ rounds on the same batches (top-N words drawn from p(w)):
 * ``gru``: pyroseq's teacher-forced GRU of state size D (and any other ``--training`` modes);
 
 and reports the two ratios that say where the time goes: ``dssm / reference`` step time (Pyro's overhead)
-and ``dssm / gru`` words per second. Each candidate's figure is the median over ``--rounds`` rounds of
+and ``dssm / gru`` words per second. Beside them it counts each candidate's arithmetic, the matmul-like
+floating-point operations of one training step (forward and backward, ``torch.utils.flop_counter``) per
+word, so that ``dssm / gru`` words/s can be read against ``gru / dssm`` FLOPs per word: a ratio of words/s
+above the ratio of work means the DSSM runs more FLOPs per second than the GRU. Each candidate's figure is the median over ``--rounds`` rounds of
 ``--steps`` steps. Prints one line (or, with ``--jsonl``, one JSON object) per configuration, writes
 JSON with ``--out`` and a plot with ``--plot``. Run from the repository root with pyroseq importable
 (``pip install -e .``, or ``PYTHONPATH=.``):
@@ -109,6 +112,19 @@ def measure(steps: dict[str, Step], batches: dict[str, object], *, rounds: int, 
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
+def flops_per_word(steps: dict[str, Step], batches: dict[str, object]) -> dict[str, float]:
+    """Matmul-like FLOPs of one training step of each candidate (forward and backward), per word."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counts = {}
+    for name, step in steps.items():
+        with pyro.get_param_store().scope(), FlopCounterMode(display=False) as counter:
+            batch = next(batches[name])
+            step(batch)
+        counts[name] = counter.get_total_flops() / len(batch)
+    return counts
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -184,6 +200,7 @@ def main() -> None:
             rates = measure(
                 steps, batches, rounds=args.rounds, n=args.steps, warmup=args.warmup, device=device
             )
+            flops = flops_per_word(steps, batches)
             row = {
                 "threads": threads,
                 "batch_size": B,
@@ -191,6 +208,10 @@ def main() -> None:
                 "particles": K,
                 "objective": dssm.objective,
                 "words_per_second": {name: round(rate, 1) for name, rate in rates.items()},
+                "flops_per_word": {name: round(f) for name, f in flops.items()},
+                "gru_flops_over_dssm": round(flops["gru_teacher"] / flops["dssm"], 4)
+                if "gru_teacher" in flops
+                else None,
                 "dssm_words_over_gru": round(rates["dssm"] / rates["gru_teacher"], 4)
                 if "gru_teacher" in rates
                 else None,
@@ -206,7 +227,8 @@ def main() -> None:
                 print(
                     f"threads={threads} B={B:5d} D={D:3d} K={K:3d}  words/s: {figures}  "
                     f"dssm/ref time {row['dssm_time_over_reference']}  "
-                    f"dssm/gru words {row['dssm_words_over_gru']}",
+                    f"dssm/gru words {row['dssm_words_over_gru']}  "
+                    f"gru/dssm FLOPs per word {row['gru_flops_over_dssm']}",
                     flush=True,
                 )
     result = {
