@@ -29,6 +29,7 @@ __all__ = [
     "Finite",
     "POSITIVE_FLOAT",
     "CORES",
+    "threads_option",
 ]
 
 POSITIVE = click.IntRange(min=1)
@@ -54,6 +55,21 @@ POSITIVE_FLOAT = Finite(min=0, min_open=True)
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object as the last line of stdout."
 )
+
+
+def threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads N`` (default 1), which sets ``torch.set_num_threads(N)`` as it is parsed."""
+
+    def set_threads(ctx: click.Context, param: click.Parameter, value: int) -> int:
+        torch.set_num_threads(value)
+        return value
+
+    return click.option(
+        "--threads", type=click.IntRange(1, CORES), default=1, show_default=True, expose_value=False,
+        callback=set_threads,
+        help="torch intra-op CPU threads. Models of this size gain little from more, and lose much when the "
+        "cores are shared (see docs/benchmarks.md).",
+    )(command)  # fmt: skip
 
 
 def to_jsonable(value: Any) -> Any:

@@ -6,7 +6,16 @@ import math
 
 import click
 
-from pyroseq.cli.common import POSITIVE, POSITIVE_FLOAT, SEED, Finite, emit, handle_errors, json_option
+from pyroseq.cli.common import (
+    POSITIVE,
+    POSITIVE_FLOAT,
+    SEED,
+    Finite,
+    emit,
+    handle_errors,
+    json_option,
+    threads_option,
+)
 from pyroseq.complete import COMPLETION_DECODERS, complete
 from pyroseq.data.words import WordCorpus
 from pyroseq.infer.rundir import load_run
@@ -35,6 +44,7 @@ from pyroseq.infer.rundir import load_run
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@threads_option
 @json_option
 @handle_errors
 def complete_command(

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import torch
 
-from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option
+from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option, threads_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
 from pyroseq.evaluate import (
@@ -64,6 +64,7 @@ from pyroseq.infer.rundir import load_run
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
+@threads_option
 @json_option
 @handle_errors
 def evaluate_command(

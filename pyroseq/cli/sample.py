@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from pyroseq.cli.common import POSITIVE, POSITIVE_FLOAT, SEED, Finite, emit, handle_errors, json_option
+from pyroseq.cli.common import (
+    POSITIVE,
+    POSITIVE_FLOAT,
+    SEED,
+    Finite,
+    emit,
+    handle_errors,
+    json_option,
+    threads_option,
+)
 from pyroseq.data.words import WordCorpus
 from pyroseq.decode import DECODERS, decode
 from pyroseq.infer.rundir import load_run
@@ -33,6 +42,7 @@ from pyroseq.infer.rundir import load_run
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
+@threads_option
 @json_option
 @handle_errors
 def sample_command(

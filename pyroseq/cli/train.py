@@ -7,11 +7,9 @@ import signal
 from typing import Any
 
 import click
-import torch
 from click.core import ParameterSource
 
 from pyroseq.cli.common import (
-    CORES,
     NON_NEGATIVE,
     POSITIVE,
     POSITIVE_FLOAT,
@@ -20,6 +18,7 @@ from pyroseq.cli.common import (
     emit,
     handle_errors,
     json_option,
+    threads_option,
 )
 from pyroseq.errors import ConfigError
 from pyroseq.infer.config import DATA, MODELS, TRAINING, RunConfig
@@ -84,11 +83,7 @@ def _with_options(fn: Any) -> Any:
 @click.option(
     "--jit/--no-jit", default=None, help="JitTrace_ELBO for --objective elbo (about 2x faster per step)."
 )
-@click.option(
-    "--threads", type=click.IntRange(1, CORES), default=1, show_default=True,
-    help="torch intra-op CPU threads. Models of this size gain little from more, and lose much when the "
-    "cores are shared or with --jit (see docs/benchmarks.md).",
-)  # fmt: skip
+@threads_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
@@ -102,7 +97,6 @@ def train_command(
     progress: bool | None,
     as_json: bool,
     jit: bool | None,
-    threads: int,
     **opts: Any,
 ) -> None:
     """Train a model by SVI into the run directory --out (checkpoint.pt, config.json, metrics.jsonl).
@@ -118,7 +112,6 @@ def train_command(
     learning rate falls below lr * lr_decay. A new --lr on resume scales the rate reached;
     a new --lr-decay sets the factor to lr_decay^(1/N) from there on.
     """
-    torch.set_num_threads(threads)
     given: dict[str, Any] = {}
     for flag, field, _, _ in _OPTIONS:
         key = f"opt_{flag[2:].replace('-', '_')}"
