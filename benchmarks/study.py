@@ -42,9 +42,13 @@ class Config:
     groups: tuple[str, ...]
     max_steps: int = 20_000
 
-    def train_command(self, out: Path, *, resume: bool, max_steps: int | None = None) -> list[str]:
+    def train_command(
+        self, out: Path, *, resume: bool, max_steps: int | None = None, lr_decay: float | None = None
+    ) -> list[str]:
         steps = str(max_steps or self.max_steps)
         command = [*PYROSEQ, "train", *WORDS, *self.args, "--steps", steps, "--out", str(out)]
+        if lr_decay is not None:  # on resume: a new per-step factor lr_decay^(1/steps) from there on
+            command += ["--lr-decay", str(lr_decay)]
         return [*command, "--resume"] if resume else command
 
 
@@ -166,7 +170,15 @@ def plateaued(curve: list[tuple[int, float]], *, patience: int, tolerance: float
 class Job:
     """A training subprocess of one configuration, watched for its plateau."""
 
-    def __init__(self, config: Config, root: Path, *, log_dir: Path, max_steps: int | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        root: Path,
+        *,
+        log_dir: Path,
+        max_steps: int | None,
+        lr_decay: float | None = None,
+    ) -> None:
         self.config, self.out = config, root / config.name
         self.progress_path = root / f"{config.name}.study.json"
         self.progress = Progress.load(self.progress_path)
@@ -176,7 +188,11 @@ class Job:
         self.log = log
         self.began = time.monotonic()
         self.process = subprocess.Popen(
-            [*config.train_command(self.out, resume=resume, max_steps=max_steps), "--no-progress", "--json"],
+            [
+                *config.train_command(self.out, resume=resume, max_steps=max_steps, lr_decay=lr_decay),
+                "--no-progress",
+                "--json",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -254,7 +270,8 @@ def run(args: argparse.Namespace) -> None:
     while queue or jobs:
         out_of_time = deadline is not None and time.monotonic() > deadline
         while queue and len(jobs) < args.jobs and not (stopping or out_of_time):
-            jobs.append(Job(queue.pop(0), root, log_dir=log_dir, max_steps=args.max_steps))
+            job = Job(queue.pop(0), root, log_dir=log_dir, max_steps=args.max_steps, lr_decay=args.lr_decay)
+            jobs.append(job)
             print(f"{jobs[-1].config.name}: started at step {jobs[-1].start_step}", flush=True)
         if not jobs:
             break
@@ -568,7 +585,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tolerance", type=float, default=0.02, help="nats/word an improvement must exceed")
     p.add_argument("--poll", type=float, default=10.0, help="seconds between looks at the runs")
     p.add_argument("--snapshot-every", type=int, default=1000, help="keep a checkpoint copy every N steps")
-    p.add_argument("--max-steps", type=int, help="cap every run at this many steps (smoke tests)")
+    p.add_argument("--max-steps", type=int, help="cap every run at this many steps (a shorter budget)")
+    p.add_argument(
+        "--lr-decay",
+        type=float,
+        help="pass --lr-decay to every run: on a resumed run it sets the decay factor from there on, so that "
+        "a run cut to a shorter --max-steps still ends at the intended rate",
+    )
     p.add_argument(
         "--resume", action="store_true", help="accepted for clarity: unfinished runs always resume"
     )
