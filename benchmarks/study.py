@@ -56,8 +56,7 @@ def _dssm(flow: str, *, d: int = 16, guide_flow: str = "diagonal", objective: st
           flow_hidden: int = 64, emitter_hidden: int = 64, kl_warmup: int = 0) -> tuple[str, ...]:  # fmt: skip
     args = ["--model", "dssm", "--state-dim", str(d), "--flow", flow, "--flow-hidden", str(flow_hidden)]
     args += ["--guide-flow", guide_flow, "--emitter-hidden", str(emitter_hidden), "--objective", objective]
-    if kl_warmup:
-        args += ["--kl-warmup", str(kl_warmup)]
+    args += ["--kl-warmup", str(kl_warmup)]  # always given: a new run's default is a warm-up
     return (*args, "--particles", str(k), "--batch-size", "256", "--valid-every", "250")
 
 
@@ -341,7 +340,7 @@ def _recipe(config: Config) -> str:
     """The training recipe of a DSSM configuration: objective, K and KL warm-up."""
     objective = _option(config, "--objective", "elbo")
     recipe = f"IWAE K={_option(config, '--particles', '1')}" if objective == "iwae" else "ELBO"
-    warmup = _option(config, "--kl-warmup", "0")
+    warmup = _option(config, "--kl-warmup", "0")  # runs of the default's time: none
     return recipe + (f", KL warm-up {warmup} steps" if warmup != "0" else "")
 
 

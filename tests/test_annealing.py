@@ -1,5 +1,7 @@
 """KL annealing: ScaleLatents weights the latent sites only, and the Trainer warms beta up to 1."""
 
+import json
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -131,7 +133,35 @@ def test_cli_refuses_kl_warmup_for_an_rnn_and_logs_the_scale(tmp_path):
     ]
     done = runner.invoke(cli, [*args, "--out", str(tmp_path / "d"), "--no-progress"])
     assert done.exit_code == 0, done.output
-    import json
-
     records = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     assert [r["kl_scale"] for r in records] == [0.5, 1.0, 1.0, 1.0]
+
+
+def test_new_dssm_runs_warm_up_by_default_and_runs_saved_before_the_option_resume_without(tmp_path):
+    from pyroseq.infer.config import DEFAULT_KL_WARMUP, RunConfig, resolve_kl_warmup
+    from pyroseq.infer.run import train_run
+
+    assert resolve_kl_warmup(RunConfig(model="dssm", steps=10_000)).kl_warmup == DEFAULT_KL_WARMUP
+    assert resolve_kl_warmup(RunConfig(model="dssm", steps=300)).kl_warmup == 150  # half of a short run
+    assert resolve_kl_warmup(RunConfig(model="rnn")).kl_warmup == 0
+    assert resolve_kl_warmup(RunConfig(model="dssm", kl_warmup=0)).kl_warmup == 0  # given: kept
+    tiny = dict(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8)
+    train_run(RunConfig(**tiny, steps=4, valid_every=0), tmp_path / "run", progress=False)
+    config_path = tmp_path / "run" / "config.json"
+    saved = json.loads(config_path.read_text())
+    assert saved["kl_warmup"] == 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kl_scale"] for r in records] == [0.5, 1.0, 1.0, 1.0]
+    # A run directory written before the option existed: its config has no kl_warmup; it trained without.
+    import torch as _torch
+
+    checkpoint = _torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    del saved["kl_warmup"]
+    config_path.write_text(json.dumps(saved))
+    if "config" in checkpoint and isinstance(checkpoint["config"], dict):
+        checkpoint["config"].pop("kl_warmup", None)
+        _torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
+    resumed = train_run(None, tmp_path / "run", resume=True, overrides={"steps": 6}, progress=False)
+    assert resumed["steps"] == 6
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "kl_scale" not in records[-1]

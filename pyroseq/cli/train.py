@@ -52,7 +52,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--adversarial-weight", "adversarial_weight", Finite(min=0), "Professor forcing: weight of the generator's adversarial term."),
     ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (the importance-weighted bound, K = --particles)."),
     ("--particles", "particles", POSITIVE, "K, the number of vectorised particles."),
-    ("--kl-warmup", "kl_warmup", NON_NEGATIVE, "DSSM: KL annealing over N steps, the latent sites scaled by min(1, step/N) (0: none)."),
+    ("--kl-warmup", "kl_warmup", NON_NEGATIVE, "DSSM: KL annealing over N steps, the latent sites scaled by min(1, step/N) (0: none; default 1000, or half of --steps if fewer)."),
     ("--steps", "steps", POSITIVE, "Total optimisation steps (on --resume: train on to this many; see below)."),
     ("--batch-size", "batch_size", POSITIVE, "Sequences per step and process."),
     ("--lr", "lr", POSITIVE_FLOAT, "Adam's initial learning rate."),

@@ -32,6 +32,8 @@ __all__ = [
     "resume_differences",
     "resolve_device",
     "resolve_source",
+    "resolve_kl_warmup",
+    "DEFAULT_KL_WARMUP",
     "load_corpus",
 ]
 
@@ -69,7 +71,9 @@ class RunConfig:
     # optimisation
     objective: str = "elbo"  # elbo | iwae
     particles: int = 1  # K
-    kl_warmup: int = 0  # dssm: KL annealing over this many steps (0: none)
+    # dssm: KL annealing over this many steps (0: none). None, in a new run: DEFAULT_KL_WARMUP steps, or
+    # half of --steps if that is fewer (see resolve_kl_warmup); a run saved before the option: none.
+    kl_warmup: int | None = None
     steps: int = 1000
     batch_size: int = 64  # per process: --devices N trains on N * batch_size sequences a step
     lr: float = 3e-3
@@ -100,7 +104,7 @@ class RunConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name in ("valid_every", "checkpoint_every", "emitter_hidden", "kl_warmup"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "clip_norm"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
@@ -180,6 +184,22 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
         for name in names:
             if unused and name in given:
                 raise ConfigError(f"--{name.replace('_', '-')} {why}")
+
+
+DEFAULT_KL_WARMUP = 1000
+"""KL warm-up steps of a new DSSM run by default: trained by the plain ELBO the DSSM collapses (its guide's
+KL fell to 0.09 nats/word in 1,000 steps on the word task), with this warm-up it does not
+(``docs/models.md``, ``docs/results.md``)."""
+
+
+def resolve_kl_warmup(config: RunConfig) -> RunConfig:
+    """``config`` with ``kl_warmup`` set: for a DSSM left at None, :data:`DEFAULT_KL_WARMUP` steps or half of
+    ``steps`` if that is fewer (so the bound is the ordinary one for the second half of any run); 0 for an
+    RNN, which has no latent sites."""
+    if config.kl_warmup is not None:
+        return config
+    warmup = min(DEFAULT_KL_WARMUP, config.steps // 2) if config.model == "dssm" else 0
+    return dataclasses.replace(config, kl_warmup=warmup)
 
 
 def resolve_device(name: str) -> torch.device:

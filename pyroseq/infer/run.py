@@ -26,6 +26,7 @@ from pyroseq.infer.config import (
     check_applicable,
     load_corpus,
     resolve_device,
+    resolve_kl_warmup,
     resolve_source,
     resume_differences,
 )
@@ -62,14 +63,17 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
             f"--steps {overrides['steps']} is not more than the run's step {saved.step}; "
             "pass a larger --steps to train on"
         )
-    return saved, dataclasses.replace(saved.config, **overrides)
+    config = saved.config
+    if config.kl_warmup is None:  # saved before the option existed: trained without warm-up
+        config = dataclasses.replace(config, kl_warmup=0)
+    return saved, dataclasses.replace(config, **overrides)
 
 
 def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     """The config of a new run: ``config`` with ``overrides`` applied."""
     if config is None:
         raise ConfigError("a new run needs a config")
-    return resolve_source(dataclasses.replace(config, **overrides))
+    return resolve_kl_warmup(resolve_source(dataclasses.replace(config, **overrides)))
 
 
 def _training_data(
