@@ -237,6 +237,7 @@ def test_word_metrics_of_exact_estimate():
         "estimator",
         "samples",
         "repeats",
+        "jackknife",
     }
     with pytest.raises(DataError):
         word_metrics(est, p[:-1])

@@ -26,7 +26,7 @@ from test_evaluate import (
 from pyroseq.data.batch import pad_batch
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate import PrefixTree, word_metrics
-from pyroseq.evaluate.smc import prefix_tree_log_evidence, smc_word_log_probs
+from pyroseq.evaluate.smc import jackknife_log_mean, prefix_tree_log_evidence, smc_word_log_probs
 from pyroseq.infer.smc import effective_sample_size, filter_prefixes, systematic_resample
 
 
@@ -191,3 +191,46 @@ def test_bad_arguments():
         smc_word_log_probs(model, [[LETTER_A]], num_particles=5, progress=False)
     with pytest.raises(DataError, match="no words"):
         smc_word_log_probs(model, [], num_particles=5, progress=False)
+
+
+def test_jackknife_removes_most_of_the_log_mean_bias():
+    """At a small N x R the plain log-mean estimate of the CE sits clearly above the truth (the bias of a
+    log of a mean); the jackknife over the R runs brings it back to within its noise."""
+    model = random_walk()
+    words = all_words(3)
+    exact_ce = -float(np.mean(quadrature_log_q(model, words)))
+    plain, corrected = [], []
+    for _ in range(60):
+        torch.manual_seed(len(plain))
+        est = smc_word_log_probs(model, words, num_particles=8, num_repeats=2, progress=False)
+        plain.append(-float(est.log_q.mean()))
+        corrected.append(-float(jackknife_log_mean(est.log_weights).mean()))
+    bias_plain, bias_jack = np.mean(plain) - exact_ce, np.mean(corrected) - exact_ce
+    se_jack = np.std(corrected, ddof=1) / math.sqrt(len(corrected))
+    assert bias_plain > 4 * np.std(plain, ddof=1) / math.sqrt(len(plain)), (bias_plain, exact_ce)
+    assert abs(bias_jack) < 4 * se_jack and abs(bias_jack) < bias_plain / 3, (bias_jack, bias_plain)
+
+
+def test_jackknife_option_and_its_fallbacks():
+    model = random_walk()
+    words = all_words(2)
+    est = smc_word_log_probs(model, words, num_particles=4, num_repeats=3, jackknife=True, progress=False)
+    assert est.jackknife and word_metrics(est, np.ones(len(words)))["jackknife"] is True
+    torch.testing.assert_close(est.log_q, jackknife_log_mean(est.log_weights))
+    with pytest.raises(ConfigError, match="at least 2 filter runs"):
+        smc_word_log_probs(model, words, num_particles=4, num_repeats=1, jackknife=True, progress=False)
+    # A run with Z = 0 for a word: its leave-one-out terms are not all finite, so the plain log-mean stays.
+    log_z = torch.tensor([[0.0, -1.0], [-math.inf, -2.0], [0.5, -1.5]], dtype=torch.float64)
+    out = jackknife_log_mean(log_z)
+    assert float(out[0]) == pytest.approx(float(torch.logsumexp(log_z[:, 0], 0) - math.log(3)))
+    assert math.isfinite(float(out[1])) and float(out[1]) != pytest.approx(
+        float(torch.logsumexp(log_z[:, 1], 0) - math.log(3))
+    )
+
+
+def test_jackknife_is_an_smc_option_only():
+    from pyroseq.evaluate.words import word_log_probs
+
+    model = random_walk()
+    with pytest.raises(ConfigError, match="jackknife applies to the smc estimator, not prior"):
+        word_log_probs(model, None, all_words(2), estimator="prior", num_samples=4, jackknife=True)

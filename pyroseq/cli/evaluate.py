@@ -33,6 +33,12 @@ from pyroseq.infer.rundir import load_run
     "--repeats", type=POSITIVE, help="smc: R independent filter runs, for the standard error [default: 4]."
 )
 @click.option(
+    "--jackknife",
+    is_flag=True,
+    default=None,
+    help="smc: correct the log-mean's bias with the jackknife over the R runs (R >= 2).",
+)
+@click.option(
     "--estimator",
     type=click.Choice(list(WORD_ESTIMATORS)),
     help="log q(w) estimator [default: exact for RNNs, iwae (the guide, K particles per word) for the "
@@ -68,7 +74,7 @@ from pyroseq.infer.rundir import load_run
 @json_option
 @handle_errors
 def evaluate_command(
-    run_dir: str, samples: int, repeats: int | None, estimator: str | None, bounds: bool, bound_words: int,
+    run_dir: str, samples: int, repeats: int | None, jackknife: bool | None, estimator: str | None, bounds: bool, bound_words: int,
     noise: bool, noise_samples: int, device: str, seed: int, progress: bool | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure a trained run: cross-entropy against p(w), KL, vocabulary mass, bounds, noise usage
@@ -84,12 +90,13 @@ def evaluate_command(
             began = time.process_time()
             estimate = word_log_probs(
                 run.model, run.guide, corpus.encode(), estimator=estimator, num_samples=samples, progress=show,
-                num_repeats=repeats,
+                num_repeats=repeats, jackknife=jackknife,
             )  # fmt: skip
             result.update(word_metrics(estimate, corpus.probs), cpu_seconds=time.process_time() - began)
             lines += [
                 f"  estimator: {result['estimator']} (K={result['samples']}"
                 + (f", R={result['repeats']} runs" if result["estimator"] == "smc" else "")
+                + (", jackknife" if result["jackknife"] else "")
                 + f"), {result['cpu_seconds']:.1f} CPU s",
                 f"  CE   {result['ce_nats']:.4f} ± {result['ce_stderr']:.4f} nats/word   H(p) {result['entropy_nats']:.4f}",
                 f"  KL   {result['kl_nats']:.4f} nats/word   vocabulary mass {result['vocab_mass']:.4f}",
@@ -118,8 +125,10 @@ def evaluate_command(
                 lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi))
                 lines.append(f"  noise plot: {plot}")
         else:
-            if repeats is not None:
-                raise ConfigError("--repeats: running text has no smc estimator (it is for words); drop it")
+            if repeats is not None or jackknife is not None:
+                raise ConfigError(
+                    "--repeats, --jackknife: running text has no smc estimator (it is for words); drop them"
+                )
             chunks = corpus.chunks("test", run.config.chunk_length).to(device)
             result.update(
                 text_scores(

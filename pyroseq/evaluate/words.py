@@ -66,6 +66,7 @@ class WordLogProbs:
         shared: True when draw k is the same for every word (the prior estimator, a filter run), so the
             words' estimates are correlated.
         repeats: R, the independent filter runs behind an ``"smc"`` estimate (1 otherwise).
+        jackknife: True when ``log_q`` is the jackknife's bias-corrected log-mean of the R runs.
     """
 
     log_q: Tensor
@@ -74,6 +75,7 @@ class WordLogProbs:
     log_weights: Tensor | None = None
     shared: bool = False
     repeats: int = 1
+    jackknife: bool = False
 
     def __post_init__(self) -> None:
         if self.estimator not in WORD_ESTIMATORS:
@@ -264,7 +266,7 @@ def word_metrics(log_q_estimate: WordLogProbs, p: Tensor | np.ndarray | Sequence
 
     Returns:
         ``{"ce_nats", "ce_stderr", "entropy_nats", "kl_nats", "vocab_mass", "vocab_mass_stderr",
-        "estimator", "samples", "repeats"}``.
+        "estimator", "samples", "repeats", "jackknife"}``.
     """
     log_q = log_q_estimate.log_q.double().cpu()  # (W,)
     p = torch.as_tensor(np.asarray(p, dtype=np.float64))
@@ -305,6 +307,7 @@ def word_metrics(log_q_estimate: WordLogProbs, p: Tensor | np.ndarray | Sequence
         "estimator": log_q_estimate.estimator,
         "samples": log_q_estimate.num_samples,
         "repeats": log_q_estimate.repeats,
+        "jackknife": log_q_estimate.jackknife,
     }
 
 
@@ -349,7 +352,7 @@ WORD_ESTIMATORS: dict[str, WordEstimator] = {
     "prior": WordEstimator(
         lambda m, g, w, k, p: prior_word_log_probs(m, w, num_samples=k, progress=p), latent=True
     ),
-    "smc": WordEstimator(_smc_word_log_probs, latent=True, options=("num_repeats",)),
+    "smc": WordEstimator(_smc_word_log_probs, latent=True, options=("num_repeats", "jackknife")),
 }
 """Name -> estimator; register a new one with one entry (its :class:`WordLogProbs` carries the name)."""
 
@@ -377,7 +380,7 @@ def word_log_probs(
         num_samples: K, the particles or trajectories of a sampling estimator.
         progress: show a progress bar.
         **options: options that only some estimators take (``num_repeats``: the smc estimator's
-            independent runs); None means not given.
+            independent runs; ``jackknife``: its bias correction); None means not given.
 
     Raises:
         ConfigError: an unknown estimator, one that does not apply to this kind of model, or an option
