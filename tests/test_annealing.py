@@ -145,6 +145,7 @@ def test_new_dssm_runs_warm_up_by_default_and_runs_saved_before_the_option_resum
     assert resolve_kl_warmup(RunConfig(model="dssm", steps=300)).kl_warmup == 150  # half of a short run
     assert resolve_kl_warmup(RunConfig(model="rnn")).kl_warmup == 0
     assert resolve_kl_warmup(RunConfig(model="dssm", kl_warmup=0)).kl_warmup == 0  # given: kept
+    assert resolve_kl_warmup(RunConfig(model="dssm", jit=True)).kl_warmup == 0  # a trace would freeze beta
     tiny = dict(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8)
     train_run(RunConfig(**tiny, steps=4, valid_every=0), tmp_path / "run", progress=False)
     config_path = tmp_path / "run" / "config.json"

@@ -195,10 +195,11 @@ KL fell to 0.09 nats/word in 1,000 steps on the word task), with this warm-up it
 def resolve_kl_warmup(config: RunConfig) -> RunConfig:
     """``config`` with ``kl_warmup`` set: for a DSSM left at None, :data:`DEFAULT_KL_WARMUP` steps or half of
     ``steps`` if that is fewer (so the bound is the ordinary one for the second half of any run); 0 for an
-    RNN, which has no latent sites."""
+    RNN, which has no latent sites, and under ``--jit``, whose trace would freeze the factor (an explicit
+    ``--kl-warmup`` with ``--jit`` is refused by the Trainer)."""
     if config.kl_warmup is not None:
         return config
-    warmup = min(DEFAULT_KL_WARMUP, config.steps // 2) if config.model == "dssm" else 0
+    warmup = min(DEFAULT_KL_WARMUP, config.steps // 2) if config.model == "dssm" and not config.jit else 0
     return dataclasses.replace(config, kl_warmup=warmup)
 
 
