@@ -477,3 +477,22 @@ def test_the_trainer_does_not_trace_by_default():
     model = build_model("rnn", vocab_size=6, state_dim=4, embed_dim=4, schedule={"kind": "linear", "c": 0.5})
     trainer = Trainer(model, build_guide("empty"))
     assert [trainer.step(pad_batch([[3, 4, 2]]))["teacher_prob"] for _ in range(2)] == [1.0, 0.5]
+
+
+def test_a_signal_that_arrives_while_the_ranks_agree_on_stopping_is_not_lost(tmp_path, monkeypatch):
+    """With several ranks, each step starts with an all-reduce of the stop flags, where ranks wait for
+    each other, so that is where a SIGTERM usually lands: it must stop training at the next step instead
+    of being overwritten by the agreement computed before it arrived (seen as an intermittent hang of the
+    two-process SIGTERM test)."""
+    original = Trainer._agreed_stop
+
+    def agreeing(self, stopped_by):
+        agreed = original(self, stopped_by)
+        if self.step_count == 2 and stopped_by is None:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives inside the agreement, after its result
+            (lambda: None)()  # a Python call: the handler runs here, before the result is returned
+        return agreed
+
+    monkeypatch.setattr(Trainer, "_agreed_stop", agreeing)
+    stopped = train_run(RunConfig(**{**TINY, "checkpoint_every": 0}), tmp_path / "run", progress=False)
+    assert stopped["stopped_by"] == "SIGTERM" and stopped["steps"] == 3

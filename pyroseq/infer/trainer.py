@@ -343,8 +343,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         saved_at = None  # the step of the last checkpoint written here
+        agreed = None  # the stop all ranks agreed on
         try:
-            while self.step_count < steps and (stopped_by := self._agreed_stop(stopped_by)) is None:
+            # The agreement goes into its own variable: a signal handled while the ranks agree (where they
+            # wait for each other, so where a signal usually lands) sets stopped_by after the agreement was
+            # computed, and assigning the agreement to stopped_by would lose it; the next step agrees on it.
+            while self.step_count < steps and (agreed := self._agreed_stop(stopped_by)) is None:
                 try:
                     batch = next(batches)
                 except KeyboardInterrupt:  # between steps: nothing is half done
@@ -381,6 +385,8 @@ class Trainer:
             bar.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
+        if agreed is not None:
+            stopped_by = agreed  # every rank reports the signal they stopped on together
         if checkpoint is not None and saved_at != self.step_count:
             checkpoint()
         seconds = time.perf_counter() - began
