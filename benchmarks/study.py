@@ -366,12 +366,14 @@ def _grid_table(rows: list[dict], recipe: str) -> str:
         c = CONFIGS[r["name"]]
         if _option(c, "--state-dim", "") != "16" or _recipe(c) != recipe:
             continue
-        if _option(c, "--emitter-hidden", "64") != "64":
-            continue
+        if _option(c, "--emitter-hidden", "64") != "64" or "--lr" in c.args:
+            continue  # another emitter or learning rate would overwrite its flows' cell
         key = (
             f"{_option(c, '--flow', '')} (h{_option(c, '--flow-hidden', '64')})",
             _option(c, "--guide-flow", ""),
         )
+        if key in cells:
+            raise ValueError(f"two runs for the grid cell {key}, the second {r['name']}")
         cells[key] = f"{r['ce']:.3f}"
     gens = sorted({g for g, _ in cells})
     guides = sorted({q for _, q in cells})

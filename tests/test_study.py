@@ -31,3 +31,20 @@ def test_selection_by_name_and_group_and_every_flow_name_exists():
         args = list(config.args)
         if "--flow" in args:
             assert all(part in FLOWS for part in args[args.index("--flow") + 1].split("+"))
+
+
+def test_grid_table_has_one_run_per_cell_and_leaves_out_other_emitters_and_rates():
+    grid_table = STUDY["_grid_table"]
+    rows = [
+        {"name": "dssm-cp4-elbo-kw-d16", "ce": 13.029},
+        {"name": "dssm-cp4-elbo-kw-lr6-d16", "ce": 13.495},  # same flows, another learning rate
+        {"name": "dssm-cp4-elbo-kw-linear-d16", "ce": 13.364},  # same flows, a linear emitter
+        {"name": "dssm-tri-elbo-kw-d16", "ce": 13.413},
+        {"name": "dssm-cp4-elbo-kw-d8", "ce": 13.139},  # another state size
+    ]
+    table = grid_table(rows, "ELBO, KL warm-up 1000 steps")
+    assert "| coupling+coupling (h64) | 13.029 |" in table
+    assert "| triangular (h64) | 13.413 |" in table
+    assert "13.495" not in table and "13.364" not in table and "13.139" not in table
+    with pytest.raises(ValueError, match="two runs for the grid cell"):
+        grid_table([*rows, {"name": "dssm-cp4-elbo-kw-d16", "ce": 1.0}], "ELBO, KL warm-up 1000 steps")
