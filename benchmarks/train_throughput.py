@@ -158,6 +158,12 @@ def main() -> None:
     parser.add_argument("--batch-size", nargs="+", type=int, default=[256])
     parser.add_argument("--state-dim", nargs="+", type=int, default=[16])
     parser.add_argument("--particles", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument(
+        "--flow",
+        default="triangular",
+        help="the DSSM's transition flow (default triangular, as in docs/benchmarks.md; the library's "
+        "default is coupling+coupling)",
+    )
     parser.add_argument("--threads", nargs="+", type=int, default=[1])
     parser.add_argument(
         "--training", nargs="+", default=["teacher"], help="GRU modes: teacher, scheduled, professor"
@@ -181,12 +187,13 @@ def main() -> None:
         torch.set_num_threads(threads)
         for K in args.particles:
             base = {"state_dim": D, "batch_size": B, "device": args.device}
-            dssm = RunConfig(model="dssm", particles=K, objective="iwae" if K > 1 else "elbo", **base)
+            objective = "iwae" if K > 1 else "elbo"
+            dssm = RunConfig(model="dssm", flow=args.flow, particles=K, objective=objective, **base)
             steps = {"dssm": pyroseq_step(dssm, corpus, device)}
             if not args.no_reference:
                 steps["reference"] = reference_step(dssm, corpus, device)
             if args.jit and K == 1:
-                jit = RunConfig(model="dssm", objective="elbo", jit=True, **base)
+                jit = RunConfig(model="dssm", flow=args.flow, objective="elbo", jit=True, **base)
                 steps["dssm_jit"] = pyroseq_step(jit, corpus, device)
             for training in args.training:
                 steps[f"gru_{training}"] = pyroseq_step(

@@ -48,7 +48,9 @@ def _loss_and_grads(loss_fn, model, guide, seed: int):
 
 
 @pytest.mark.parametrize(
-    "flows", [("triangular", "diagonal"), ("coupling", "none")], ids=["default", "other"]
+    "flows",
+    [("triangular", "diagonal"), ("coupling", "none"), ("coupling+coupling", "diagonal")],
+    ids=["benchmark", "other", "default"],
 )
 @pytest.mark.parametrize("particles", [1, 4])
 def test_reference_equals_pyroseq_objectives(particles, flows):

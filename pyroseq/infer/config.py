@@ -55,7 +55,7 @@ class RunConfig:
     # model
     model: str = "dssm"  # dssm | rnn
     state_dim: int = 16  # D, the state size (the paper used 8 and 16); the RNN's hidden size
-    flow: str = "triangular"  # DSSM transition flow f_G
+    flow: str = "coupling+coupling"  # DSSM transition flow f_G (four affine couplings)
     flow_hidden: int = 64
     emitter_hidden: int = 64  # 0: a linear emitter
     guide: str = "future"  # future | gaussian

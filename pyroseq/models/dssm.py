@@ -130,7 +130,7 @@ class DSSM(StateSpaceModel):
         *,
         vocab_size: int,
         state_dim: int = 16,
-        flow: str | ConditionalTransformModule = "triangular",
+        flow: str | ConditionalTransformModule = "coupling+coupling",
         flow_hidden: int = 64,
         emitter_hidden: int | None = 64,
     ) -> None:
