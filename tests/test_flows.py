@@ -32,7 +32,15 @@ from pyroseq.flows import (
 
 CONTEXT_DIM = 2
 HIDDEN = (8,)
-NAMED = ["diagonal", "triangular", "coupling", "spline", "rqspline", "triangular+coupling"]
+NAMED = [
+    "diagonal",
+    "triangular",
+    "coupling",
+    "coupling+coupling",
+    "spline",
+    "rqspline",
+    "triangular+coupling",
+]
 
 
 def _named(name: str) -> Callable[[int, int], ConditionalTransformModule]:
