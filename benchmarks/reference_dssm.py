@@ -4,8 +4,8 @@ Same model, same parameters, same noise as pyroseq's Pyro programs, with none of
 (no sample sites, traces, distributions or param store): pyroseq's ``DSSM`` and ``FutureGuide`` are read
 for their torch submodules and parameters, and their flows are used as the torch transforms that
 ``flow.condition(context)`` returns (so any flow works: the library's default four couplings or the
-benchmark's triangular model flow, and a diagonal guide flow). Given a batch, :func:`log_weights` returns the importance
-log-weights
+benchmark's triangular model flow, and a diagonal guide flow). Given a batch, :func:`log_weights` returns
+the importance log-weights
 
     log w_{k,b} = sum_t [log p(w_t | h_t) + log p(h_t | h_{t-1}) - log q(h_t | h_{t-1}, w_{t:T})]
 
