@@ -109,6 +109,7 @@ def _grid() -> list[Config]:
     # the warm-up, the guide's flow as couplings, and the linear emitter.
     cp4 = flows["cp4"]
     configs.append(Config("dssm-cp4-iwae4-kw-d16", _dssm(cp4, kl_warmup=1000), ("anneal",)))
+    configs.append(Config("dssm-cp4-iwae4-kw-d8", _dssm(cp4, d=8, kl_warmup=1000), ("anneal",)))
     configs.append(Config("dssm-cp4-elbo-kw-gcp2-d16", _dssm(cp4, guide_flow="coupling", **kw), ("anneal",)))
     configs.append(Config("dssm-cp4-elbo-kw-linear-d16", _dssm(cp4, emitter_hidden=0, **kw), ("emitter",)))
     for d in (8, 32):  # the models of table (a): four couplings beat the triangular flow at full length
