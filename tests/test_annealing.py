@@ -154,14 +154,12 @@ def test_new_dssm_runs_warm_up_by_default_and_runs_saved_before_the_option_resum
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["kl_scale"] for r in records] == [0.5, 1.0, 1.0, 1.0]
     # A run directory written before the option existed: its config has no kl_warmup; it trained without.
-    import torch as _torch
-
-    checkpoint = _torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     del saved["kl_warmup"]
     config_path.write_text(json.dumps(saved))
     if "config" in checkpoint and isinstance(checkpoint["config"], dict):
         checkpoint["config"].pop("kl_warmup", None)
-        _torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
+        torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
     resumed = train_run(None, tmp_path / "run", resume=True, overrides={"steps": 6}, progress=False)
     assert resumed["steps"] == 6
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
