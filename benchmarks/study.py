@@ -117,6 +117,11 @@ def _grid() -> list[Config]:
     configs.append(Config("dssm-cp4-iwae4-kw-long-d8", _dssm(cp4, **iw), ("iwae",)))
     configs.append(Config("dssm-cp4-iwae16-kw-d8", _dssm(cp4, k=16, **iw), ("iwae",), 10_000))
     configs.append(Config("dssm-cp4-iwae4-kw-h128-d8", _dssm(cp4, flow_hidden=128, **iw), ("iwae",), 10_000))
+    # Fourth study: the two gains of the third (the 20,000-step horizon and K = 16) together at D = 8, the
+    # longer horizon at D = 16, and the GRU at D = 8 at twice the learning rate (its best at D = 16).
+    configs.append(Config("dssm-cp4-iwae16-kw-long-d8", _dssm(cp4, k=16, **iw), ("iwae",)))
+    configs.append(Config("dssm-cp4-iwae4-kw-long-d16", _dssm(cp4, kl_warmup=1000), ("iwae",)))
+    configs.append(Config("rnn-teacher-lr6-d8", _rnn("teacher", d=8, lr=0.006), ("lr",)))
     configs.append(Config("dssm-cp4-elbo-kw-gcp2-d16", _dssm(cp4, guide_flow="coupling", **kw), ("anneal",)))
     configs.append(Config("dssm-cp4-elbo-kw-linear-d16", _dssm(cp4, emitter_hidden=0, **kw), ("emitter",)))
     for d in (8, 32):  # the models of table (a): four couplings beat the triangular flow at full length

@@ -37,6 +37,14 @@ GUARDS: dict[str, list[str]] = {
     "pyroseq/guides": ["tests/test_dssm.py", "tests/test_contract.py"],
     "pyroseq/evaluate": ["tests/test_evaluate.py"],
     "pyroseq/infer/trainer.py": ["tests/test_train.py"],
+    "pyroseq/infer/objectives.py": ["tests/test_objectives.py"],
+    "pyroseq/infer/annealing.py": ["tests/test_annealing.py"],
+    "pyroseq/infer/checkpoint.py": ["tests/test_faults.py", "tests/test_train.py"],
+    "pyroseq/infer/smc.py": ["tests/test_smc.py", "tests/test_complete.py"],
+    "pyroseq/decode.py": ["tests/test_decode.py"],
+    "pyroseq/complete.py": ["tests/test_complete.py"],
+    "pyroseq/predictive.py": ["tests/test_predictive.py"],
+    "pyroseq/data": ["tests/test_data.py"],
 }
 
 # Operators kept: one-line bugs a reviewer could plant. Left out: swaps into bit or shift operators
