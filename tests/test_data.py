@@ -2,6 +2,7 @@
 
 import json
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,9 +10,10 @@ import torch
 from click.testing import CliRunner
 from scipy import stats
 
+import pyroseq.data
 from pyroseq.cli.main import cli
 from pyroseq.data import Vocabulary, pad_batch
-from pyroseq.data.text import clean_play, load_text
+from pyroseq.data.text import TextSampler, clean_play, load_text
 from pyroseq.data.words import load_words
 from pyroseq.errors import DataError
 
@@ -172,6 +174,8 @@ def test_bad_sources_and_sizes(tmp_path, sample):
         load_words(tmp_path / "missing.txt")
     with pytest.raises(DataError, match="not UTF-8"):
         load_words(write(tmp_path, "caf\xe9 1\n", encoding="latin-1"))
+    with pytest.raises(DataError, match=r"not UTF-8 \(byte 13, line 3\)"):  # lines count from 1
+        load_words(write(tmp_path, "ab 2\ncd 1\ncaf\xe9 1\n", encoding="latin-1"))
     with pytest.raises(DataError, match="--top must be positive"):
         load_words("sample", top=0)
     with pytest.raises(DataError, match="larger than the corpus"):
@@ -191,6 +195,9 @@ def test_vocabulary_round_trip_and_serialisation():
     assert restored == vocab and restored.encode("world") == vocab.encode("world")
     with pytest.raises(DataError, match="symbol 'z' in 'zoo' is not in the vocabulary"):
         vocab.encode("zoo")
+    for bad in (["ab"], ["a", "<eos>"], [""]):  # one character each, and no special token as a symbol
+        with pytest.raises(DataError, match="single characters"):
+            Vocabulary(bad)
 
 
 def test_pad_batch_masks_and_lengths():
@@ -220,6 +227,21 @@ def test_text_sample_splits_and_chunks():
     chunks = corpus.chunks("train", 64)
     assert chunks.ids.shape[1] == 64 and bool(chunks.mask.all())
     assert corpus.vocab.decode(chunks.ids[0], stop_at_eos=False) == corpus.train[:64]
+    shipped = (Path(pyroseq.data.__file__).parent / "samples" / "text.txt").read_text(encoding="utf-8")
+    assert corpus.train + corpus.valid + corpus.test == unicodedata.normalize("NFC", shipped)
+
+
+def test_text_sampler_draws_every_window_and_none_past_the_end():
+    ids = torch.arange(10)
+    sampler = TextSampler(ids, 200, length=8, seed=0)  # three windows: starts 0, 1, 2
+    starts = set()
+    for _ in range(5):
+        batch = next(sampler)
+        assert batch.ids.shape == (200, 8) and bool(batch.mask.all()) and batch.lengths.tolist() == [8] * 200
+        first = batch.ids[:, 0]
+        assert torch.equal(batch.ids, first[:, None] + torch.arange(8))  # contiguous slices of the text
+        starts |= set(first.tolist())
+    assert starts == {0, 1, 2}
 
 
 def test_text_file_with_unseen_held_out_symbols(tmp_path):
