@@ -13,6 +13,7 @@ from scipy import stats
 import pyroseq.data
 from pyroseq.cli.main import cli
 from pyroseq.data import Vocabulary, pad_batch
+from pyroseq.data.files import to_nfc
 from pyroseq.data.text import TextSampler, clean_play, load_text
 from pyroseq.data.words import load_words
 from pyroseq.errors import DataError
@@ -53,7 +54,7 @@ def test_top_keeps_the_most_frequent(tmp_path):
 
 def test_symspell_filter_and_entropy():
     pytest.importorskip("symspellpy")
-    corpus = load_words("symspell", top=10_000)
+    corpus = load_words("symspell")  # the paper's task: the 10,000 most frequent words by default
     assert len(corpus) == 10_000
     assert all(w.isascii() and w.islower() and 1 <= len(w) <= 12 for w in corpus.words)
     assert corpus.entropy_nats == pytest.approx(7.328, abs=5e-4)
@@ -87,6 +88,12 @@ def test_words_in_nfd_are_normalised_to_nfc_and_reported(tmp_path):
     dup = write(tmp_path, f"{nfd} 2\ncafé 1\n", name="dup.txt")
     with pytest.raises(DataError, match="already appeared on line 1"):
         load_words(dup)
+
+
+def test_to_nfc_counts_the_lines_it_changed():
+    nfd = unicodedata.normalize("NFD", "caf\u00e9")
+    assert to_nfc("abc\ndef\n") == ("abc\ndef\n", 0)
+    assert to_nfc(f"{nfd}\nabc\n{nfd}\n") == ("caf\u00e9\nabc\ncaf\u00e9\n", 2)
 
 
 def test_text_in_nfd_is_normalised_to_nfc(tmp_path):
@@ -167,11 +174,14 @@ def test_malformed_files(tmp_path, text, message):
         load_words(write(tmp_path, text))
 
 
-def test_bad_sources_and_sizes(tmp_path, sample):
+def test_bad_sources_and_sizes(tmp_path, sample, monkeypatch):
     with pytest.raises(DataError, match="unknown word corpus 'nope'"):
         load_words("nope")
     with pytest.raises(DataError, match="file not found"):
         load_words(tmp_path / "missing.txt")
+    monkeypatch.chdir(tmp_path)  # a bare name with a suffix is a file, not a corpus name
+    with pytest.raises(DataError, match="file not found"):
+        load_words("missing.txt")
     with pytest.raises(DataError, match="not UTF-8"):
         load_words(write(tmp_path, "caf\xe9 1\n", encoding="latin-1"))
     with pytest.raises(DataError, match=r"not UTF-8 \(byte 13, line 3\)"):  # lines count from 1
@@ -188,6 +198,7 @@ def test_bad_sources_and_sizes(tmp_path, sample):
 def test_vocabulary_round_trip_and_serialisation():
     vocab = Vocabulary.from_texts(["hello", "world"])
     assert vocab.symbols[:3] == ["<pad>", "<bos>", "<eos>"]
+    assert [vocab.symbols[i] for i in (vocab.pad_id, vocab.bos_id, vocab.eos_id)] == vocab.symbols[:3]
     ids = vocab.encode("hello")
     assert ids[-1] == vocab.eos_id and len(ids) == 6
     assert vocab.decode(ids) == "hello"
@@ -201,6 +212,7 @@ def test_vocabulary_round_trip_and_serialisation():
 
 
 def test_pad_batch_masks_and_lengths():
+    assert len(pad_batch([[3, 4, 2], [5, 2], [6, 2]], max_length=4)) == 3  # sequences, not steps
     batch = pad_batch([[3, 4, 2], [5, 2]], max_length=4)
     assert batch.ids.tolist() == [[3, 4, 2, 0], [5, 2, 0, 0]]
     assert batch.mask.tolist() == [[True, True, True, False], [True, True, False, False]]
