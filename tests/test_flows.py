@@ -161,6 +161,25 @@ def test_make_flow_names_and_sizes() -> None:
             make_flow("diagonal", **sizes)
 
 
+@pytest.mark.parametrize("name", NAMED)
+def test_deeper_hypernets_start_near_identity_too(name: str) -> None:
+    """The near-identity init shrinks the hypernet's *output* layer, whatever its depth."""
+    torch.manual_seed(0)
+    flow = make_flow(name, input_dim=3, context_dim=CONTEXT_DIM, hidden_dims=(8, 8)).double()
+    c = torch.randn(4, CONTEXT_DIM, dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert (flow.condition(c)(x) - x).abs().max() < 0.1
+
+
+def test_make_flow_default_hidden_width_is_64() -> None:
+    def size(flow: ConditionalTransformModule) -> int:
+        return sum(p.numel() for p in flow.parameters())
+
+    for name in ("triangular", "coupling+coupling"):
+        default = make_flow(name, input_dim=4, context_dim=2)
+        assert size(default) == size(make_flow(name, input_dim=4, context_dim=2, hidden_dims=(64,)))
+
+
 def test_require_inverse() -> None:
     input_dim = 3
     without_inverse = {
@@ -179,6 +198,17 @@ def test_require_inverse() -> None:
             require_inverse(flow, input_dim=input_dim, context_dim=CONTEXT_DIM)
     for build in BUILDERS.values():
         require_inverse(build(input_dim, CONTEXT_DIM).double(), input_dim=input_dim, context_dim=CONTEXT_DIM)
+
+
+def test_resolve_flow_requires_the_inverse_only_when_asked() -> None:
+    """The DSSM's transition scores its states by the inverse; a guide's flow only samples forward."""
+    planar = T.conditional_planar(3, CONTEXT_DIM, hidden_dims=list(HIDDEN))
+    sizes = {"input_dim": 3, "context_dim": CONTEXT_DIM, "flow_hidden": 4, "role": "test flow"}
+    assert resolve_flow(planar, need_inverse=False, **sizes) is planar
+    with pytest.raises(ConfigError, match="ConditionalPlanar has no inverse"):
+        resolve_flow(planar, need_inverse=True, **sizes)
+    coupling = make_flow("coupling", input_dim=3, context_dim=CONTEXT_DIM, hidden_dims=HIDDEN)
+    assert resolve_flow(coupling, need_inverse=True, **sizes) is coupling
 
 
 def test_triangular_index_buffers_stay_out_of_the_state_dict() -> None:

@@ -158,6 +158,7 @@ def test_rnnlm_rejects_bad_settings(kwargs, match):
         ({"kind": "exp", "k": 0.99}, 100, 0.99**100),
         ({"kind": "exp", "k": 0.5, "eps_min": 0.1}, 2, 0.25),
         ({"kind": "exp", "k": 0.5, "eps_min": 0.1}, 10, 0.1),
+        ({"kind": "exp", "k": 0.5, "eps_min": 1.0}, 3, 1.0),  # the closed end of [0, 1]: always teach
         ({"kind": "invsigmoid", "k": 10}, 0, 10 / 11),
         ({"kind": "invsigmoid", "k": 10}, 50, 10 / (10 + math.exp(5))),
         ({"kind": "invsigmoid", "k": 1}, 10**6, 0.0),
@@ -181,6 +182,7 @@ def test_teacher_schedule_formulas(config, step, expected):
         ({"kind": "exp", "k": 1.0}, r"\(0, 1\)"),
         ({"kind": "invsigmoid", "k": 0.5}, "at least 1"),
         ({"kind": "exp", "k": 0.9, "eps_min": -0.1}, "eps_min"),
+        ({"kind": "exp", "k": 0.9, "eps_min": 1.1}, "eps_min"),
         ({"kind": "constant", "p": "1"}, "number"),
     ],
 )

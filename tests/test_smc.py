@@ -211,6 +211,14 @@ def test_jackknife_removes_most_of_the_log_mean_bias():
     assert abs(bias_jack) < 4 * se_jack and abs(bias_jack) < bias_plain / 3, (bias_jack, bias_plain)
 
 
+def test_jackknife_log_mean_by_hand():
+    z = torch.tensor([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]], dtype=torch.float64).log()  # R = 3 runs, 2 words
+    full = math.log(3.0)  # the mean of 1, 3, 5
+    leave_one_out = np.log([4.0, 3.0, 2.0])  # the means of (3, 5), (1, 5), (1, 3)
+    expected = [3 * full - 2 * leave_one_out.mean(), math.log(2.0)]  # equal runs: their common value
+    torch.testing.assert_close(jackknife_log_mean(z), torch.tensor(expected, dtype=torch.float64))
+
+
 def test_jackknife_option_and_its_fallbacks():
     model = random_walk()
     words = all_words(2)

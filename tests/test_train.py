@@ -124,6 +124,18 @@ def test_bad_options(tmp_path, change, error):
         train_run(RunConfig(**{**TINY, **change}), tmp_path / "run", progress=False)
 
 
+def test_trainer_refuses_bad_arguments():
+    model = build_model("dssm", vocab_size=8, state_dim=2, flow_hidden=4, emitter_hidden=4)
+    guide = build_guide("gaussian", vocab_size=8, state_dim=2, rnn_hidden=4)
+    for name in ("lr", "clip_norm", "total_steps", "max_param"):
+        for bad in (0, -1.0, math.inf, math.nan):
+            with pytest.raises(ConfigError, match=f"{name} must be a positive finite number"):
+                Trainer(model, guide, **{name: bad})
+    professor = build_model("professor", vocab_size=8, state_dim=4, embed_dim=4, disc_hidden=4)
+    with pytest.raises(ConfigError, match="--jit cannot trace ProfessorForcing"):
+        Trainer(professor, build_guide("empty"), jit=True)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_cuda_without_gpu(tmp_path):
     with pytest.raises(DeviceError, match="no CUDA GPU is available"):

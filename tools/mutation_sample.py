@@ -29,13 +29,18 @@ from pathlib import Path
 # Each module and the test files that guard it.
 GUARDS: dict[str, list[str]] = {
     "pyroseq/flows": ["tests/test_flows.py", "tests/test_contract.py"],
-    "pyroseq/models/dssm.py": ["tests/test_dssm.py", "tests/test_contract.py"],
+    "pyroseq/models/dssm.py": ["tests/test_dssm.py", "tests/test_contract.py", "tests/test_defaults.py"],
     "pyroseq/models/base.py": ["tests/test_dssm.py", "tests/test_rnn.py", "tests/test_contract.py"],
     "pyroseq/models/rnn.py": ["tests/test_rnn.py", "tests/test_professor.py", "tests/test_contract.py"],
-    "pyroseq/models/professor.py": ["tests/test_rnn.py", "tests/test_professor.py", "tests/test_contract.py"],
+    "pyroseq/models/professor.py": [
+        "tests/test_rnn.py",
+        "tests/test_professor.py",
+        "tests/test_contract.py",
+        "tests/test_train.py",
+    ],
     "pyroseq/models/schedules.py": ["tests/test_rnn.py", "tests/test_train.py"],
-    "pyroseq/guides": ["tests/test_dssm.py", "tests/test_contract.py"],
-    "pyroseq/evaluate": ["tests/test_evaluate.py"],
+    "pyroseq/guides": ["tests/test_dssm.py", "tests/test_contract.py", "tests/test_defaults.py"],
+    "pyroseq/evaluate": ["tests/test_evaluate.py", "tests/test_smc.py"],
     "pyroseq/infer/trainer.py": ["tests/test_train.py"],
     "pyroseq/infer/objectives.py": ["tests/test_objectives.py"],
     "pyroseq/infer/annealing.py": ["tests/test_annealing.py"],
