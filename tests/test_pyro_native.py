@@ -266,7 +266,7 @@ def test_save_run_writes_a_run_that_the_commands_accept(corpus, tmp_path):
 @pytest.mark.parametrize("case", ["another size", "an autoguide", "a run already there"])
 def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, case):
     from pyroseq.errors import CheckpointError
-    from pyroseq.infer import RunConfig, save_run
+    from pyroseq.infer import RunConfig, load_run, save_run
 
     V = len(corpus.vocab)
     model = DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8)
@@ -278,6 +278,7 @@ def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, ca
         guide, match = AutoNormal(model), "AutoNormal"
     else:
         save_run(tmp_path, model, guide, config=config, vocab=corpus.vocab)
+        assert load_run(tmp_path).step == 0  # a saved run without a step starts the count at 0
         match = "already holds a run"
     with pytest.raises(CheckpointError, match=match):
         save_run(tmp_path, model, guide, config=config, vocab=corpus.vocab)

@@ -11,12 +11,15 @@ import torch
 from click.testing import CliRunner
 
 from pyroseq.cli.main import cli
+from pyroseq.data import Vocabulary
+from pyroseq.data.text import load_text
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, PyroseqError
 from pyroseq.guides import build_guide
 from pyroseq.infer.checkpoint import save_checkpoint
 from pyroseq.infer.config import RunConfig
 from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import load_run
+from pyroseq.infer.rundir import corpus_fingerprint, load_run
+from pyroseq.infer.specs import guide_spec
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 from pyroseq.models import build_model
 
@@ -134,6 +137,35 @@ def test_trainer_refuses_bad_arguments():
     professor = build_model("professor", vocab_size=8, state_dim=4, embed_dim=4, disc_hidden=4)
     with pytest.raises(ConfigError, match="--jit cannot trace ProfessorForcing"):
         Trainer(professor, build_guide("empty"), jit=True)
+
+
+def test_guide_flow_option_reaches_the_guide():
+    vocab = Vocabulary.from_texts(["abc"])
+    for given, flow in (("diagonal", "diagonal"), ("coupling", "coupling"), ("none", None)):
+        spec = guide_spec(RunConfig(guide_flow=given), vocab)
+        assert spec["name"] == "future" and spec["kwargs"]["flow"] == flow
+    assert "flow" not in guide_spec(RunConfig(guide="gaussian"), vocab)["kwargs"]
+
+
+def test_a_new_run_directory_may_be_nested_in_new_folders(tmp_path):
+    train_run(RunConfig(**{**TINY, "steps": 1}), tmp_path / "new" / "folders" / "run", progress=False)
+    assert load_run(tmp_path / "new" / "folders" / "run").step == 1
+
+
+def test_progress_bar_when_asked(tmp_path, capsys):
+    train_run(RunConfig(**{**TINY, "steps": 2}), tmp_path / "run", progress=True)
+    assert "2/2" in capsys.readouterr().err
+
+
+def test_text_corpus_fingerprint_follows_its_content(tmp_path):
+    def fingerprint(text):
+        path = tmp_path / "t.txt"
+        path.write_text(text)
+        return corpus_fingerprint(load_text(path))["sha256"]
+
+    first = fingerprint("to be or not to be " * 20)
+    assert fingerprint("to be or not to be " * 20) == first
+    assert fingerprint("to be or not to bee " * 20) != first
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
