@@ -41,12 +41,15 @@ class Config:
     args: tuple[str, ...]
     groups: tuple[str, ...]
     max_steps: int = 20_000
+    init_from: str | None = None  # a configuration whose trained run this one starts from (--init-from)
 
     def train_command(
         self, out: Path, *, resume: bool, max_steps: int | None = None, lr_decay: float | None = None
     ) -> list[str]:
         steps = str(max_steps or self.max_steps)
         command = [*PYROSEQ, "train", *WORDS, *self.args, "--steps", steps, "--out", str(out)]
+        if self.init_from is not None:  # the study root's run of that name (recorded in config.json)
+            command += ["--init-from", str(out.parent / self.init_from)]
         if lr_decay is not None:  # on resume: a new per-step factor lr_decay^(1/steps) from there on
             command += ["--lr-decay", str(lr_decay)]
         return [*command, "--resume"] if resume else command
@@ -129,6 +132,15 @@ def _grid() -> list[Config]:
         Config("dssm-cp4-iwae16-kw-long-d8-seed1", (*_dssm(cp4, k=16, **iw), "--seed", "1"), ("iwae",))
     )
     configs.append(Config("rnn-teacher-lr6-d8", _rnn("teacher", d=8, lr=0.006), ("lr",)))
+    # Sixth study: is the bound what stops the DSSM? Each K = 16 run at its plateau trains on from its
+    # weights by IWAE K = 64 (about four times the cost per step), beside the same continuation at K = 16
+    # (the control: a fresh optimiser and more steps alone), at the rate where the run stopped (5e-4)
+    # decaying to 3e-4 over 5,000 steps, the floor of the original schedule.
+    tail = ("--lr-decay", "0.6")
+    for k in (64, 16):
+        for d, source in ((16, "dssm-cp4-iwae16-kw-long-d16"), (8, "dssm-cp4-iwae16-kw-long-d8-seed1")):
+            args = (*_dssm(cp4, d=d, k=k, lr=0.0005), *tail, *(("--seed", "1") if d == 8 else ()))
+            configs.append(Config(f"dssm-cp4-iwae{k}-from16-d{d}", args, ("iwae",), 5_000, source))
     # A composition with a triangular last layer (four couplings, then the paper's flow), by the ELBO
     # recipe beside the plain four couplings at D = 8 (13.139 at their plateau).
     configs.append(Config("dssm-cp4-tri-elbo-kw-d8", _dssm(flows["cp4-tri"], d=8, **kw), ("anneal",)))
@@ -299,6 +311,10 @@ def run(args: argparse.Namespace) -> None:
     log_dir = root / "logs"
     log_dir.mkdir(exist_ok=True)
     queue = [c for c in select(args.names) if not Progress.load(root / f"{c.name}.study.json").done]
+    for config in [c for c in queue if c.init_from is not None]:
+        if not Progress.load(root / f"{config.init_from}.study.json").done:  # its weights are not final
+            print(f"{config.name}: skipped until {config.init_from} (which it starts from) is done")
+            queue.remove(config)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     jobs: list[Job] = []
     stopping = False

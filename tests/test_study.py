@@ -48,3 +48,20 @@ def test_grid_table_has_one_run_per_cell_and_leaves_out_other_emitters_and_rates
     assert "13.495" not in table and "13.364" not in table and "13.139" not in table
     with pytest.raises(ValueError, match="two runs for the grid cell"):
         grid_table([*rows, {"name": "dssm-cp4-elbo-kw-d16", "ce": 1.0}], "ELBO, KL warm-up 1000 steps")
+
+
+def test_a_configuration_started_from_another_names_its_run_and_waits_for_it(tmp_path, capsys):
+    import argparse
+
+    configs = STUDY["CONFIGS"]
+    started = [c for c in configs.values() if c.init_from is not None]
+    assert started and all(c.init_from in configs for c in started)
+    config = configs["dssm-cp4-iwae64-from16-d16"]
+    command = config.train_command(tmp_path / config.name, resume=False)
+    assert command[command.index("--init-from") + 1] == str(tmp_path / "dssm-cp4-iwae16-kw-long-d16")
+    args = argparse.Namespace(root=tmp_path, names=[config.name], minutes=None, jobs=1, max_steps=None,
+                              lr_decay=None, poll=0.01, snapshot_every=0, patience=6,
+                              tolerance=0.02)  # fmt: skip
+    STUDY["run"](args)  # its source has not run here: nothing may start
+    out = capsys.readouterr().out
+    assert "skipped until dssm-cp4-iwae16-kw-long-d16" in out and "started at step" not in out

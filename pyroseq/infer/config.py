@@ -26,6 +26,7 @@ __all__ = [
     "DATA",
     "MODELS",
     "TRAINING",
+    "INHERITED",
     "RESUMABLE",
     "RunConfig",
     "check_applicable",
@@ -68,11 +69,14 @@ class RunConfig:
     schedule: str = "invsigmoid"  # scheduled sampling: linear | exp | invsigmoid
     schedule_k: float | None = None  # the schedule's rate (default: set from --steps)
     adversarial_weight: float = 1.0  # professor forcing
+    # a run directory whose model and guide weights a new run starts from (see INHERITED)
+    init_from: str | None = None
     # optimisation
     objective: str = "elbo"  # elbo | iwae
     particles: int = 1  # K
     # dssm: KL annealing over this many steps (0: none). None, in a new run: DEFAULT_KL_WARMUP steps, or
-    # half of --steps if that is fewer (see resolve_kl_warmup); a run saved before the option: none.
+    # half of --steps if that is fewer, and none from --init-from (see resolve_kl_warmup); a run saved
+    # before the option: none.
     kl_warmup: int | None = None
     steps: int = 1000
     batch_size: int = 64  # per process: --devices N trains on N * batch_size sequences a step
@@ -145,6 +149,12 @@ class RunConfig:
         return cls(**data)
 
 
+# Options a run started --init-from another takes from that run unless they are given: the data and what
+# shapes the model's and guide's weights (and the RNN's training, which the weights were fit under).
+INHERITED = ("data", "source", "top", "max_length", "chunk_length", "model", "state_dim", "flow",
+             "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "cell", "embed_dim",
+             "layers", "training", "schedule", "schedule_k", "adversarial_weight")  # fmt: skip
+
 # Options that may change on resume: the length of training, where it runs (on as many processes:
 # the run's per-rank word streams continue), how often it logs, and the step size (as
 # NonFiniteLossError advises: lower --lr or --clip-norm and resume).
@@ -195,11 +205,13 @@ KL fell to 0.09 nats/word in 1,000 steps on the word task), with this warm-up it
 def resolve_kl_warmup(config: RunConfig) -> RunConfig:
     """``config`` with ``kl_warmup`` set: for a DSSM left at None, :data:`DEFAULT_KL_WARMUP` steps or half of
     ``steps`` if that is fewer (so the bound is the ordinary one for the second half of any run); 0 for an
-    RNN, which has no latent sites, and under ``--jit``, whose trace would freeze the factor (an explicit
-    ``--kl-warmup`` with ``--jit`` is refused by the Trainer)."""
+    RNN, which has no latent sites, under ``--jit``, whose trace would freeze the factor (an explicit
+    ``--kl-warmup`` with ``--jit`` is refused by the Trainer), and for a run that starts ``--init-from``
+    trained weights, whose states are in use already."""
     if config.kl_warmup is not None:
         return config
-    warmup = min(DEFAULT_KL_WARMUP, config.steps // 2) if config.model == "dssm" and not config.jit else 0
+    annealed = config.model == "dssm" and not config.jit and config.init_from is None
+    warmup = min(DEFAULT_KL_WARMUP, config.steps // 2) if annealed else 0
     return dataclasses.replace(config, kl_warmup=warmup)
 
 

@@ -22,6 +22,7 @@ from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
 from pyroseq.infer.checkpoint import CHECKPOINT
 from pyroseq.infer.config import (
+    INHERITED,
     RunConfig,
     check_applicable,
     load_corpus,
@@ -70,10 +71,60 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
 
 
 def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
-    """The config of a new run: ``config`` with ``overrides`` applied."""
+    """The config of a new run: ``config`` with ``overrides`` applied, and, when it starts from another
+    run's weights, the :data:`~pyroseq.infer.config.INHERITED` options neither given in ``overrides`` nor
+    set away from their defaults taken from that run."""
     if config is None:
         raise ConfigError("a new run needs a config")
-    return resolve_kl_warmup(resolve_source(dataclasses.replace(config, **overrides)))
+    config = dataclasses.replace(config, **overrides)
+    if config.init_from is not None:
+        source, defaults = _init_source(config.init_from).config, RunConfig()
+        taken = {
+            name: getattr(source, name)
+            for name in INHERITED
+            if name not in overrides and getattr(config, name) == getattr(defaults, name)
+        }
+        config = dataclasses.replace(config, **taken)
+    return resolve_kl_warmup(resolve_source(config))
+
+
+def _init_source(path: str) -> SavedRun:
+    """The checkpoint of the run directory ``path`` that ``--init-from`` names."""
+    checkpoint = Path(path) / CHECKPOINT
+    if not checkpoint.is_file():
+        raise CheckpointError(
+            f"--init-from {path}: no {CHECKPOINT} there; name a run directory written by pyroseq train "
+            "(or by save_run)"
+        )
+    return read_run_checkpoint(checkpoint)
+
+
+def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> None:
+    """Load the model's and guide's weights (only those: not the optimiser's state, the step or the
+    schedules, which a new run starts afresh) from the run ``config.init_from``."""
+    path = str(config.init_from)
+    source = _init_source(path)
+    if source.vocab != vocab:
+        raise CheckpointError(
+            f"--init-from {path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
+            f"against {len(vocab)}), so its weights mean other symbols here; train on its corpus"
+        )
+    try:
+        model.load_state_dict(source.state["model"])
+        if isinstance(guide, torch.nn.Module):
+            guide.load_state_dict(source.state["guide"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        ours, theirs = config, source.config
+        differ = [
+            f"--{name.replace('_', '-')} {getattr(ours, name)} (that run has {getattr(theirs, name)})"
+            for name in INHERITED
+            if getattr(ours, name) != getattr(theirs, name)
+        ]
+        why = "; ".join(differ) if differ else first_line(e, limit=160)
+        raise CheckpointError(
+            f"--init-from {path}: its weights do not fit this run's model and guide: {why}; leave the "
+            "options that shape them at that run's values"
+        ) from None
 
 
 def _training_data(
@@ -113,6 +164,12 @@ def train_run(
 
     Args:
         config: the configuration of a new run (ignored on resume, where the checkpoint's is used).
+            With ``init_from`` (a run directory) the new run starts from that run's model and guide
+            weights, with a fresh optimiser, step count and schedules (and no KL warm-up unless
+            ``kl_warmup`` is set): to train on under another objective (IWAE with more particles), step
+            size or horizon. Its data and model options (:data:`~pyroseq.infer.config.INHERITED`) are
+            that run's, except those given in ``overrides`` or set away from their defaults, which must
+            fit its weights (its vocabulary, too), or it is a :class:`CheckpointError`.
         out: the run directory. A new run goes only into a new or empty directory, or one where a
             pyroseq run failed before its first checkpoint (:func:`~pyroseq.infer.guard.claim_new_run`);
             while a run trains, its directory is locked against other processes
@@ -204,6 +261,8 @@ def _train(
             f"the model's parameters do not fit in memory ({what}, which the allocator refused): lower "
             "--state-dim or the hidden sizes"
         ) from None
+    if saved is None and config.init_from is not None:
+        _load_weights(config, model, guide, vocab)
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
@@ -262,6 +321,7 @@ def _train(
         "data": config.data,
         "objective": config.objective,
         "particles": config.particles,
+        "init_from": config.init_from,
         "steps": summary["steps"],
         "steps_this_run": summary["steps_this_run"],
         "batch_size": config.batch_size,

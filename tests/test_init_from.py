@@ -1,0 +1,153 @@
+"""A new run started from another run's weights (``--init-from``): what it takes, what starts afresh."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pyroseq.cli.main import cli
+from pyroseq.errors import CheckpointError
+from pyroseq.infer import save_run
+from pyroseq.infer.config import RunConfig
+from pyroseq.infer.run import train_run
+from pyroseq.infer.rundir import load_run
+
+TINY = dict(
+    source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8,
+    valid_every=3, valid_size=16, checkpoint_every=3, steps=6,
+)  # fmt: skip
+# The optimisation options of the runs that start from TINY's: the model's shape comes from the source.
+AFTER = dict(batch_size=8, valid_every=3, valid_size=16, checkpoint_every=3)
+
+
+def weights(run_dir):
+    run = load_run(run_dir)
+    model = {f"model.{k}": v.clone() for k, v in run.model.state_dict().items()}
+    guide = run.guide.state_dict() if isinstance(run.guide, torch.nn.Module) else {}
+    return {**model, **{f"guide.{k}": v.clone() for k, v in guide.items()}}
+
+
+def assert_same(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("init") / "base"
+    train_run(RunConfig(**TINY), out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("model", ["dssm", "rnn"])
+def test_the_new_run_starts_from_the_source_weights_with_its_own_step_and_schedule(tmp_path, model):
+    src = tmp_path / "src"
+    train_run(RunConfig(model=model, **TINY), src, progress=False)
+    # A step of size 1e-12 leaves the weights where they started: they must be the source's, not new ones.
+    result = train_run(
+        RunConfig(init_from=str(src), steps=1, lr=1e-12, **AFTER), tmp_path / "ft", progress=False
+    )
+    assert_same(weights(tmp_path / "ft"), weights(src), atol=1e-9)
+    new = RunConfig(model=model, **{**TINY, "steps": 1, "lr": 1e-12})
+    fresh = train_run(new, tmp_path / "new", progress=False)
+    assert fresh["steps"] == 1
+    a, b = weights(tmp_path / "new"), weights(src)
+    assert any((a[k] - b[k]).abs().max() > 1e-3 for k in a)  # the test can tell loaded from new weights
+    assert result["init_from"] == str(src) and result["steps"] == 1
+    run = load_run(tmp_path / "ft")
+    assert run.step == 1  # its own count, not the source's 6 + 1
+    assert run.config.model == model and run.config.state_dim == 4  # the source's shape, not the defaults
+    records = [json.loads(x) for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1]
+    if model == "rnn":  # the step its schedule is at: its own first (0-based), not the source's last
+        assert (run.model.training_step, load_run(src).model.training_step) == (0, 5)
+
+
+def test_it_trains_on_under_another_objective_and_lowers_the_bound(tmp_path, base):
+    """Training on by IWAE K = 8 from a run trained by the ELBO: its IWAE bound on held-out words falls."""
+    config = RunConfig(init_from=str(base), objective="iwae", particles=8, steps=30, lr=3e-3, **AFTER)
+    result = train_run(config, tmp_path / "ft", progress=False)
+    assert result["objective"] == "iwae" and result["particles"] == 8
+    saved = json.loads((tmp_path / "ft" / "config.json").read_text())
+    assert saved["init_from"] == str(base) and saved["state_dim"] == 4 and saved["source"] == "sample"
+    assert saved["kl_warmup"] == 0  # the states are in use already: no warm-up unless asked for
+    curve = [json.loads(x)["valid_loss"] for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
+             if "valid_loss" in json.loads(x)]  # fmt: skip
+    assert curve[-1] < curve[0]
+
+
+def test_an_explicit_warm_up_and_a_new_corpus_of_the_same_symbols_are_kept(tmp_path, base):
+    config = RunConfig(init_from=str(base), kl_warmup=4, steps=2, **AFTER)
+    train_run(config, tmp_path / "ft", progress=False)
+    assert load_run(tmp_path / "ft").config.kl_warmup == 4
+
+
+def test_the_command_takes_the_source_model_options_and_prints_where_it_started(tmp_path, base):
+    out = tmp_path / "ft"
+    args = ["train", "--init-from", str(base), "--objective", "iwae", "--particles", "2", "--steps", "2",
+            "--batch-size", "4", "--valid-size", "8", "--out", str(out), "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert f"started from the weights of {base}" in result.output
+    source = json.loads((base / "config.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    shape = ("source", "state_dim", "flow", "flow_hidden", "emitter_hidden", "guide_hidden", "guide_flow")
+    for name in shape:
+        assert saved[name] == source[name], name
+    assert saved["objective"] == "iwae" and saved["particles"] == 2 and saved["steps"] == 2
+
+
+def test_resuming_a_run_started_from_another_equals_the_uninterrupted_run(tmp_path, base, monkeypatch):
+    from pyroseq.data import words
+
+    config = RunConfig(init_from=str(base), **{**AFTER, "checkpoint_every": 0}, steps=6)
+    train_run(config, tmp_path / "full", progress=False)
+    original, calls = words.WordSampler.__next__, {"n": 0}
+
+    def interrupting(self):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(words.WordSampler, "__next__", interrupting)
+    assert train_run(config, tmp_path / "half", progress=False)["steps"] == 3
+    monkeypatch.setattr(words.WordSampler, "__next__", original)
+    resumed = train_run(None, tmp_path / "half", resume=True, progress=False)
+    assert resumed["steps"] == 6 and resumed["init_from"] == str(base)
+    assert_same(weights(tmp_path / "half"), weights(tmp_path / "full"))
+
+
+def test_a_run_written_by_save_run_can_be_started_from(tmp_path, base):
+    run = load_run(base)
+    save_run(tmp_path / "script", run.model, run.guide, config=run.config, vocab=run.vocab, step=6)
+    train_run(RunConfig(init_from=str(tmp_path / "script"), steps=1, lr=1e-12, **AFTER), tmp_path / "ft",
+              progress=False)  # fmt: skip
+    assert_same(weights(tmp_path / "ft"), weights(base), atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"state_dim": 8}, "do not fit this run's model and guide: --state-dim 8 \\(that run has 4\\)"),
+        ({"flow": "triangular"}, "--flow triangular \\(that run has coupling\\+coupling\\)"),
+        ({"source": "symspell", "top": 100}, "that run's symbols differ from this run's corpus's"),
+    ],
+)
+def test_options_that_do_not_fit_the_source_weights_are_refused(tmp_path, base, change, error):
+    with pytest.raises(CheckpointError, match=error):
+        train_run(RunConfig(init_from=str(base), steps=1, **AFTER, **change), tmp_path / "ft", progress=False)
+    # the refused run left its directory free for a run that fits
+    train_run(RunConfig(init_from=str(base), steps=1, **AFTER), tmp_path / "ft", progress=False)
+
+
+def test_a_missing_source_and_a_changed_source_on_resume_are_refused(tmp_path, base):
+    with pytest.raises(CheckpointError, match="--init-from .*nowhere: no checkpoint.pt there"):
+        train_run(RunConfig(init_from=str(tmp_path / "nowhere"), **AFTER), tmp_path / "ft", progress=False)
+    assert not (tmp_path / "ft").exists()  # refused before the directory was made
+    train_run(RunConfig(init_from=str(base), steps=1, **AFTER), tmp_path / "ft", progress=False)
+    with pytest.raises(CheckpointError, match="--init-from .*other \\(the run has"):
+        other = {"init_from": str(tmp_path / "other"), "steps": 2}
+        train_run(None, tmp_path / "ft", resume=True, overrides=other, progress=False)
