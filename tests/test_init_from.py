@@ -1,6 +1,7 @@
 """A new run started from another run's weights (``--init-from``): what it takes, what starts afresh."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -91,6 +92,7 @@ def test_the_command_takes_the_source_model_options_and_prints_where_it_started(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert f"started from the weights of {base}" in result.output
+    assert re.search(r"valid \d+\.\d{3}$", result.output, re.M), result.output  # rounded like the loss
     source = json.loads((base / "config.json").read_text())
     saved = json.loads((out / "config.json").read_text())
     shape = ("source", "state_dim", "flow", "flow_hidden", "emitter_hidden", "guide_hidden", "guide_flow")

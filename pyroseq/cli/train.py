@@ -127,10 +127,11 @@ def train_command(
     rate_key = "words_per_second" if "words_per_second" in result else "symbols_per_second"
     first = "n/a" if result["initial_loss"] is None else f"{result['initial_loss']:.3f}"
     last = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.3f}"
+    valid = "n/a" if result["valid_loss"] is None else f"{result['valid_loss']:.3f}"
     lines = [
         f"{'stopped' if result['interrupted'] else 'trained'} {result['model']} on {result['data']}: "
         f"step {result['steps']} ({result['steps_this_run']} this run, {result['seconds']:.1f} s)",
-        f"  loss ({result['loss_unit']}): {first} -> {last}   valid {result['valid_loss']}",
+        f"  loss ({result['loss_unit']}): {first} -> {last}   valid {valid}",
         f"  {rate_key.replace('_', ' ')}: {result[rate_key] or 0:.0f}",
         f"  checkpoint: {result['checkpoint']}",
         *([f"  started from the weights of {result['init_from']}"] if result["init_from"] else []),
