@@ -133,7 +133,7 @@ def _grid() -> list[Config]:
     )
     configs.append(Config("rnn-teacher-lr6-d8", _rnn("teacher", d=8, lr=0.006), ("lr",)))
     # Sixth study: is the bound what stops the DSSM? Each K = 16 run at its plateau trains on from its
-    # weights by IWAE K = 64 (about four times the cost per step), beside the same continuation at K = 16
+    # weights by IWAE K = 64 (5.3-5.7 times the cost per step: 2.3 s), beside the same continuation at K = 16
     # (the control: a fresh optimiser and more steps alone), at the rate where the run stopped (5e-4)
     # decaying to 3e-4 over 5,000 steps, the floor of the original schedule.
     tail = ("--lr-decay", "0.6")
