@@ -1,7 +1,9 @@
 """A new run started from another run's weights (``--init-from``): what it takes, what starts afresh."""
 
+import dataclasses
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -91,7 +93,7 @@ def test_the_command_takes_the_source_model_options_and_prints_where_it_started(
             "--batch-size", "4", "--valid-size", "8", "--out", str(out), "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert f"started from the weights of {base}" in result.output
+    assert f"started from the weights of {base} at its step 6" in result.output
     assert re.search(r"valid \d+\.\d{3}$", result.output, re.M), result.output  # rounded like the loss
     source = json.loads((base / "config.json").read_text())
     saved = json.loads((out / "config.json").read_text())
@@ -153,3 +155,66 @@ def test_a_missing_source_and_a_changed_source_on_resume_are_refused(tmp_path, b
     with pytest.raises(CheckpointError, match="--init-from .*other \\(the run has"):
         other = {"init_from": str(tmp_path / "other"), "steps": 2}
         train_run(None, tmp_path / "ft", resume=True, overrides=other, progress=False)
+
+
+def test_the_corpus_options_are_not_carried_to_another_named_corpus(tmp_path):
+    src = tmp_path / "src"
+    train_run(RunConfig(**{**TINY, "top": 300, "steps": 1}), src, progress=False)
+    kept = train_run(RunConfig(init_from=str(src), steps=1, **AFTER), tmp_path / "same", progress=False)
+    assert load_run(tmp_path / "same").config.top == 300 and kept["init_from_step"] == 1
+    # Naming a corpus (here the same one) starts its options from their defaults, as a new run on it would:
+    # the source's --top 300 must not cut it silently.
+    named = RunConfig(init_from=str(src), source="sample", steps=1, **AFTER)
+    train_run(named, tmp_path / "named", progress=False)
+    config = load_run(tmp_path / "named").config
+    assert config.top is None and config.state_dim == 4  # the shape still comes from the source
+
+
+def test_the_source_is_recorded_by_absolute_path_and_step_and_its_checkpoint_file_is_accepted(
+    tmp_path, base, monkeypatch
+):
+    monkeypatch.chdir(base.parent)
+    result = train_run(RunConfig(init_from=base.name, steps=1, **AFTER), tmp_path / "rel", progress=False)
+    saved = json.loads((tmp_path / "rel" / "config.json").read_text())
+    assert saved["init_from"] == str(base.resolve()) == result["init_from"]
+    assert saved["init_from_step"] == 6 == result["init_from_step"]
+    file = base / "checkpoint.pt"
+    train_run(RunConfig(init_from=str(file), steps=1, lr=1e-12, **AFTER), tmp_path / "file", progress=False)
+    assert_same(weights(tmp_path / "file"), weights(base), atol=1e-9)
+    assert json.loads((tmp_path / "file" / "config.json").read_text())["init_from"] == str(file.resolve())
+
+
+def test_a_checkpoint_copied_in_from_another_run_is_refused(tmp_path, base):
+    other = tmp_path / "other"
+    train_run(RunConfig(**{**TINY, "state_dim": 3, "steps": 1}), other, progress=False)
+    mixed = tmp_path / "mixed"
+    shutil.copytree(base, mixed)
+    shutil.copy(other / "checkpoint.pt", mixed / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="replaced by another run's"):
+        train_run(RunConfig(init_from=str(mixed), steps=1, **AFTER), tmp_path / "ft", progress=False)
+
+
+def test_a_source_in_training_is_noted_and_one_that_moves_on_meanwhile_is_refused(
+    tmp_path, base, monkeypatch
+):
+    from pyroseq.infer import run as run_module
+    from pyroseq.infer.guard import lock_run
+
+    with lock_run(base):  # as a process training it holds it
+        result = train_run(
+            RunConfig(init_from=str(base), steps=1, **AFTER), tmp_path / "live", progress=False
+        )
+    assert any("is being trained" in n and "at step 6" in n for n in result["notes"]), result["notes"]
+    quiet = train_run(RunConfig(init_from=str(base), steps=1, **AFTER), tmp_path / "quiet", progress=False)
+    assert not any("is being trained" in n for n in quiet["notes"])
+    fresh = run_module._fresh  # the source's checkpoint moves on between reading its config and its weights
+    monkeypatch.setattr(run_module, "_fresh", lambda c, o: dataclasses.replace(fresh(c, o), init_from_step=3))
+    with pytest.raises(CheckpointError, match="moved from step 3 to 6 while this run started"):
+        train_run(RunConfig(init_from=str(base), steps=1, **AFTER), tmp_path / "moved", progress=False)
+
+
+def test_the_shape_error_names_only_the_options_that_shape_the_weights(tmp_path, base):
+    change = {"state_dim": 8, "max_length": 8, "top": 300}
+    with pytest.raises(CheckpointError, match="--state-dim 8") as caught:
+        train_run(RunConfig(init_from=str(base), steps=1, **AFTER, **change), tmp_path / "ft", progress=False)
+    assert "--max-length" not in str(caught.value) and "--top" not in str(caught.value)

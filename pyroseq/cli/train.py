@@ -50,7 +50,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--schedule", "schedule", click.Choice(["linear", "exp", "invsigmoid"]), "Scheduled sampling's decay of the teacher probability."),
     ("--schedule-k", "schedule_k", POSITIVE_FLOAT, "The schedule's rate parameter (default: set from --steps)."),
     ("--adversarial-weight", "adversarial_weight", Finite(min=0), "Professor forcing: weight of the generator's adversarial term."),
-    ("--init-from", "init_from", str, "A new run starting from the weights of the run in this directory: its data and model options unless given, a fresh optimiser, step count and schedules, no KL warm-up unless given."),
+    ("--init-from", "init_from", str, "A new run starting from the weights of the run in this directory (or of this checkpoint file): its data and model options unless given, a fresh optimiser, step count and schedules, no KL warm-up unless given."),
     ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (the importance-weighted bound, K = --particles)."),
     ("--particles", "particles", POSITIVE, "K, the number of vectorised particles."),
     ("--kl-warmup", "kl_warmup", NON_NEGATIVE, "DSSM: KL annealing over N steps, the latent sites scaled by min(1, step/N) (0: none; default 1000, or half of --steps if fewer)."),
@@ -134,7 +134,11 @@ def train_command(
         f"  loss ({result['loss_unit']}): {first} -> {last}   valid {valid}",
         f"  {rate_key.replace('_', ' ')}: {result[rate_key] or 0:.0f}",
         f"  checkpoint: {result['checkpoint']}",
-        *([f"  started from the weights of {result['init_from']}"] if result["init_from"] else []),
+        *(
+            [f"  started from the weights of {result['init_from']} at its step {result['init_from_step']}"]
+            if result["init_from"]
+            else []
+        ),
         *(f"  note: {n}" for n in result["notes"]),
     ]
     emit(result, as_json, lines)

@@ -26,7 +26,9 @@ __all__ = [
     "DATA",
     "MODELS",
     "TRAINING",
+    "CORPUS",
     "INHERITED",
+    "SHAPES",
     "RESUMABLE",
     "RunConfig",
     "check_applicable",
@@ -71,6 +73,7 @@ class RunConfig:
     adversarial_weight: float = 1.0  # professor forcing
     # a run directory whose model and guide weights a new run starts from (see INHERITED)
     init_from: str | None = None
+    init_from_step: int | None = None  # the step of init_from's checkpoint (set by train_run, not an option)
     # optimisation
     objective: str = "elbo"  # elbo | iwae
     particles: int = 1  # K
@@ -150,10 +153,13 @@ class RunConfig:
 
 
 # Options a run started --init-from another takes from that run unless they are given: the data and what
-# shapes the model's and guide's weights (and the RNN's training, which the weights were fit under).
-INHERITED = ("data", "source", "top", "max_length", "chunk_length", "model", "state_dim", "flow",
-             "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "cell", "embed_dim",
-             "layers", "training", "schedule", "schedule_k", "adversarial_weight")  # fmt: skip
+# shapes the model's and guide's weights (and the RNN's training, which the weights were fit under). The
+# corpus options (CORPUS) are taken only when no other corpus is named: another --file or --data starts from
+# their defaults, as a new run on it would.
+CORPUS = ("source", "top", "max_length", "chunk_length")
+SHAPES = ("model", "state_dim", "flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow",
+          "guide_hidden", "cell", "embed_dim", "layers", "training")  # fmt: skip
+INHERITED = ("data", *CORPUS, *SHAPES, "schedule", "schedule_k", "adversarial_weight")
 
 # Options that may change on resume: the length of training, where it runs (on as many processes:
 # the run's per-rank word streams continue), how often it logs, and the step size (as

@@ -19,7 +19,7 @@ from pathlib import Path
 from pyroseq.errors import CheckpointError, RunLockedError, StorageError
 from pyroseq.infer.checkpoint import CHECKPOINT
 
-__all__ = ["LOCK", "RunLock", "lock_run", "claim_new_run"]
+__all__ = ["LOCK", "RunLock", "lock_run", "claim_new_run", "training_holder"]
 
 LOCK = ".pyroseq.lock"
 
@@ -93,6 +93,23 @@ def lock_run(directory: str | Path) -> RunLock:
         os.close(fd)
         raise
     return RunLock(fd, directory)
+
+
+def training_holder(directory: str | Path) -> str | None:
+    """Which process (``"PID N"``) is training the run ``directory`` now, or None: one that holds its lock.
+    Only looks: a shared lock taken and at once released, never blocking."""
+    path = Path(directory) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file (a save_run directory), or not readable: no trainer can be told
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)
+    return None
 
 
 def claim_new_run(directory: str | Path) -> RunLock:

@@ -22,7 +22,9 @@ from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
 from pyroseq.infer.checkpoint import CHECKPOINT
 from pyroseq.infer.config import (
+    CORPUS,
     INHERITED,
+    SHAPES,
     RunConfig,
     check_applicable,
     load_corpus,
@@ -32,7 +34,7 @@ from pyroseq.infer.config import (
     resume_differences,
 )
 from pyroseq.infer.distributed import gather_objects, launch, launched_externally, leads_run, rank_seed
-from pyroseq.infer.guard import claim_new_run, lock_run
+from pyroseq.infer.guard import claim_new_run, lock_run, training_holder
 from pyroseq.infer.memory import check_training_memory
 from pyroseq.infer.rundir import (
     MetricsLog,
@@ -73,37 +75,56 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
 def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     """The config of a new run: ``config`` with ``overrides`` applied, and, when it starts from another
     run's weights, the :data:`~pyroseq.infer.config.INHERITED` options neither given in ``overrides`` nor
-    set away from their defaults taken from that run."""
+    set away from their defaults taken from that run (the corpus options only when no other corpus is
+    named), its path made absolute and the step of its checkpoint recorded."""
     if config is None:
         raise ConfigError("a new run needs a config")
     config = dataclasses.replace(config, **overrides)
     if config.init_from is not None:
-        source, defaults = _init_source(config.init_from).config, RunConfig()
+        source, defaults = _init_source(config.init_from), RunConfig()
+        other_corpus = any(
+            name in overrides or getattr(config, name) != getattr(defaults, name)
+            for name in ("data", "source")
+        )
         taken = {
-            name: getattr(source, name)
+            name: getattr(source.config, name)
             for name in INHERITED
-            if name not in overrides and getattr(config, name) == getattr(defaults, name)
+            if name not in overrides
+            and getattr(config, name) == getattr(defaults, name)
+            and not (other_corpus and name in CORPUS)
         }
-        config = dataclasses.replace(config, **taken)
+        where = str(source.path if Path(config.init_from).is_file() else source.path.parent)
+        config = dataclasses.replace(config, **taken, init_from=where, init_from_step=source.step)
     return resolve_kl_warmup(resolve_source(config))
 
 
 def _init_source(path: str) -> SavedRun:
-    """The checkpoint of the run directory ``path`` that ``--init-from`` names."""
-    checkpoint = Path(path) / CHECKPOINT
+    """The checkpoint that ``--init-from`` names: a run directory's (checked against its ``config.json``,
+    as :func:`~pyroseq.infer.rundir.load_run` checks it), or a checkpoint file."""
+    given = Path(path).resolve()
+    checkpoint = given if given.is_file() else given / CHECKPOINT
     if not checkpoint.is_file():
         raise CheckpointError(
             f"--init-from {path}: no {CHECKPOINT} there; name a run directory written by pyroseq train "
-            "(or by save_run)"
+            "(or by save_run), or its checkpoint file"
         )
-    return read_run_checkpoint(checkpoint)
+    saved = read_run_checkpoint(checkpoint)
+    check_config_file(checkpoint.parent, saved.config, checkpoint)
+    return saved
 
 
-def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> None:
+def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tuple[int, str | None]:
     """Load the model's and guide's weights (only those: not the optimiser's state, the step or the
-    schedules, which a new run starts afresh) from the run ``config.init_from``."""
+    schedules, which a new run starts afresh) from the run ``config.init_from``, at the step
+    :func:`_fresh` recorded; return that step and, if the source run is training now, the process
+    training it."""
     path = str(config.init_from)
     source = _init_source(path)
+    if source.step != config.init_from_step:
+        raise CheckpointError(
+            f"--init-from {path}: its checkpoint moved from step {config.init_from_step} to {source.step} "
+            "while this run started (it is training); start from a run that is not, or from a copy of it"
+        )
     if source.vocab != vocab:
         raise CheckpointError(
             f"--init-from {path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
@@ -117,7 +138,7 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> None
         ours, theirs = config, source.config
         differ = [
             f"--{name.replace('_', '-')} {getattr(ours, name)} (that run has {getattr(theirs, name)})"
-            for name in INHERITED
+            for name in SHAPES
             if getattr(ours, name) != getattr(theirs, name)
         ]
         why = "; ".join(differ) if differ else first_line(e, limit=160)
@@ -125,6 +146,7 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> None
             f"--init-from {path}: its weights do not fit this run's model and guide: {why}; leave the "
             "options that shape them at that run's values"
         ) from None
+    return source.step, training_holder(source.path.parent)
 
 
 def _training_data(
@@ -168,8 +190,10 @@ def train_run(
             weights, with a fresh optimiser, step count and schedules (and no KL warm-up unless
             ``kl_warmup`` is set): to train on under another objective (IWAE with more particles), step
             size or horizon. Its data and model options (:data:`~pyroseq.infer.config.INHERITED`) are
-            that run's, except those given in ``overrides`` or set away from their defaults, which must
-            fit its weights (its vocabulary, too), or it is a :class:`CheckpointError`.
+            that run's, except those given in ``overrides`` or set away from their defaults (and the
+            corpus options, :data:`~pyroseq.infer.config.CORPUS`, when another corpus is named), which
+            must fit its weights (its vocabulary, too), or it is a :class:`CheckpointError`. The path is
+            recorded absolute, with ``init_from_step``, the step of the checkpoint the weights came from.
         out: the run directory. A new run goes only into a new or empty directory, or one where a
             pyroseq run failed before its first checkpoint (:func:`~pyroseq.infer.guard.claim_new_run`);
             while a run trains, its directory is locked against other processes
@@ -261,8 +285,9 @@ def _train(
             f"the model's parameters do not fit in memory ({what}, which the allocator refused): lower "
             "--state-dim or the hidden sizes"
         ) from None
+    started_from = None
     if saved is None and config.init_from is not None:
-        _load_weights(config, model, guide, vocab)
+        started_from = _load_weights(config, model, guide, vocab)
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
@@ -282,6 +307,11 @@ def _train(
         if device.type == "cuda" and "cuda_rng" in saved.state:
             saved.restore(torch.cuda.set_rng_state_all, saved.state["cuda_rng"])
     notes = list(corpus.notes)
+    if started_from is not None and started_from[1] is not None:
+        notes.append(
+            f"{config.init_from} is being trained ({started_from[1]}): this run started from its checkpoint "
+            f"at step {started_from[0]}, which that run will overwrite (config.json records the step)"
+        )
     if rank == 0:
         write_config(out, config)
         if saved is not None:
@@ -322,6 +352,7 @@ def _train(
         "objective": config.objective,
         "particles": config.particles,
         "init_from": config.init_from,
+        "init_from_step": config.init_from_step,
         "steps": summary["steps"],
         "steps_this_run": summary["steps_this_run"],
         "batch_size": config.batch_size,

@@ -151,7 +151,8 @@ def read_run_checkpoint(
         if name not in state and state.get("written_by") == "save_run":
             raise CheckpointError(
                 f"{path} was written by pyroseq.infer.save_run from a script and holds no training state "
-                f"({name!r}) to resume: load it with load_run and train on in a script"
+                f"({name!r}) to resume: start a new run from its weights (pyroseq train --init-from), "
+                "or load it with load_run and train on in a script"
             )
         if name not in state:
             raise CheckpointError(f"{path} lacks {name!r}: not a complete pyroseq checkpoint")
