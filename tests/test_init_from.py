@@ -158,16 +158,28 @@ def test_a_missing_source_and_a_changed_source_on_resume_are_refused(tmp_path, b
 
 
 def test_the_corpus_options_are_not_carried_to_another_named_corpus(tmp_path):
+    from pyroseq.data.words import _sample_path
+
     src = tmp_path / "src"
     train_run(RunConfig(**{**TINY, "top": 300, "steps": 1}), src, progress=False)
     kept = train_run(RunConfig(init_from=str(src), steps=1, **AFTER), tmp_path / "same", progress=False)
     assert load_run(tmp_path / "same").config.top == 300 and kept["init_from_step"] == 1
-    # Naming a corpus (here the same one) starts its options from their defaults, as a new run on it would:
-    # the source's --top 300 must not cut it silently.
-    named = RunConfig(init_from=str(src), source="sample", steps=1, **AFTER)
-    train_run(named, tmp_path / "named", progress=False)
-    config = load_run(tmp_path / "named").config
-    assert config.top is None and config.state_dim == 4  # the shape still comes from the source
+    # Naming the source's own corpus again (or its kind of data) keeps the corpus and its options ...
+    for i, named in enumerate([{"source": "sample"}, {"data": "words"}]):
+        train_run(
+            RunConfig(init_from=str(src), steps=1, **AFTER, **named), tmp_path / f"n{i}", progress=False
+        )
+        config = load_run(tmp_path / f"n{i}").config
+        assert (config.source, config.top) == ("sample", 300), named
+    # ... and another corpus (the same words in a file) starts them from their defaults, as a new run on it
+    # would: the source's --top 300 must not cut it silently.
+    file = tmp_path / "words.txt"
+    shutil.copy(_sample_path(), file)
+    train_run(
+        RunConfig(init_from=str(src), source=str(file), steps=1, **AFTER), tmp_path / "f", progress=False
+    )
+    config = load_run(tmp_path / "f").config
+    assert config.source == str(file.resolve()) and config.top is None and config.state_dim == 4
 
 
 def test_the_source_is_recorded_by_absolute_path_and_step_and_its_checkpoint_file_is_accepted(
@@ -218,3 +230,18 @@ def test_the_shape_error_names_only_the_options_that_shape_the_weights(tmp_path,
     with pytest.raises(CheckpointError, match="--state-dim 8") as caught:
         train_run(RunConfig(init_from=str(base), steps=1, **AFTER, **change), tmp_path / "ft", progress=False)
     assert "--max-length" not in str(caught.value) and "--top" not in str(caught.value)
+
+
+def test_a_resume_may_name_the_same_source_again_by_another_path(tmp_path, base, monkeypatch):
+    monkeypatch.chdir(base.parent)
+    config = RunConfig(init_from=base.name, steps=1, **AFTER)
+    train_run(config, tmp_path / "ft", progress=False)
+    for i, given in enumerate([base.name, f"./{base.name}", str(base)]):  # as study.py's resumes give it
+        overrides = {"init_from": given, "steps": 2 + i}
+        assert (
+            train_run(None, tmp_path / "ft", resume=True, overrides=overrides, progress=False)["steps"]
+            == 2 + i
+        )
+    with pytest.raises(CheckpointError, match="--init-from elsewhere"):
+        train_run(None, tmp_path / "ft", resume=True, overrides={"init_from": "elsewhere", "steps": 9},
+                  progress=False)  # fmt: skip

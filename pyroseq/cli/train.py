@@ -128,17 +128,14 @@ def train_command(
     first = "n/a" if result["initial_loss"] is None else f"{result['initial_loss']:.3f}"
     last = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.3f}"
     valid = "n/a" if result["valid_loss"] is None else f"{result['valid_loss']:.3f}"
+    at = "" if result["init_from_step"] is None else f" at its step {result['init_from_step']}"  # none: older
     lines = [
         f"{'stopped' if result['interrupted'] else 'trained'} {result['model']} on {result['data']}: "
         f"step {result['steps']} ({result['steps_this_run']} this run, {result['seconds']:.1f} s)",
         f"  loss ({result['loss_unit']}): {first} -> {last}   valid {valid}",
         f"  {rate_key.replace('_', ' ')}: {result[rate_key] or 0:.0f}",
         f"  checkpoint: {result['checkpoint']}",
-        *(
-            [f"  started from the weights of {result['init_from']} at its step {result['init_from_step']}"]
-            if result["init_from"]
-            else []
-        ),
+        *([f"  started from the weights of {result['init_from']}{at}"] if result["init_from"] else []),
         *(f"  note: {n}" for n in result["notes"]),
     ]
     emit(result, as_json, lines)

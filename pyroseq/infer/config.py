@@ -38,6 +38,8 @@ __all__ = [
     "resolve_kl_warmup",
     "DEFAULT_KL_WARMUP",
     "load_corpus",
+    "corpus_name",
+    "DEFAULT_SOURCES",
 ]
 
 DATA = ("words", "text")
@@ -237,6 +239,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+DEFAULT_SOURCES = {"words": "symspell", "text": "shakespeare"}
+
+
 def resolve_source(config: RunConfig) -> RunConfig:
     """Store a corpus file as an absolute path, so the run can be loaded again from another directory."""
     named = WORD_SOURCES if config.data == "words" else TEXT_SOURCES
@@ -247,6 +252,12 @@ def resolve_source(config: RunConfig) -> RunConfig:
 
 def load_corpus(config: RunConfig) -> WordCorpus | TextCorpus:
     """The corpus that ``config`` names (symspell words or Shakespeare by default)."""
+    _, source = corpus_name(config)
     if config.data == "words":
-        return load_words(config.source or "symspell", top=config.top, max_length=config.max_length)
-    return load_text(config.source or "shakespeare")
+        return load_words(source, top=config.top, max_length=config.max_length)
+    return load_text(source)
+
+
+def corpus_name(config: RunConfig) -> tuple[str, str]:
+    """``(data, source)``: the corpus ``config`` names, its default source filled in (a file as given)."""
+    return config.data, config.source or DEFAULT_SOURCES[config.data]

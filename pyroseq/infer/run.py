@@ -27,6 +27,7 @@ from pyroseq.infer.config import (
     SHAPES,
     RunConfig,
     check_applicable,
+    corpus_name,
     load_corpus,
     resolve_device,
     resolve_kl_warmup,
@@ -58,6 +59,9 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
     rules (only :data:`~pyroseq.infer.config.RESUMABLE` options change; ``steps`` only grows)."""
     saved = read_run_checkpoint(out / CHECKPOINT, require=("sampler", "rng"))
     check_config_file(out, saved.config, saved.path)
+    given, stored = overrides.get("init_from"), saved.config.init_from
+    if given is not None and stored is not None and Path(given).resolve() == Path(stored).resolve():
+        overrides = {k: v for k, v in overrides.items() if k != "init_from"}  # the same run, named again
     diffs = resume_differences(saved.config, overrides)
     if diffs:
         raise CheckpointError(f"--resume: options differ from the saved run: {'; '.join(diffs)}")
@@ -82,10 +86,15 @@ def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     config = dataclasses.replace(config, **overrides)
     if config.init_from is not None:
         source, defaults = _init_source(config.init_from), RunConfig()
-        other_corpus = any(
-            name in overrides or getattr(config, name) != getattr(defaults, name)
+        # Another corpus named (by --data, --source or --file) takes none of the source's corpus options.
+        named = {
+            name: getattr(config, name)
             for name in ("data", "source")
-        )
+            if name in overrides or getattr(config, name) != getattr(defaults, name)
+        }
+        other_corpus = named and corpus_name(
+            resolve_source(dataclasses.replace(source.config, **named))
+        ) != corpus_name(source.config)
         taken = {
             name: getattr(source.config, name)
             for name in INHERITED
@@ -186,12 +195,12 @@ def train_run(
 
     Args:
         config: the configuration of a new run (ignored on resume, where the checkpoint's is used).
-            With ``init_from`` (a run directory) the new run starts from that run's model and guide
-            weights, with a fresh optimiser, step count and schedules (and no KL warm-up unless
-            ``kl_warmup`` is set): to train on under another objective (IWAE with more particles), step
-            size or horizon. Its data and model options (:data:`~pyroseq.infer.config.INHERITED`) are
-            that run's, except those given in ``overrides`` or set away from their defaults (and the
-            corpus options, :data:`~pyroseq.infer.config.CORPUS`, when another corpus is named), which
+            With ``init_from`` (a run directory, or its checkpoint file) the new run starts from that run's
+            model and guide weights, with a fresh optimiser, step count and schedules (and no KL warm-up
+            unless ``kl_warmup`` is set): to train on under another objective (IWAE with more particles), step
+            size or horizon. Its data and model options (:data:`~pyroseq.infer.config.INHERITED`) are that
+            run's, except those given in ``overrides`` or set away from their defaults (and the corpus
+            options, :data:`~pyroseq.infer.config.CORPUS`, when a corpus other than its own is named), which
             must fit its weights (its vocabulary, too), or it is a :class:`CheckpointError`. The path is
             recorded absolute, with ``init_from_step``, the step of the checkpoint the weights came from.
         out: the run directory. A new run goes only into a new or empty directory, or one where a
