@@ -156,8 +156,8 @@ class RunConfig:
 
 # Options a run started --init-from another takes from that run unless they are given: the data and what
 # shapes the model's and guide's weights (and the RNN's training, which the weights were fit under). The
-# corpus options (CORPUS) are taken only when no other corpus is named: another --file or --data starts from
-# their defaults, as a new run on it would.
+# corpus options (CORPUS) are taken only when no corpus other than its own is named: another --data,
+# --source or --file starts them from their defaults, as a new run on it would.
 CORPUS = ("source", "top", "max_length", "chunk_length")
 SHAPES = ("model", "state_dim", "flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow",
           "guide_hidden", "cell", "embed_dim", "layers", "training")  # fmt: skip

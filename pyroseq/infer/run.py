@@ -79,8 +79,8 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
 def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     """The config of a new run: ``config`` with ``overrides`` applied, and, when it starts from another
     run's weights, the :data:`~pyroseq.infer.config.INHERITED` options neither given in ``overrides`` nor
-    set away from their defaults taken from that run (the corpus options only when no other corpus is
-    named), its path made absolute and the step of its checkpoint recorded."""
+    set away from their defaults taken from that run (the corpus options only when no corpus other
+    than its own is named), its path made absolute and the step of its checkpoint recorded."""
     if config is None:
         raise ConfigError("a new run needs a config")
     config = dataclasses.replace(config, **overrides)
@@ -92,7 +92,7 @@ def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
             for name in ("data", "source")
             if name in overrides or getattr(config, name) != getattr(defaults, name)
         }
-        other_corpus = named and corpus_name(
+        other_corpus = bool(named) and corpus_name(
             resolve_source(dataclasses.replace(source.config, **named))
         ) != corpus_name(source.config)
         taken = {
