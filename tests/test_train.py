@@ -393,6 +393,24 @@ def test_resume_refuses_steps_not_past_the_runs_step(tmp_path):
     assert (tmp_path / "run" / "config.json").read_text() == before
 
 
+def test_resume_may_name_the_corpus_file_again_by_a_relative_path(tmp_path, monkeypatch):
+    from pyroseq.data.words import _sample_path
+
+    (tmp_path / "words.txt").write_bytes(_sample_path().read_bytes())
+    monkeypatch.chdir(tmp_path)
+    train_run(RunConfig(**{**TINY, "source": "words.txt", "steps": 2}), tmp_path / "run", progress=False)
+    stored = load_run(tmp_path / "run").config.source
+    assert stored == str(tmp_path.resolve() / "words.txt")
+    # the command line of the first run, given again with --resume: the same file, so no change
+    result = train_run(None, tmp_path / "run", resume=True, overrides={"source": "words.txt", "steps": 4},
+                       progress=False)  # fmt: skip
+    assert result["steps"] == 4 and load_run(tmp_path / "run").config.source == stored  # kept absolute
+    (tmp_path / "other.txt").write_bytes(_sample_path().read_bytes())
+    with pytest.raises(CheckpointError, match="--source other.txt"):
+        train_run(None, tmp_path / "run", resume=True, overrides={"source": "other.txt", "steps": 6},
+                  progress=False)  # fmt: skip
+
+
 def test_run_files_get_the_usual_mode(tmp_path):
     train_run(RunConfig(**{**TINY, "steps": 1}), tmp_path / "run", progress=False)
     umask = os.umask(0)

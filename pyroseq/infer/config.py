@@ -30,6 +30,8 @@ __all__ = [
     "INHERITED",
     "SHAPES",
     "RESUMABLE",
+    "PATHS",
+    "same_path",
     "RunConfig",
     "check_applicable",
     "resume_differences",
@@ -168,6 +170,17 @@ INHERITED = ("data", *CORPUS, *SHAPES, "schedule", "schedule_k", "adversarial_we
 # NonFiniteLossError advises: lower --lr or --clip-norm and resume).
 RESUMABLE = {"steps", "device", "devices", "num_nodes", "valid_every", "checkpoint_every", "lr", "lr_decay",
              "clip_norm"}  # fmt: skip
+
+
+# Options that name a file or directory, stored absolute (resolve_source; --init-from).
+PATHS = ("source", "init_from")
+
+
+def same_path(stored: Any, given: Any) -> bool:
+    """Whether ``given`` names the same file or directory as the ``stored`` (absolute) path."""
+    if not isinstance(stored, str) or not isinstance(given, str):
+        return False
+    return stored == given or Path(stored).resolve() == Path(given).resolve()
 
 
 def resume_differences(saved: RunConfig, given: dict[str, Any]) -> list[str]:

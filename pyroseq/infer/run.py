@@ -24,6 +24,7 @@ from pyroseq.infer.checkpoint import CHECKPOINT
 from pyroseq.infer.config import (
     CORPUS,
     INHERITED,
+    PATHS,
     SHAPES,
     RunConfig,
     check_applicable,
@@ -33,6 +34,7 @@ from pyroseq.infer.config import (
     resolve_kl_warmup,
     resolve_source,
     resume_differences,
+    same_path,
 )
 from pyroseq.infer.distributed import gather_objects, launch, launched_externally, leads_run, rank_seed
 from pyroseq.infer.guard import claim_new_run, lock_run, training_holder
@@ -59,9 +61,10 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
     rules (only :data:`~pyroseq.infer.config.RESUMABLE` options change; ``steps`` only grows)."""
     saved = read_run_checkpoint(out / CHECKPOINT, require=("sampler", "rng"))
     check_config_file(out, saved.config, saved.path)
-    given, stored = overrides.get("init_from"), saved.config.init_from
-    if given is not None and stored is not None and Path(given).resolve() == Path(stored).resolve():
-        overrides = {k: v for k, v in overrides.items() if k != "init_from"}  # the same run, named again
+    # A corpus file or source run named again by another path (relative, through a link) is no change.
+    overrides = {
+        k: v for k, v in overrides.items() if not (k in PATHS and same_path(getattr(saved.config, k), v))
+    }
     diffs = resume_differences(saved.config, overrides)
     if diffs:
         raise CheckpointError(f"--resume: options differ from the saved run: {'; '.join(diffs)}")
