@@ -1,6 +1,7 @@
 """Corpora, vocabulary and batches: loading, filtering, distributions, bad input."""
 
 import json
+import re
 import unicodedata
 from pathlib import Path
 
@@ -59,6 +60,17 @@ def test_symspell_filter_and_entropy():
     assert all(w.isascii() and w.islower() and 1 <= len(w) <= 12 for w in corpus.words)
     assert corpus.entropy_nats == pytest.approx(7.328, abs=5e-4)
     assert corpus.mean_length == pytest.approx(5.86, abs=5e-3)
+
+
+def test_german_list_keeps_umlauts_and_cuts_like_symspell():
+    pytest.importorskip("spellchecker")
+    corpus = load_words("german")  # the second list of the word task: pyspellchecker's German counts
+    assert len(corpus) == 10_000
+    assert corpus.words[:3] == ["ich", "ist", "die"]
+    assert all(re.fullmatch("[a-zäöüß]{1,12}", w) for w in corpus.words)
+    assert {"ä", "ö", "ü", "ß"} <= set(corpus.vocab.alphabet)
+    assert corpus.entropy_nats == pytest.approx(5.787, abs=5e-4)
+    assert any("[a-zäöüß]+" in note for note in corpus.notes)
 
 
 def test_plain_word_list_is_uniform_and_keeps_unicode(tmp_path):

@@ -26,7 +26,9 @@ def data_command() -> None:
 
 
 @data_command.command("words")
-@click.option("--source", default="symspell", show_default=True, help="symspell, sample, or a file path.")
+@click.option(
+    "--source", default="symspell", show_default=True, help="symspell, german, sample, or a file path."
+)
 @click.option(
     "--file",
     "path",
@@ -36,7 +38,7 @@ def data_command() -> None:
 @click.option(
     "--top",
     type=POSITIVE,
-    help="Keep the N most frequent words [default: 10000 for symspell, all for a file].",
+    help="Keep the N most frequent words [default: 10000 for symspell and german, all for a file].",
 )
 @click.option(
     "--max-length", type=POSITIVE, help="Drop words longer than this [default: 12 for named sources]."

@@ -31,9 +31,9 @@ _DEFAULTS = RunConfig()
 _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--model", "model", click.Choice(MODELS), "dssm: the deep state-space model; rnn: teacher-forced baselines."),
     ("--data", "data", click.Choice(DATA), "words: single words against p(w); text: running text."),
-    ("--source", "source", str, "Corpus name (symspell, shakespeare, sample) or a file [default: by --data]."),
+    ("--source", "source", str, "Corpus name (symspell, german, shakespeare, sample) or a file [default: by --data]."),
     ("--file", "source", str, "A user's corpus file (same as --source PATH)."),
-    ("--top", "top", POSITIVE, "Words: keep the N most frequent [default: 10000 for symspell]."),
+    ("--top", "top", POSITIVE, "Words: keep the N most frequent [default: 10000 for symspell and german]."),
     ("--max-length", "max_length", POSITIVE, "Words: drop words longer than this."),
     ("--chunk-length", "chunk_length", POSITIVE, "Text: symbols per training sequence."),
     ("--state-dim", "state_dim", POSITIVE, "State size D (the RNN's hidden size)."),

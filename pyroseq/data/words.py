@@ -6,6 +6,8 @@ against the known distribution p(w) = count(w) / total over the kept words.
 
 from __future__ import annotations
 
+import gzip
+import json
 import math
 import re
 import unicodedata
@@ -31,8 +33,10 @@ DEFAULT_MAX_LENGTH = 12
 MAX_COUNT = 2**63 - 1  # counts and their sum are int64
 LONG_WORD = 256  # a file's words longer than this need an explicit max_length (see load_words)
 SYMSPELL_FILE = "frequency_dictionary_en_82_765.txt"
-WORD_SOURCES = ("symspell", "sample")
+WORD_SOURCES = ("symspell", "german", "sample")
 _ENGLISH = re.compile("[a-z]+")  # letters only; max_length (default 12) cuts the length
+_GERMAN = re.compile("[a-zäöüß]+")
+_LETTERS = {"symspell": _ENGLISH, "sample": _ENGLISH, "german": _GERMAN}
 
 
 @dataclass
@@ -200,6 +204,29 @@ def _sample_path() -> Path:
     return Path(str(resources.files("pyroseq.data") / "samples" / "words.txt"))
 
 
+def _german_text() -> str:
+    """pyspellchecker's German word frequencies (``de.json.gz``: word -> count) as ``word count`` lines."""
+    try:
+        import spellchecker
+    except ImportError:
+        raise DataError(
+            "the German word corpus comes from the pyspellchecker package, which is not installed; "
+            "run `pip install pyspellchecker` (or pyroseq[data]), or pass a file path"
+        ) from None
+    path = Path(spellchecker.__file__).parent / "resources" / "de.json.gz"
+    try:
+        counts = json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read pyspellchecker's German frequencies {path}: {error}") from None
+    return "".join(f"{word} {count}\n" for word, count in counts.items())
+
+
+def _named_text(source: str) -> str:
+    if source == "german":
+        return _german_text()
+    return read_text_file(_symspell_path() if source == "symspell" else _sample_path())
+
+
 def _parse_lines(text: str, source: str) -> tuple[list[str], list[int], bool]:
     """Words and counts of a ``word count`` file, or of a one-word-per-line file (counts 1)."""
     rows = [(n, line.split()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
@@ -252,11 +279,15 @@ def load_words(
 
     Args:
         source: ``"symspell"`` (the English frequency dictionary shipped by the symspellpy package: words
-            matching ``[a-z]+``, then cut by ``max_length``), ``"sample"`` (a few hundred of them kept in
-            pyroseq), or a path to a UTF-8 file of ``word count`` lines or of one word per line (then p is
-            uniform; any Unicode letters are allowed, the text is normalised to NFC first, words with
-            other symbols are dropped and reported in ``notes``, and the alphabet comes from the data).
-        top: keep the N most frequent words. Default: 10,000 for ``"symspell"``, all words otherwise.
+            matching ``[a-z]+``, then cut by ``max_length``), ``"german"`` (the German frequency list shipped
+            by the pyspellchecker package, counts from subtitles: words matching ``[a-zäöüß]+``, then cut by
+            ``max_length``; a second language for checking a recipe tuned on English), ``"sample"`` (a few
+            hundred English words kept in pyroseq), or a path to a UTF-8 file of ``word count`` lines or
+            of one word per line (then p is uniform; any Unicode letters are allowed, the text is
+            normalised to NFC first, words with other symbols are dropped and reported in ``notes``, and
+            the alphabet comes from the data).
+        top: keep the N most frequent words. Default: 10,000 for ``"symspell"`` and ``"german"``, all
+            words otherwise.
         max_length: drop words longer than this many symbols, reporting how many were dropped.
             Default 12 for the named sources, no limit for a file, except that a file with a word longer
             than 256 symbols needs an explicit ``max_length``: every batch is padded to the longest word,
@@ -268,13 +299,13 @@ def load_words(
     notes: list[str] = []
     path = Path(source) if isinstance(source, Path) or source not in WORD_SOURCES else None
     if path is None:
-        text = read_text_file(_symspell_path() if source == "symspell" else _sample_path())
-        words, counts, _ = _parse_lines(text, str(source))
-        keep = [i for i, w in enumerate(words) if _ENGLISH.fullmatch(w)]
+        words, counts, _ = _parse_lines(_named_text(source), str(source))
+        letters = _LETTERS[source]
+        keep = [i for i, w in enumerate(words) if letters.fullmatch(w)]
         if len(keep) < len(words):
-            notes.append(f"kept {len(keep)} of {len(words)} words matching [a-z]+")
+            notes.append(f"kept {len(keep)} of {len(words)} words matching {letters.pattern}")
         words, counts = [words[i] for i in keep], [counts[i] for i in keep]
-        if top is None and source == "symspell":
+        if top is None and source in ("symspell", "german"):
             top = DEFAULT_TOP
         max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
         name = str(source)
