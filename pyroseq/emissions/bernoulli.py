@@ -6,6 +6,7 @@ from __future__ import annotations
 import pyro.distributions as dist
 from torch import Tensor
 
+from pyroseq.checks import check_positive_sizes
 from pyroseq.emissions.base import Emission, check_vectors, emitter_network
 
 __all__ = ["BernoulliEmission"]
@@ -36,6 +37,7 @@ class BernoulliEmission(Emission):
     observations = "vectors"
 
     def __init__(self, *, state_dim: int, obs_dim: int, hidden: int | None = 64) -> None:
+        check_positive_sizes(state_dim=state_dim, obs_dim=obs_dim)
         super().__init__()
         self.obs_dim = obs_dim
         self.net = emitter_network(state_dim, obs_dim, hidden)

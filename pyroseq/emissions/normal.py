@@ -7,6 +7,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 
+from pyroseq.checks import check_positive_sizes
 from pyroseq.emissions.base import Emission, check_vectors, emitter_network
 from pyroseq.errors import ConfigError
 
@@ -40,6 +41,7 @@ class NormalEmission(Emission):
     ) -> None:
         if scale not in ("learned", "state"):
             raise ConfigError(f"the Normal emission's scale is 'learned' or 'state', got {scale!r}")
+        check_positive_sizes(state_dim=state_dim, obs_dim=obs_dim)
         super().__init__()
         self.obs_dim = obs_dim
         self.scale = scale
