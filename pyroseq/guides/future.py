@@ -64,7 +64,8 @@ class FutureGuide(PyroseqModule):
 
         >>> guide = FutureGuide(obs_dim=88, state_dim=8)
         >>> frames, mask = torch.zeros(2, 5, 88), torch.ones(2, 5, dtype=torch.bool)
-        >>> pyro.poutine.trace(guide).get_trace(frames, mask).nodes["h"]["value"].shape
+        >>> states = pyro.poutine.trace(guide).get_trace(frames, mask).nodes["h"]
+        >>> states["value"].shape
         torch.Size([2, 5, 8])
     """
 

@@ -138,7 +138,8 @@ class DSSM(StateSpaceModel):
         >>> model = DSSM(emission="bernoulli", obs_dim=88, state_dim=8, flow="diagonal")
         >>> frames, mask = torch.zeros(2, 5, 88), torch.ones(2, 5, dtype=torch.bool)
         >>> trace = pyro.poutine.trace(model).get_trace(frames, mask)
-        >>> trace.nodes["h"]["value"].shape, trace.nodes["w_1"]["fn"].event_shape
+        >>> states, first_frame = trace.nodes["h"], trace.nodes["w_1"]
+        >>> states["value"].shape, first_frame["fn"].event_shape
         (torch.Size([2, 5, 8]), torch.Size([88]))
     """
 
