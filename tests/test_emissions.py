@@ -81,6 +81,9 @@ def test_emission_contract(name, hidden):
     expected = torch_reference(name, emission, params).log_prob(x)  # (5, 2, 4)
     assert torch.allclose(law.log_prob(x), expected, atol=1e-10)
     assert torch.allclose(emission.log_prob(params, x), expected, atol=1e-10)
+    confident = 40 * params  # far in the tails: no clamping of probabilities, no overflow
+    expected = torch_reference(name, emission, confident).log_prob(x)
+    assert torch.allclose(emission.law(confident).log_prob(x), expected, rtol=1e-9, atol=1e-9)
     if name == "categorical":  # PAD and BOS are never emitted
         assert (law.log_prob(torch.full((2, 4), Vocabulary.pad_id)) == float("-inf")).all()
         assert not bool(law.sample((200,)).lt(2).any())

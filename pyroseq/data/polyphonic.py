@@ -58,22 +58,13 @@ SPLITS = ("train", "valid", "test")
 _MAX_PICKLE_BYTES = 2**30  # the four published files are 2-26 MB
 
 # The only globals the published pickles reference (numpy scalars: a dtype and the scalar's raw bytes).
-# numpy >= 2 names its core ``numpy._core``; files written by either numpy are accepted.
+# numpy >= 2 names its core ``numpy._core`` (and still resolves ``numpy.core.multiarray.scalar`` for old
+# pickles, without a warning); files written by either numpy are accepted.
 _ALLOWED_GLOBALS = {
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "dtype"),
 }
-
-
-def _numpy_global(module: str, name: str) -> object:
-    if name == "dtype":
-        return np.dtype
-    try:  # numpy >= 2: numpy.core is a deprecated alias of numpy._core
-        from numpy._core.multiarray import scalar
-    except ImportError:  # pragma: no cover - numpy < 2
-        from numpy.core.multiarray import scalar
-    return scalar
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -90,7 +81,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
                 "needs (only numpy scalars and dtypes); refusing to load it, since unpickling it could run "
                 "code: use the published file (see pyroseq.data.polyphonic)"
             )
-        return _numpy_global(module, name)
+        return super().find_class(module, name)
 
     def persistent_load(self, pid: object) -> object:
         raise DataError(f"{self.path} refers to a persistent object, which a polyphonic pickle never has")
