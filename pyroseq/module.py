@@ -76,9 +76,14 @@ class PyroseqModule(PyroModule):
         self.vocab_size = vocab_size
 
     def __call__(self, ids: Tensor | None, mask: Tensor, **kwargs: Any) -> Any:
-        ids, mask = check_inputs(ids, mask, vocab_size=self.vocab_size, who=type(self).__name__)
+        ids, mask = self.checked_inputs(ids, mask)
         self._restore_from_param_store()
         return super().__call__(ids, mask, **kwargs)
+
+    def checked_inputs(self, ids: Tensor | None, mask: Tensor) -> tuple[Tensor | None, Tensor]:
+        """The inputs checked by :func:`pyroseq.checks.check_inputs` (a module that reads frames instead of
+        symbol ids checks them its own way)."""
+        return check_inputs(ids, mask, vocab_size=self.vocab_size, who=type(self).__name__)
 
     @torch.no_grad()
     def _restore_from_param_store(self) -> None:

@@ -13,7 +13,7 @@ import pyroseq
 # size and input checks, plates, the models' and guides' PyroModule base, data) is shared by all.
 LAYERS = {
     "errors": 0, "checks": 0, "plates": 0, "module": 0, "data": 0,
-    "flows": 1,
+    "flows": 1, "emissions": 1,
     "models": 2, "guides": 2,
     "infer": 3,
     "evaluate": 4, "decode": 4, "predictive": 4,

@@ -6,6 +6,7 @@ import click
 from click.core import ParameterSource
 
 from pyroseq.cli.common import POSITIVE, emit, handle_errors, json_option
+from pyroseq.data.polyphonic import SPLITS, load_polyphonic
 from pyroseq.data.text import load_text
 from pyroseq.data.words import load_words
 from pyroseq.errors import ConfigError
@@ -22,7 +23,7 @@ def _source(source: str, path: str | None) -> str:
 
 @click.group("data")
 def data_command() -> None:
-    """Show statistics of a corpus (the words of the word task, or running text)."""
+    """Show statistics of a corpus (the words of the word task, running text, or polyphonic music)."""
 
 
 @data_command.command("words")
@@ -81,4 +82,29 @@ def text_command(source: str, path: str | None, as_json: bool) -> None:
         f"  symbols: {s['num_symbols']}   lines: {s['num_lines']}",
         *(f"  note: {n}" for n in s["notes"]),
     ]
+    emit(s, as_json, lines)
+
+
+@data_command.command("polyphonic")
+@click.option(
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="A polyphonic pickle (e.g. jsb_chorales.pickle from github.com/pyro-ppl/datasets, polyphonic/).",
+)
+@json_option
+@handle_errors
+def polyphonic_command(path: str, as_json: bool) -> None:
+    """Polyphonic music (88-key piano rolls): each split's sequences, frames, notes per frame, polyphony."""
+    s = load_polyphonic(path).stats()
+    lines = [f"polyphonic corpus: {s['source']}", f"  sha256: {s['sha256']}"]
+    for name in SPLITS:
+        split = s["splits"][name]
+        pitches = "{}-{}".format(*split["pitch_range"]) if split["pitch_range"] else "none (all rests)"
+        lines.append(
+            f"  {name:5s}  sequences {split['sequences']:4d}   frames {split['frames']:6d}   "
+            f"notes per frame {split['mean_notes_per_frame']:.3f}   max polyphony {split['max_polyphony']}   "
+            f"mean length {split['mean_length']:.1f} (max {split['max_length']})   pitches {pitches}"
+        )
     emit(s, as_json, lines)

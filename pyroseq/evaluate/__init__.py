@@ -1,9 +1,11 @@
-"""Evaluation: word-level log q(w) estimators and metrics, bounds, running-text metrics, noise usage.
+"""Evaluation: word-level log q(w) estimators and metrics, bounds, running-text metrics, noise usage, the
+NLL per frame of sequences of frames.
 
 See ``docs/evaluation.md`` for the definition, bias and standard error of every estimator.
 """
 
 from pyroseq.evaluate.bounds import elbo_and_iwae, log_weights
+from pyroseq.evaluate.frames import frame_nll
 from pyroseq.evaluate.noise import NoiseUsage, noise_usage, plot_noise_usage
 from pyroseq.evaluate.smc import prefix_tree_log_evidence, smc_word_log_probs
 from pyroseq.evaluate.text import (
@@ -39,6 +41,7 @@ __all__ = [
     "word_metrics",
     "log_weights",
     "elbo_and_iwae",
+    "frame_nll",
     "token_log_probs",
     "text_metrics",
     "evaluate_text",

@@ -9,6 +9,7 @@ or a module through :func:`resolve_flow`.
 from pyroseq.flows.compose import ConditionalCompose, compose
 from pyroseq.flows.coupling import ConditionalCoupling, conditional_coupling
 from pyroseq.flows.diagonal import ConditionalDiagonalAffine, conditional_diagonal_affine
+from pyroseq.flows.gated import ConditionalGatedTransition, conditional_gated_transition
 from pyroseq.flows.registry import (
     FLOWS,
     FlowFactory,
@@ -32,6 +33,8 @@ __all__ = [
     "conditional_triangular_affine",
     "ConditionalCoupling",
     "conditional_coupling",
+    "ConditionalGatedTransition",
+    "conditional_gated_transition",
     "ConditionalCompose",
     "compose",
 ]

@@ -18,10 +18,10 @@ from torch.distributions import Transform
 
 from pyroseq.flows.base import LOG_SCALE_MAX_CLIP, LOG_SCALE_MIN_CLIP, HypernetFlow, near_identity_
 
-__all__ = ["ConditionalDiagonalAffine", "conditional_diagonal_affine"]
+__all__ = ["ConditionalDiagonalAffine", "conditional_diagonal_affine", "ConditionedDiagonalAffine"]
 
 
-class _ConditionedDiagonalAffine(Transform):
+class ConditionedDiagonalAffine(Transform):
     """``y = shift + exp(log_scale) * x`` with shift and log-scale fixed by a context."""
 
     domain = constraints.real_vector
@@ -74,7 +74,7 @@ class ConditionalDiagonalAffine(HypernetFlow):
     def condition(self, context: Tensor) -> Transform:
         shift, log_scale = self.hypernet(context).split(self.input_dim, dim=-1)  # (..., D) each
         log_scale = clamp_preserve_gradients(log_scale, self.log_scale_min_clip, self.log_scale_max_clip)
-        return _ConditionedDiagonalAffine(shift, log_scale)
+        return ConditionedDiagonalAffine(shift, log_scale)
 
 
 def conditional_diagonal_affine(

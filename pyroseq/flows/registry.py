@@ -18,6 +18,7 @@ from pyroseq.flows.base import near_identity_
 from pyroseq.flows.compose import ConditionalCompose, compose
 from pyroseq.flows.coupling import conditional_coupling
 from pyroseq.flows.diagonal import conditional_diagonal_affine
+from pyroseq.flows.gated import conditional_gated_transition
 from pyroseq.flows.triangular import conditional_triangular_affine
 
 __all__ = ["FlowFactory", "FLOWS", "make_flow", "require_inverse", "resolve_flow", "tensor_options"]
@@ -54,6 +55,7 @@ FLOWS: dict[str, FlowFactory] = {
     "coupling": conditional_coupling,
     "spline": _spline,
     "rqspline": _rqspline,
+    "gated": conditional_gated_transition,
 }
 """Name -> factory of every named transition flow; add an entry to make a new flow nameable."""
 

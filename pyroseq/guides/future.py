@@ -4,6 +4,7 @@ The data reaches the states only through the guide, as information about the **f
 lives in the previous state:
 
     b_t  = backward GRU summary of w_{t:T}                       (the future, w_t included)
+           (w_t a symbol, embedded; or a frame, mapped by a linear input layer)
     xi_t ~ N(mu(h_{t-1}, b_t), diag sigma^2(h_{t-1}, b_t))
     h_t  = f_Q(xi_t; h_{t-1}, b_t)                               its own conditional flow, or h_t = xi_t
 
@@ -25,7 +26,8 @@ from torch import Tensor, nn
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.data.vocab import Vocabulary
-from pyroseq.errors import DataError
+from pyroseq.emissions import check_vectors
+from pyroseq.errors import ConfigError, DataError
 from pyroseq.flows import resolve_flow
 from pyroseq.flows.trajectory import StateTrajectory, standard_normal_log_prob
 from pyroseq.module import PyroseqModule
@@ -43,36 +45,65 @@ class FutureGuide(PyroseqModule):
     ``h_t ~ N(0, I)``, the model's own law there, so those steps cost nothing. The combiner follows Pyro's
     Deep Markov Model: ``c_t = (tanh(A h_{t-1}) + b_t) / 2``, ``mu = M c_t``, ``sigma = softplus(S c_t)``.
 
+    It reads what the model emits: symbol ids ``(B, T)`` through an embedding (``vocab_size``), or frames
+    ``(B, T, F)`` through a linear input layer (``obs_dim``); give exactly one of the two.
+
     Args:
-        vocab_size: V, the number of symbols including PAD, BOS and EOS.
+        vocab_size: V, the number of symbols including PAD, BOS and EOS (a model of symbols).
         state_dim: D, the dimension of the state (must equal the model's).
         flow: the guide's flow f_Q, a name of :func:`pyroseq.flows.make_flow` or a
             :class:`~pyro.distributions.conditional.ConditionalTransformModule` mapping ``(D,)`` to ``(D,)``
             with a ``(D + rnn_hidden,)`` context ``[h_{t-1}, b_t]``; ``None`` or ``"none"`` for a Gaussian.
         flow_hidden: hidden width of a named flow's networks.
-        embed_dim: dimension of the symbol embedding fed to the backward GRU.
+        embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward GRU.
         rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+        obs_dim: F, the length of each observed frame (a model of vectors).
+
+    Example:
+        The guide of a DSSM of 88-key piano rolls:
+
+        >>> guide = FutureGuide(obs_dim=88, state_dim=8)
+        >>> frames, mask = torch.zeros(2, 5, 88), torch.ones(2, 5, dtype=torch.bool)
+        >>> states = pyro.poutine.trace(guide).get_trace(frames, mask).nodes["h"]
+        >>> states["value"].shape
+        torch.Size([2, 5, 8])
     """
 
     def __init__(
         self,
         *,
-        vocab_size: int,
+        vocab_size: int | None = None,
         state_dim: int = 16,
         flow: str | ConditionalTransformModule | None = "diagonal",
         flow_hidden: int = 64,
         embed_dim: int = 16,
         rnn_hidden: int = 64,
+        obs_dim: int | None = None,
     ) -> None:
-        check_vocab_size(vocab_size)
+        if (vocab_size is None) == (obs_dim is None):
+            raise ConfigError(
+                "the future-conditioned guide reads symbols (vocab_size) or frames (obs_dim): give exactly "
+                f"one, got vocab_size={vocab_size!r}, obs_dim={obs_dim!r}"
+            )
+        if vocab_size is not None:
+            check_vocab_size(vocab_size)
         check_positive_sizes(
-            state_dim=state_dim, flow_hidden=flow_hidden, embed_dim=embed_dim, rnn_hidden=rnn_hidden
+            state_dim=state_dim,
+            flow_hidden=flow_hidden,
+            embed_dim=embed_dim,
+            rnn_hidden=rnn_hidden,
+            obs_dim=obs_dim,
         )
         super().__init__(role="guide", vocab_size=vocab_size)
         self.state_dim = state_dim
         self.rnn_hidden = rnn_hidden
+        self.obs_dim = obs_dim
         self.h_0 = nn.Parameter(torch.zeros(state_dim))
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=Vocabulary.pad_id)
+        # the input layer: an embedding of symbols, or a linear map of frames
+        if obs_dim is None:
+            self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=Vocabulary.pad_id)
+        else:
+            self.embed = nn.Linear(obs_dim, embed_dim)
         self.future_rnn = nn.GRU(embed_dim, rnn_hidden, batch_first=True)
         self.state_to_hidden = nn.Linear(state_dim, rnn_hidden)
         self.hidden_to_loc = nn.Linear(rnn_hidden, state_dim)
@@ -89,28 +120,45 @@ class FutureGuide(PyroseqModule):
                 role="guide flow",
             )
 
+    def checked_inputs(self, ids: Tensor | None, mask: Tensor) -> tuple[Tensor | None, Tensor]:
+        """The symbol ids (``vocab_size``) or frames (``obs_dim``) and the mask, checked."""
+        if self.obs_dim is None:
+            if isinstance(ids, Tensor) and ids.dim() == 3:
+                raise DataError(
+                    f"{type(self).__name__}: got frames of shape {tuple(ids.shape)}, but this guide reads "
+                    "symbol ids (B, T); build it with obs_dim for frames"
+                )
+            return super().checked_inputs(ids, mask)
+        return check_vectors(ids, mask, obs_dim=self.obs_dim, who=type(self).__name__)
+
     def future_summary(self, ids: Tensor, mask: Tensor) -> Tensor:
         """``b_t``, the backward GRU's summary of ``w_{t:L}`` for each sequence of length L, ``(B, T, H)``.
 
         Each sequence is reversed within its length (padding stays at the end), run through the GRU and
         put back in order, so ``b_t`` never sees padding. Values at padded steps are meaningless (masked).
+
+        Args:
+            ids: ``(B, T)`` symbol ids, or ``(B, T, F)`` frames.
+            mask: ``(B, T)``.
         """
-        B, T = ids.shape
+        B, T = mask.shape
         lengths = mask.sum(-1, keepdim=True)  # (B, 1)
-        pos = torch.arange(T, device=ids.device).expand(B, T)  # (B, T)
+        pos = torch.arange(T, device=mask.device).expand(B, T)  # (B, T)
         reverse = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B, T), an involution
-        summary, _ = self.future_rnn(self.embed(ids.gather(1, reverse)))  # (B, T, H), reversed time
+        index = reverse if ids.dim() == 2 else reverse.unsqueeze(-1).expand(ids.shape)  # (B, T[, F])
+        summary, _ = self.future_rnn(self.embed(ids.gather(1, index)))  # (B, T, H), reversed time
         return summary.gather(1, reverse.unsqueeze(-1).expand(B, T, self.rnn_hidden))  # (B, T, H)
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:
-        """Draw ``h_1..h_T`` given the symbols.
+        """Draw ``h_1..h_T`` given the observations.
 
         Args:
-            ids: ``(B, T)`` long symbol ids; this guide needs them (it conditions on the future).
+            ids: ``(B, T)`` long symbol ids or ``(B, T, F)`` frames; this guide needs them (it conditions on
+                the future).
             mask: ``(B, T)`` bool, True on real steps; each row a prefix of Trues (right padding).
         """
         if ids is None:
-            raise DataError("the future-conditioned guide needs the observed symbols, got ids=None")
+            raise DataError("the future-conditioned guide needs the observations, got ids=None")
         B, T = mask.shape
         future = self.future_summary(ids, mask)  # (B, T, H)
         # Each attribute access of a plain nn.Module is a pyro.module statement: fetch them once per run.
@@ -188,15 +236,27 @@ class GaussianGuide(FutureGuide):
     """The future-conditioned guide without a flow: ``q(h_t | h_{t-1}, w_{t:T})`` is a diagonal Normal.
 
     Args:
-        vocab_size: V, the number of symbols including PAD, BOS and EOS.
+        vocab_size: V, the number of symbols including PAD, BOS and EOS (a model of symbols).
         state_dim: D, the dimension of the state (must equal the model's).
-        embed_dim: dimension of the symbol embedding fed to the backward GRU.
+        embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward GRU.
         rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+        obs_dim: F, the length of each observed frame (a model of vectors).
     """
 
     def __init__(
-        self, *, vocab_size: int, state_dim: int = 16, embed_dim: int = 16, rnn_hidden: int = 64
+        self,
+        *,
+        vocab_size: int | None = None,
+        state_dim: int = 16,
+        embed_dim: int = 16,
+        rnn_hidden: int = 64,
+        obs_dim: int | None = None,
     ) -> None:
         super().__init__(
-            vocab_size=vocab_size, state_dim=state_dim, flow=None, embed_dim=embed_dim, rnn_hidden=rnn_hidden
+            vocab_size=vocab_size,
+            state_dim=state_dim,
+            flow=None,
+            embed_dim=embed_dim,
+            rnn_hidden=rnn_hidden,
+            obs_dim=obs_dim,
         )

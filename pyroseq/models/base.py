@@ -28,22 +28,10 @@ from torch import Tensor
 
 from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
+from pyroseq.emissions.categorical import mask_special_logits
 from pyroseq.module import PyroseqModule
 
 __all__ = ["SequenceModel", "AutoregressiveModel", "StateSpaceModel", "mask_special_logits"]
-
-
-# The ids of PAD and BOS, one small index tensor per device: mask_special_logits runs every time step.
-_SPECIAL_IDS: dict[torch.device, Tensor] = {}
-
-
-def mask_special_logits(logits: Tensor) -> Tensor:
-    """Set the logits of PAD and BOS to ``-inf``: no model emits them."""
-    index = _SPECIAL_IDS.get(logits.device)
-    if index is None:
-        index = torch.tensor([Vocabulary.pad_id, Vocabulary.bos_id], device=logits.device)
-        _SPECIAL_IDS[logits.device] = index
-    return logits.index_fill(-1, index, float("-inf"))
 
 
 class SequenceModel(PyroseqModule):

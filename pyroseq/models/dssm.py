@@ -1,11 +1,13 @@
 """The deep state-space model (DSSM) of Schmidt & Hofmann (2018) as a Pyro model.
 
-The state moves by a conditional normalising flow of white noise and never sees the symbols:
+The state moves by a conditional normalising flow of white noise and never sees the observations:
 
     h_0   learned parameter
     xi_t  ~ N(0, I_D)
     h_t   = f_G(xi_t; h_{t-1})                    f_G: a bijection in xi, conditioned on h_{t-1}
-    w_t   ~ Categorical(softmax(g(h_t)))          g: the emitter (linear or a small MLP)
+    w_t   ~ p(w_t | h_t)                          an emission family (see :mod:`pyroseq.emissions`):
+                                                  Categorical(softmax(g(h_t))) for symbols, independent
+                                                  Bernoulli units for piano-roll frames, a diagonal Normal
 
 so that
 
@@ -29,10 +31,11 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor, nn
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
+from pyroseq.emissions import EMISSIONS, CategoricalEmission, Emission, make_emission
 from pyroseq.errors import ConfigError
 from pyroseq.flows import resolve_flow
 from pyroseq.flows.trajectory import StateTrajectory
-from pyroseq.models.base import StateSpaceModel, mask_special_logits
+from pyroseq.models.base import StateSpaceModel
 from pyroseq.plates import plate_batch_shape
 
 __all__ = ["DSSM"]
@@ -46,30 +49,30 @@ def _pushforward_of_noise(flow: ConditionalTransformModule, h_prev: Tensor) -> T
 
 
 class _Emissions:
-    """``p(w_t | h_t)`` of every step, with the observed symbols' log-probabilities computed in one call.
+    """``p(w_t | h_t)`` of every step, with the observations' log-probabilities computed in one call.
 
     Args:
-        logits: ``(..., B, T, V)``, PAD and BOS masked.
-        ids: ``(B, T)`` observed symbols, or ``None``.
+        emitter: the emission family.
+        params: ``(..., B, T, P)``, the emission law's parameters at every state.
+        observed: ``(B, T)`` symbol ids or ``(B, T, F)`` frames, or ``None``.
     """
 
-    def __init__(self, logits: Tensor, ids: Tensor | None) -> None:
-        self.logits, self.ids = logits, ids
-        self._observed: Tensor | None = None
+    def __init__(self, emitter: Emission, params: Tensor, observed: Tensor | None) -> None:
+        self.emitter, self.params, self.observed = emitter, params, observed
+        self._log_probs: Tensor | None = None
 
     def observed_log_probs(self) -> Tensor:
-        """``log p(w_t | h_t)`` at the observed symbols, ``(..., B, T)``."""
-        if self._observed is None:
-            ids = self.ids.expand(self.logits.shape[:-1]).unsqueeze(-1)  # (..., B, T, 1)
-            self._observed = torch.log_softmax(self.logits, dim=-1).gather(-1, ids).squeeze(-1)
-        return self._observed
+        """``log p(w_t | h_t)`` at the observations, ``(..., B, T)``."""
+        if self._log_probs is None:
+            self._log_probs = self.emitter.log_prob(self.params, self.observed)
+        return self._log_probs
 
 
 class _StepEmission(TorchDistribution):
-    """``p(w_t | h_t) = Categorical(softmax(logits_t))`` of one step; batch shape ``(..., B)``.
+    """``p(w_t | h_t)`` of one step; batch shape ``(..., B)``, the emission's event shape.
 
-    Scoring the observed symbols reads the one call over all steps of :class:`_Emissions`; any other value
-    (a draw, a replayed value) is scored by its own ``Categorical``.
+    Scoring the observations reads the one call over all steps of :class:`_Emissions`; any other value
+    (a draw, a replayed value) is scored by the emission's own law at this step.
     """
 
     arg_constraints: dict = {}
@@ -77,29 +80,31 @@ class _StepEmission(TorchDistribution):
 
     def __init__(self, emissions: _Emissions, step: int, observed: Tensor | None) -> None:
         self.emissions, self.step, self.observed = emissions, step, observed
-        self.logits = emissions.logits[..., step, :]  # (..., B, V)
-        super().__init__(self.logits.shape[:-1], validate_args=False)
+        self.params = emissions.params[..., step, :]  # (..., B, P)
+        super().__init__(self.params.shape[:-1], emissions.emitter.event_shape, validate_args=False)
+
+    def _law(self) -> TorchDistribution:
+        return self.emissions.emitter.law(self.params)
 
     @property
     def support(self):
-        return dist.constraints.integer_interval(0, self.logits.shape[-1] - 1)
-
-    def _categorical(self) -> dist.Categorical:
-        return dist.Categorical(logits=self.logits)
+        return self._law().support
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
-        return self._categorical().sample(sample_shape)
+        return self._law().sample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self.observed is not None and value is self.observed:
             return self.emissions.observed_log_probs()[..., self.step]  # (..., B)
-        return self._categorical().log_prob(value)
+        return self._law().log_prob(value)
 
 
 class DSSM(StateSpaceModel):
     """Deep state-space model: a white-noise state transition through a conditional flow.
 
-    ``forward(ids, mask)`` is the Pyro model. Inside ``pyro.plate("seqs", B, dim=-1)`` it has
+    ``forward(ids, mask)`` is the Pyro model; ``ids`` are symbol ids ``(B, T)`` for the categorical
+    emission, or frames ``(B, T, F)`` for an emission of vectors (``bernoulli``, ``normal``). Inside
+    ``pyro.plate("seqs", B, dim=-1)`` it has
 
     * one latent site ``"h"``: the whole state trajectory, value ``(B, T, D)`` (``(K, B, T, D)`` under K
       vectorised particles), batch shape ``(B,)``, event shape ``(T, D)``, a
@@ -109,13 +114,13 @@ class DSSM(StateSpaceModel):
 
       and ``h_t ~ N(0, I)`` at padded steps (no mask: those states integrate out of ``p(w)``, so any guide
       gives a valid bound). It is drawn step by step and scored in one call over all T steps;
-    * for t = 1..T an observed site ``w_{t}`` with ``p(w_t | h_t) = Categorical(softmax(g(h_t)))``,
-      masked by ``mask[:, t-1]``, so that padded steps emit nothing.
+    * for t = 1..T an observed site ``w_{t}`` with the emission ``p(w_t | h_t)`` (by default
+      ``Categorical(softmax(g(h_t)))``), masked by ``mask[:, t-1]``, so that padded steps emit nothing.
 
     A guide declares the same site ``"h"`` with a value of shape ``(..., B, T, D)``.
 
     Args:
-        vocab_size: V, the number of symbols including PAD, BOS and EOS.
+        vocab_size: V, the number of symbols including PAD, BOS and EOS (the categorical emission only).
         state_dim: D, the dimension of the state (and of the noise).
         flow: the transition flow f_G, a name of :func:`pyroseq.flows.make_flow` or any
             :class:`~pyro.distributions.conditional.ConditionalTransformModule` mapping ``(D,)`` to ``(D,)``
@@ -123,20 +128,36 @@ class DSSM(StateSpaceModel):
         flow_hidden: hidden width of a named flow's networks.
         emitter_hidden: hidden width of the emitter MLP ``D -> emitter_hidden -> V``; ``None`` for a linear
             emitter ``D -> V``.
+        emission: the emission family, a name of :data:`pyroseq.emissions.EMISSIONS`: ``"categorical"``
+            (symbols), ``"bernoulli"`` (multi-hot frames), ``"normal"`` or ``"normal_state"`` (real vectors).
+        obs_dim: F, the length of each observed vector (the emissions of vectors only).
+
+    Example:
+        A DSSM of 88-key piano-roll frames:
+
+        >>> model = DSSM(emission="bernoulli", obs_dim=88, state_dim=8, flow="diagonal")
+        >>> frames, mask = torch.zeros(2, 5, 88), torch.ones(2, 5, dtype=torch.bool)
+        >>> trace = pyro.poutine.trace(model).get_trace(frames, mask)
+        >>> states, first_frame = trace.nodes["h"], trace.nodes["w_1"]
+        >>> states["value"].shape, first_frame["fn"].event_shape
+        (torch.Size([2, 5, 8]), torch.Size([88]))
     """
 
     def __init__(
         self,
         *,
-        vocab_size: int,
+        vocab_size: int | None = None,
         state_dim: int = 16,
         flow: str | ConditionalTransformModule = "coupling+coupling",
         flow_hidden: int = 64,
         emitter_hidden: int | None = 64,
+        emission: str = "categorical",
+        obs_dim: int | None = None,
     ) -> None:
-        check_vocab_size(vocab_size)
+        obs_dim = _emission_size(emission, vocab_size=vocab_size, obs_dim=obs_dim)
         check_positive_sizes(state_dim=state_dim, flow_hidden=flow_hidden, emitter_hidden=emitter_hidden)
         super().__init__(vocab_size=vocab_size)
+        self.emission = emission
         self.state_dim = state_dim
         self.h_0 = nn.Parameter(torch.zeros(state_dim))
         self.transition_flow = resolve_flow(
@@ -147,12 +168,16 @@ class DSSM(StateSpaceModel):
             need_inverse=True,
             role="transition flow",
         )
-        if emitter_hidden is None:
-            self.emitter = nn.Linear(state_dim, vocab_size)
-        else:
-            self.emitter = nn.Sequential(
-                nn.Linear(state_dim, emitter_hidden), nn.Tanh(), nn.Linear(emitter_hidden, vocab_size)
-            )
+        self.emitter = make_emission(emission, state_dim=state_dim, obs_dim=obs_dim, hidden=emitter_hidden)
+
+    @property
+    def obs_dim(self) -> int:
+        """V symbols, or F, the length of each observed vector."""
+        return self.emitter.obs_dim
+
+    def checked_inputs(self, ids: Tensor | None, mask: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Symbol ids ``(B, T)`` or frames ``(B, T, F)``, as the emission takes them, and the mask checked."""
+        return self.emitter.check_observations(ids, mask, who=type(self).__name__)
 
     def initial_state(self, batch_shape: torch.Size | tuple[int, ...]) -> Tensor:
         """``h_0`` expanded to ``batch_shape + (D,)``."""
@@ -170,14 +195,20 @@ class DSSM(StateSpaceModel):
         return _pushforward_of_noise(self.transition_flow, h_prev)
 
     def emission_logits(self, h: Tensor) -> Tensor:
-        """Logits of ``p(w_t | h_t)``, ``(..., V)``, with PAD and BOS at ``-inf``."""
-        return mask_special_logits(self.emitter(h))  # (..., V)
+        """Logits of ``p(w_t | h_t)``, ``(..., V)``, with PAD and BOS at ``-inf`` (categorical emission)."""
+        if not isinstance(self.emitter, CategoricalEmission):
+            raise ConfigError(
+                f"this DSSM emits {self.emission} vectors, not symbols: it has no symbol logits (use "
+                "model.emitter.distribution(h) for p(x_t | h_t))"
+            )
+        return self.emitter.logits(self.emitter(h))  # (..., V)
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:
         """The Pyro model over a padded batch.
 
         Args:
-            ids: ``(B, T)`` long symbol ids, or ``None`` to draw the symbols (generation, ``Predictive``).
+            ids: ``(B, T)`` long symbol ids (or ``(B, T, F)`` frames for an emission of vectors), or ``None``
+                to draw them (generation, ``Predictive``).
             mask: ``(B, T)`` bool, True on real steps.
         """
         B, T = mask.shape
@@ -191,10 +222,32 @@ class DSSM(StateSpaceModel):
                 raise ConfigError(
                     f"the guide's site 'h' has shape {tuple(h.shape)}, but the model's states are "
                     f"(..., B, T, D) = (..., {B}, {T}, {self.state_dim}): give the guide "
-                    f"state_dim={self.state_dim} and the model's ids and mask"
+                    f"state_dim={self.state_dim} and the model's observations and mask"
                 )
-            emissions = _Emissions(mask_special_logits(emitter(h)), ids)  # logits (..., B, T, V)
+            emissions = _Emissions(emitter, emitter(h), ids)  # parameters (..., B, T, P)
             for t in range(1, T + 1):
                 observed = None if ids is None else ids[:, t - 1]  # (B,)
                 law = _StepEmission(emissions, t - 1, observed)
                 pyro.sample(f"w_{t}", law.mask(mask[:, t - 1]), obs=observed)
+
+
+def _emission_size(emission: str, *, vocab_size: int | None, obs_dim: int | None) -> int:
+    """The emission's ``obs_dim``: ``vocab_size`` for symbols, ``obs_dim`` for vectors; exactly one given."""
+    if emission not in EMISSIONS:
+        raise ConfigError(f"unknown emission {emission!r}; valid names: {', '.join(EMISSIONS)}")
+    if emission == "categorical":
+        if vocab_size is not None:
+            check_vocab_size(vocab_size)
+        if vocab_size is None or obs_dim not in (None, vocab_size):
+            raise ConfigError(
+                f"the categorical emission needs vocab_size (the number of symbols), got vocab_size="
+                f"{vocab_size!r}, obs_dim={obs_dim!r}"
+            )
+        return vocab_size
+    if obs_dim is None or vocab_size is not None:
+        raise ConfigError(
+            f"the {emission} emission needs obs_dim (the length of each observed vector) and no vocab_size, "
+            f"got vocab_size={vocab_size!r}, obs_dim={obs_dim!r}"
+        )
+    check_positive_sizes(obs_dim=obs_dim)
+    return obs_dim

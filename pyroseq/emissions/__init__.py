@@ -1,0 +1,65 @@
+"""Emission families ``p(x_t | h_t)``, one per module, and a name -> factory registry.
+
+* ``categorical``: one symbol per step (words, text), PAD and BOS masked;
+* ``bernoulli``: a multi-hot vector per step (a piano roll's frame);
+* ``normal``: a real vector per step, diagonal, one learned scale per dimension; ``normal_state``: the
+  scale a function of the state too.
+
+Each family is an :class:`Emission`: ``emission(h)`` gives the law's parameters at states ``h (..., D)``,
+``emission.law(params)`` the distribution of one step's observation. Build one by name with
+:func:`make_emission`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from pyroseq.emissions.base import Emission, check_vectors, emitter_network
+from pyroseq.emissions.bernoulli import BernoulliEmission
+from pyroseq.emissions.categorical import CategoricalEmission, mask_special_logits
+from pyroseq.emissions.normal import NormalEmission
+from pyroseq.errors import ConfigError
+
+__all__ = [
+    "EMISSIONS",
+    "make_emission",
+    "Emission",
+    "emitter_network",
+    "check_vectors",
+    "CategoricalEmission",
+    "mask_special_logits",
+    "BernoulliEmission",
+    "NormalEmission",
+]
+
+EMISSIONS: dict[str, Callable[..., Emission]] = {
+    "categorical": CategoricalEmission,
+    "bernoulli": BernoulliEmission,
+    "normal": partial(NormalEmission, scale="learned"),
+    "normal_state": partial(NormalEmission, scale="state"),
+}
+"""Name -> factory ``(*, state_dim, obs_dim, hidden)`` of every emission family; add an entry to make a new
+family nameable."""
+
+
+def make_emission(name: str, *, state_dim: int, obs_dim: int, hidden: int | None = 64) -> Emission:
+    """The emission family called ``name`` (a key of :data:`EMISSIONS`).
+
+    Args:
+        name: ``"categorical"``, ``"bernoulli"``, ``"normal"`` or ``"normal_state"``.
+        state_dim: D, the dimension of the state.
+        obs_dim: V symbols (categorical) or F, the length of each observed vector.
+        hidden: hidden width of the emitter MLP; ``None`` for a linear emitter.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the valid ones), or a size that is not positive.
+
+    Example:
+        >>> emission = make_emission("bernoulli", state_dim=8, obs_dim=88)
+        >>> emission.observations, tuple(emission.event_shape)
+        ('vectors', (88,))
+    """
+    if name not in EMISSIONS:
+        raise ConfigError(f"unknown emission {name!r}; valid names: {', '.join(EMISSIONS)}")
+    return EMISSIONS[name](state_dim=state_dim, obs_dim=obs_dim, hidden=hidden)
