@@ -2,6 +2,7 @@
 
 * :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss;
 * :mod:`~pyroseq.infer.dreg`: :class:`DReG`, IWAE with doubly reparameterised guide gradients;
+* :mod:`~pyroseq.infer.freebits`: :class:`FreeBitsELBO`, the ELBO with a floor under each KL term;
 * :mod:`~pyroseq.infer.annealing`: :class:`ScaleLatents`, KL annealing as a Pyro effect handler;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
 * :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
@@ -15,6 +16,7 @@ from pyroseq.infer.annealing import ScaleLatents, warmup_factor
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
 from pyroseq.infer.dreg import DReG
+from pyroseq.infer.freebits import FreeBitsELBO
 from pyroseq.infer.objectives import IWAE, OBJECTIVES, make_objective
 from pyroseq.infer.run import train_run
 from pyroseq.infer.rundir import LoadedRun, load_run, save_run
@@ -25,6 +27,7 @@ __all__ = [
     "OBJECTIVES",
     "IWAE",
     "DReG",
+    "FreeBitsELBO",
     "make_objective",
     "ScaleLatents",
     "warmup_factor",

@@ -16,12 +16,32 @@ from torch import Tensor
 
 from pyroseq.errors import ConfigError
 
-__all__ = ["OBJECTIVES", "IWAE", "ShapeJitTrace_ELBO", "make_objective"]
+__all__ = ["OBJECTIVES", "DifferentiableObjective", "IWAE", "ShapeJitTrace_ELBO", "make_objective"]
 
 OBJECTIVES = ("elbo", "iwae", "dreg")
 
 
-class IWAE(ELBO):
+class DifferentiableObjective(ELBO):
+    """An objective whose ``loss`` and ``loss_and_grads`` (what ``SVI`` calls) come from its
+    ``differentiable_loss``, a scalar tensor summed over sequences like Pyro's ELBOs."""
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The loss as a float, without gradients."""
+        return float(self.differentiable_loss(model, guide, *args, **kwargs))
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The loss as a float, with its gradients accumulated into the parameters (for ``SVI``)."""
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        if loss.requires_grad:
+            loss.backward()
+        return float(loss.detach())
+
+
+class IWAE(DifferentiableObjective):
     r"""The importance-weighted bound (Burda et al. 2016) as a differentiable loss, one bound per sequence.
 
     For each sequence b of the batch and K particles ``z_k ~ q(z | w_b)`` drawn at once (a vectorised
@@ -114,18 +134,6 @@ class IWAE(ELBO):
         loss = -bound.sum()
         warn_if_nan(loss, "loss")
         return loss
-
-    @torch.no_grad()
-    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """The loss as a float, without gradients."""
-        return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """The loss as a float, with its gradients accumulated into the parameters (for ``SVI``)."""
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        if loss.requires_grad:
-            loss.backward()
-        return float(loss.detach())
 
 
 class ShapeJitTrace_ELBO(JitTrace_ELBO):
