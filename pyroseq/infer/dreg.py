@@ -37,6 +37,12 @@ takes, in one model pass and two guide passes:
 
 A parameter that the model and the guide share gets the model's part and the guide's path part.
 
+Under KL annealing (:class:`~pyroseq.infer.ScaleLatents`), every latent log-density is scaled by ``beta``, so
+the score term is ``beta sum_k wt_k grad_phi log q``; reparameterised the same way it becomes
+``beta wt_k (1 - wt_k) (d log w_k / d z_k)``, and the path's factor is ``(1 - beta) wt_k + beta wt_k^2``
+(``wt_k^2`` at ``beta = 1``): the hook multiplies by ``(1 - beta) + beta wt_k``, with ``beta`` the scale of
+the guide's site times its mask (a masked-out element has no score term and keeps IWAE's ``wt_k``).
+
 References:
     G. Tucker, D. Lawson, S. Gu, C. J. Maddison. Doubly Reparameterized Gradient Estimators for Monte
     Carlo Objectives. ICLR 2019. arXiv:1810.04152.
@@ -57,6 +63,8 @@ from typing import Any
 
 import torch
 from pyro import poutine
+from pyro.distributions import Independent
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
@@ -119,7 +127,11 @@ class DReG(IWAE):
         weights = torch.softmax(log_w.detach(), dim=0)  # (K, B), wt_k
         for name, site in guide_trace.nodes.items():
             if site["type"] == "sample" and not site["is_observed"] and site["value"].requires_grad:
-                site["value"].register_hook(_scale_by(self._broadcast(weights, name, site)))
+                factor = self._broadcast(weights, name, site)
+                beta = _latent_scale(site)
+                if beta is not None:  # ScaleLatents, or a mask: see the module's docstring
+                    factor = (1 - beta) + beta * factor
+                site["value"].register_hook(_scale_by(factor))
         surrogate = (weights * log_w).sum(0)  # (B,)
         loss = -(bound.detach() + surrogate - surrogate.detach()).sum()
         warn_if_nan(loss, "loss")
@@ -167,6 +179,23 @@ class DReG(IWAE):
         shape[batch_dims - nesting] = weights.shape[0]
         shape[batch_dims + seq_dim] = weights.shape[1]
         return weights.reshape(shape)
+
+
+def _latent_scale(site: dict[str, Any]) -> Tensor | None:
+    """``beta``, what the site's log q is multiplied by (its scale, times its mask, laid out against its
+    value); ``None`` where that is 1 everywhere."""
+    beta = torch.as_tensor(site["scale"], dtype=site["value"].dtype, device=site["value"].device)
+    masks = [(site["mask"], site["fn"].event_dim)]  # poutine.mask
+    fn = site["fn"]
+    while isinstance(fn, (MaskedDistribution, Independent, ExpandedDistribution)):  # and dist.mask()
+        if isinstance(fn, MaskedDistribution):
+            masks.append((fn._mask, fn.event_dim))
+        fn = fn.base_dist
+    for mask, event_dim in masks:
+        if mask is not None:
+            mask = torch.as_tensor(mask, device=beta.device)
+            beta = beta * mask.reshape(mask.shape + (1,) * event_dim)
+    return None if bool((beta == 1).all()) else beta
 
 
 def _scale_by(factor: Tensor) -> Callable[[Tensor], Tensor]:
