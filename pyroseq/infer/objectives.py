@@ -28,6 +28,9 @@ class DifferentiableObjective(ELBO):
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
         raise NotImplementedError
 
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
+        raise NotImplementedError(f"{type(self).__name__} computes its loss without Pyro's particle traces")
+
     @torch.no_grad()
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float, without gradients."""
