@@ -1,6 +1,9 @@
 """Inference: SVI objectives, the training loop, checkpoints and training runs.
 
 * :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss;
+* :mod:`~pyroseq.infer.dreg`: :class:`DReG`, IWAE with doubly reparameterised guide gradients;
+* :mod:`~pyroseq.infer.freebits`: :class:`FreeBitsELBO`, the ELBO with a floor under each KL term;
+* :mod:`~pyroseq.infer.fivo`: :class:`FIVO`, a particle filter's bound with the guide proposing;
 * :mod:`~pyroseq.infer.annealing`: :class:`ScaleLatents`, KL annealing as a Pyro effect handler;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
 * :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
@@ -13,6 +16,9 @@
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
+from pyroseq.infer.dreg import DReG
+from pyroseq.infer.fivo import FIVO
+from pyroseq.infer.freebits import FreeBitsELBO
 from pyroseq.infer.objectives import IWAE, OBJECTIVES, make_objective
 from pyroseq.infer.run import train_run
 from pyroseq.infer.rundir import LoadedRun, load_run, save_run
@@ -22,6 +28,9 @@ from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 __all__ = [
     "OBJECTIVES",
     "IWAE",
+    "DReG",
+    "FreeBitsELBO",
+    "FIVO",
     "make_objective",
     "ScaleLatents",
     "warmup_factor",
