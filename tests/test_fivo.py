@@ -17,7 +17,7 @@ from pyroseq.errors import ConfigError
 from pyroseq.guides import FutureGuide
 from pyroseq.infer import FIVO, IWAE
 from pyroseq.infer.smc import resample_below
-from pyroseq.models import DSSM, RNNLM, init_emitter_bias
+from pyroseq.models import DSSM, RNNLM, emitter_output_layer, init_emitter_bias
 
 VOCAB = Vocabulary("abc")
 WORDS = ["ab", "c", "abca", "ba"]
@@ -30,7 +30,7 @@ def state_blind_dssm(words):
     model = DSSM(vocab_size=len(VOCAB), state_dim=D, flow_hidden=4, emitter_hidden=4)
     batch = pad_batch([VOCAB.encode(w) for w in words])
     log_f = init_emitter_bias(model, batch.ids)
-    nn.init.zeros_(model.emitter[-1].weight)
+    nn.init.zeros_(emitter_output_layer(model).weight)
     log_p = torch.where(batch.mask, log_f[batch.ids.clamp(min=VOCAB.eos_id)], 0.0).sum(-1)  # (B,)
     return model, batch, log_p
 
@@ -106,7 +106,7 @@ def test_fivo_is_the_bootstrap_filter_recursion_on_the_same_draws():
     N, threshold = 4, 0.9
     model = DSSM(vocab_size=len(VOCAB), state_dim=D, flow_hidden=4, emitter_hidden=4)
     with torch.no_grad():
-        model.emitter[-1].weight.mul_(4.0)  # emissions that depend strongly on the state
+        emitter_output_layer(model).weight.mul_(4.0)  # emissions that depend strongly on the state
     batch = pad_batch([VOCAB.encode(w) for w in WORDS])
     B, T = batch.ids.shape
     pyro.set_rng_seed(11)

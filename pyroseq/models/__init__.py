@@ -12,7 +12,7 @@ from typing import Any
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel, mask_special_logits
 from pyroseq.models.dssm import DSSM
-from pyroseq.models.init import init_emitter_bias, unigram_log_frequencies
+from pyroseq.models.init import emitter_output_layer, init_emitter_bias, unigram_log_frequencies
 from pyroseq.models.professor import ProfessorForcing
 from pyroseq.models.rnn import RNNLM
 
@@ -27,6 +27,7 @@ __all__ = [
     "MODELS",
     "build_model",
     "init_emitter_bias",
+    "emitter_output_layer",
     "unigram_log_frequencies",
 ]
 

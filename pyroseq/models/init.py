@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["unigram_log_frequencies", "init_emitter_bias"]
+__all__ = ["unigram_log_frequencies", "emitter_output_layer", "init_emitter_bias"]
 
 
 def unigram_log_frequencies(
@@ -64,6 +64,29 @@ def unigram_log_frequencies(
     return (counts / counts.sum()).log().float()  # (V,), -inf at PAD and BOS
 
 
+def emitter_output_layer(model: nn.Module) -> nn.Linear:
+    """The output layer of ``model.emitter``: its last ``nn.Linear`` (the layer that gives the logits).
+
+    Raises:
+        ConfigError: the module has no ``emitter``, the emitter has no ``nn.Linear``, or that layer has no
+            bias.
+    """
+    emitter = getattr(model, "emitter", None)
+    if not isinstance(emitter, nn.Module):
+        raise ConfigError(
+            f"{type(model).__name__} has no emitter: init_emitter_bias sets the bias of the last nn.Linear "
+            "of a model's 'emitter' attribute (the DSSM's and the RNNs')"
+        )
+    linears = [m for m in emitter.modules() if isinstance(m, nn.Linear)]
+    name = f"{type(model).__name__}.emitter"
+    if not linears:
+        raise ConfigError(f"{name} has no nn.Linear whose bias init_emitter_bias could set")
+    output = linears[-1]
+    if output.bias is None:
+        raise ConfigError(f"{name}'s output layer has no bias (bias=False): there is nothing to set")
+    return output
+
+
 def init_emitter_bias(
     model: nn.Module, ids: Tensor, *, weights: Tensor | None = None, smoothing: float = 1.0
 ) -> Tensor:
@@ -96,23 +119,12 @@ def init_emitter_bias(
         >>> batch = pad_batch([vocab.encode(w) for w in ["ab", "a", "aab"]])
         >>> model = DSSM(vocab_size=len(vocab), state_dim=4)
         >>> log_f = init_emitter_bias(model, batch.ids)
-        >>> _ = torch.nn.init.zeros_(model.emitter[-1].weight)  # now the emission is the unigram law anywhere
+        >>> _ = torch.nn.init.zeros_(emitter_output_layer(model).weight)  # the unigram law at any state
         >>> model.emission_logits(torch.randn(4)).softmax(-1).detach().round(decimals=3)
         tensor([0.0000, 0.0000, 0.3330, 0.4170, 0.2500])
     """
-    emitter = getattr(model, "emitter", None)
-    if not isinstance(emitter, nn.Module):
-        raise ConfigError(
-            f"{type(model).__name__} has no emitter: init_emitter_bias sets the bias of the last nn.Linear "
-            "of a model's 'emitter' attribute (the DSSM's and the RNNs')"
-        )
-    linears = [m for m in emitter.modules() if isinstance(m, nn.Linear)]
+    output = emitter_output_layer(model)
     name = f"{type(model).__name__}.emitter"
-    if not linears:
-        raise ConfigError(f"{name} has no nn.Linear whose bias init_emitter_bias could set")
-    output = linears[-1]
-    if output.bias is None:
-        raise ConfigError(f"{name}'s output layer has no bias (bias=False): there is nothing to set")
     vocab_size = getattr(model, "vocab_size", output.out_features)
     if output.out_features != vocab_size:
         raise ConfigError(
