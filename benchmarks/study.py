@@ -439,7 +439,7 @@ def observation_entropy(run_dir: Path, *, num: int = 200, inner: int = 50, lengt
 
     from pyroseq.data.vocab import Vocabulary
     from pyroseq.evaluate import noise_usage
-    from pyroseq.infer import load_run
+    from pyroseq.runs import load_run
 
     torch.manual_seed(0)
     run = load_run(run_dir)

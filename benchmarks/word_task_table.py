@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from pyroseq.evaluate import word_log_probs, word_metrics
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs.rundir import load_run
 
 
 def training_rate(run_dir: Path) -> float | None:

@@ -11,7 +11,7 @@ state-space model up to the filter's Monte Carlo error, which vanishes as the pa
 
 Each completion comes with its weight ``q(continuation | prefix)``: exact for an autoregressive model; for a
 state-space model the ratio ``Z(prefix + continuation) / Z(prefix)`` of one prefix-tree filter run
-(:func:`~pyroseq.evaluate.smc.prefix_tree_log_evidence`) over the distinct completions.
+(:func:`~pyroseq.infer.smc.prefix_tree_log_evidence`) over the distinct completions.
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ import torch
 from torch import Tensor
 
 from pyroseq.checks import check_positive_sizes
+from pyroseq.data.trie import PrefixTree
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.decode import _check_arguments, _chooser, _cut_at_eos, _seeded
 from pyroseq.errors import ConfigError, DataError
-from pyroseq.evaluate.smc import prefix_tree_log_evidence
-from pyroseq.evaluate.trie import PrefixTree
-from pyroseq.infer.smc import filter_prefixes
+from pyroseq.infer.smc import filter_prefixes, prefix_tree_log_evidence
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel
 
 __all__ = ["complete", "Completions", "COMPLETION_DECODERS", "DEFAULT_PARTICLES"]

@@ -27,7 +27,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 
 from pyroseq.data.batch import pad_batch
-from pyroseq.infer.specs import build_from_specs
+from pyroseq.runs.specs import build_from_specs
 
 V = 7  # PAD, BOS, EOS and four symbols
 D = 3

@@ -7,8 +7,8 @@ import inspect
 import pytest
 
 from pyroseq.guides import FutureGuide, GaussianGuide
-from pyroseq.infer.config import RunConfig
 from pyroseq.models import DSSM
+from pyroseq.runs.config import RunConfig
 
 # (class, its argument, the RunConfig field that sets it in `pyroseq train`)
 PAIRS = [

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pyroseq.decode import DECODERS
-from pyroseq.infer import load_run
+from pyroseq.runs import load_run
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 

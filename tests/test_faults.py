@@ -26,10 +26,10 @@ from pyroseq.data.words import load_words
 from pyroseq.decode import decode
 from pyroseq.errors import CheckpointError, ConfigError, DataError, ResourceError, StorageError
 from pyroseq.evaluate.noise import noise_usage
-from pyroseq.infer import RunConfig, load_run, train_run
-from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.trainer import DivergenceError, Trainer
 from pyroseq.models import build_model
+from pyroseq.runs import RunConfig, load_run, train_run
+from pyroseq.runs.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -346,7 +346,7 @@ def test_a_new_run_refuses_the_current_directory(tmp_path, monkeypatch, out):
 
 LOCK_HOLDER = """
 import sys
-from pyroseq.infer.guard import lock_run
+from pyroseq.runs.guard import lock_run
 lock = lock_run(sys.argv[1])
 print("locked", flush=True)
 sys.stdin.read()  # hold the lock until the test closes stdin or kills this process

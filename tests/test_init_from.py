@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from pyroseq.cli.main import cli
 from pyroseq.errors import CheckpointError
-from pyroseq.infer import save_run
-from pyroseq.infer.config import RunConfig
-from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs import save_run
+from pyroseq.runs.config import RunConfig
+from pyroseq.runs.rundir import load_run
+from pyroseq.runs.train import train_run
 
 TINY = dict(
     source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8,
@@ -209,8 +209,8 @@ def test_a_checkpoint_copied_in_from_another_run_is_refused(tmp_path, base):
 def test_a_source_in_training_is_noted_and_one_that_moves_on_meanwhile_is_refused(
     tmp_path, base, monkeypatch
 ):
-    from pyroseq.infer import run as run_module
-    from pyroseq.infer.guard import lock_run
+    from pyroseq.runs import train as run_module
+    from pyroseq.runs.guard import lock_run
 
     with lock_run(base):  # as a process training it holds it
         result = train_run(

@@ -15,13 +15,13 @@ from pyroseq.data import Vocabulary
 from pyroseq.data.text import load_text
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, PyroseqError
 from pyroseq.guides import build_guide
-from pyroseq.infer.checkpoint import save_checkpoint
-from pyroseq.infer.config import RunConfig
-from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import corpus_fingerprint, load_run
-from pyroseq.infer.specs import guide_spec
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 from pyroseq.models import build_model
+from pyroseq.runs.checkpoint import save_checkpoint
+from pyroseq.runs.config import RunConfig
+from pyroseq.runs.rundir import corpus_fingerprint, load_run
+from pyroseq.runs.specs import guide_spec
+from pyroseq.runs.train import train_run
 
 TINY = dict(
     source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8,
@@ -446,7 +446,7 @@ def test_a_checkpoint_whose_model_spec_has_an_unknown_argument_is_a_checkpoint_e
 
 
 def test_the_final_checkpoint_is_written_once(tmp_path, monkeypatch):
-    from pyroseq.infer import rundir
+    from pyroseq.runs import rundir
 
     saves = []
     original = rundir.save_checkpoint
@@ -507,8 +507,8 @@ def test_extending_a_scheduled_sampling_run_continues_its_teacher_schedule(tmp_p
 )
 def test_default_teacher_schedules_start_and_end_where_documented(schedule, first, last):
     from pyroseq.data.vocab import Vocabulary
-    from pyroseq.infer.specs import model_spec
     from pyroseq.models.schedules import TeacherSchedule
+    from pyroseq.runs.specs import model_spec
 
     config = RunConfig(model="rnn", training="scheduled", schedule=schedule, steps=5000)
     spec = model_spec(config, Vocabulary("ab"))

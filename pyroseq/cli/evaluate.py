@@ -21,7 +21,7 @@ from pyroseq.evaluate import (
     word_log_probs,
     word_metrics,
 )
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs.rundir import load_run
 
 
 @click.command("evaluate")

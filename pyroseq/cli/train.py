@@ -21,9 +21,9 @@ from pyroseq.cli.common import (
     threads_option,
 )
 from pyroseq.errors import ConfigError
-from pyroseq.infer.config import DATA, MODELS, TRAINING, RunConfig
 from pyroseq.infer.objectives import OBJECTIVES
-from pyroseq.infer.run import train_run
+from pyroseq.runs.config import DATA, MODELS, TRAINING, RunConfig
+from pyroseq.runs.train import train_run
 
 _DEFAULTS = RunConfig()
 

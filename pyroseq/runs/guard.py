@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from pyroseq.errors import CheckpointError, RunLockedError, StorageError
-from pyroseq.infer.checkpoint import CHECKPOINT
+from pyroseq.runs.checkpoint import CHECKPOINT
 
 __all__ = ["LOCK", "RunLock", "lock_run", "claim_new_run", "training_holder"]
 

@@ -2,8 +2,8 @@
 
 A run directory holds ``checkpoint.pt`` (the trainer's state plus what rebuilds the run: its config,
 vocabulary, model and guide specs, the sampler's and random-number states, and the fingerprint of its
-corpus), ``config.json`` and ``metrics.jsonl`` (see :mod:`pyroseq.infer.checkpoint` for the atomic
-writes), and the lock file of :mod:`pyroseq.infer.guard`. :func:`load_run` rebuilds the trained model and
+corpus), ``config.json`` and ``metrics.jsonl`` (see :mod:`pyroseq.runs.checkpoint` for the atomic
+writes), and the lock file of :mod:`pyroseq.runs.guard`. :func:`load_run` rebuilds the trained model and
 guide for evaluation, decoding and predictive checks; :func:`read_run_checkpoint` reads the fields a
 resumed run needs.
 
@@ -30,7 +30,7 @@ from pyroseq.data.text import TextCorpus
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, first_line
-from pyroseq.infer.checkpoint import (
+from pyroseq.runs.checkpoint import (
     CHECKPOINT,
     CONFIG,
     METRICS,
@@ -39,10 +39,10 @@ from pyroseq.infer.checkpoint import (
     write_json_atomic,
     write_text_atomic,
 )
-from pyroseq.infer.config import RESUMABLE, RunConfig, load_corpus, resolve_device
-from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
-from pyroseq.infer.trainer import load_modules
+from pyroseq.runs.config import RESUMABLE, RunConfig, load_corpus, resolve_device
+from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.models import SequenceModel
+from pyroseq.module import load_modules
 
 __all__ = [
     "corpus_fingerprint",
@@ -91,7 +91,7 @@ def check_same_data(saved: dict[str, str] | None, corpus: WordCorpus | TextCorpu
 def check_config_file(run_dir: Path, config: RunConfig, checkpoint: Path) -> None:
     """Raise :class:`CheckpointError` unless ``run_dir/config.json`` (if present) describes the run whose
     checkpoint holds ``config``: a checkpoint copied over from another run would otherwise be taken for
-    this one. Options that a resume may change (:data:`~pyroseq.infer.config.RESUMABLE`) may differ."""
+    this one. Options that a resume may change (:data:`~pyroseq.runs.config.RESUMABLE`) may differ."""
     path = run_dir / CONFIG
     if not path.is_file():
         return
@@ -150,7 +150,7 @@ def read_run_checkpoint(
     for name in ("model_spec", "guide_spec", *require, "config", "vocab", "step"):
         if name not in state and state.get("written_by") == "save_run":
             raise CheckpointError(
-                f"{path} was written by pyroseq.infer.save_run from a script and holds no training state "
+                f"{path} was written by pyroseq.runs.save_run from a script and holds no training state "
                 f"({name!r}) to resume: start a new run from its weights (pyroseq train --init-from), "
                 "or load it with load_run and train on in a script"
             )

@@ -16,7 +16,7 @@ import torch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import CheckpointError, ConfigError, first_line
 from pyroseq.guides import build_guide
-from pyroseq.infer.config import RunConfig
+from pyroseq.runs.config import RunConfig
 from pyroseq.models import SequenceModel, build_model
 
 __all__ = ["model_spec", "guide_spec", "build_from_specs"]

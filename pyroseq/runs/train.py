@@ -1,8 +1,8 @@
 """Training runs: from a configuration to a trained model in a run directory.
 
 This is what ``pyroseq train`` calls. The pieces live beside it: the configuration and its option rules
-in :mod:`pyroseq.infer.config`, the model and guide specs in :mod:`pyroseq.infer.specs`, the run
-directory's files in :mod:`pyroseq.infer.rundir`, the loop in :mod:`pyroseq.infer.trainer`.
+in :mod:`pyroseq.runs.config`, the model and guide specs in :mod:`pyroseq.runs.specs`, the run
+directory's files in :mod:`pyroseq.runs.rundir`, the loop in :mod:`pyroseq.infer.trainer`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pyroseq.data.batch import Batch
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
-from pyroseq.infer.checkpoint import CHECKPOINT
-from pyroseq.infer.config import (
+from pyroseq.runs.checkpoint import CHECKPOINT
+from pyroseq.runs.config import (
     CORPUS,
     INHERITED,
     PATHS,
@@ -36,10 +36,10 @@ from pyroseq.infer.config import (
     resume_differences,
     same_path,
 )
-from pyroseq.infer.distributed import gather_objects, launch, launched_externally, leads_run, rank_seed
-from pyroseq.infer.guard import claim_new_run, lock_run, training_holder
-from pyroseq.infer.memory import check_training_memory
-from pyroseq.infer.rundir import (
+from pyroseq.runs.distributed import gather_objects, launch, launched_externally, leads_run, rank_seed
+from pyroseq.runs.guard import claim_new_run, lock_run, training_holder
+from pyroseq.runs.memory import check_training_memory
+from pyroseq.runs.rundir import (
     MetricsLog,
     SavedRun,
     check_config_file,
@@ -50,7 +50,7 @@ from pyroseq.infer.rundir import (
     trim_metrics,
     write_config,
 )
-from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
+from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import Trainer
 
 __all__ = ["train_run"]
@@ -58,7 +58,7 @@ __all__ = ["train_run"]
 
 def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]:
     """The checkpoint in ``out`` and its config with ``overrides`` applied, checked against the resume
-    rules (only :data:`~pyroseq.infer.config.RESUMABLE` options change; ``steps`` only grows)."""
+    rules (only :data:`~pyroseq.runs.config.RESUMABLE` options change; ``steps`` only grows)."""
     saved = read_run_checkpoint(out / CHECKPOINT, require=("sampler", "rng"))
     check_config_file(out, saved.config, saved.path)
     # A corpus file or source run named again by another path (relative, through a link) is no change.
@@ -81,7 +81,7 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
 
 def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     """The config of a new run: ``config`` with ``overrides`` applied, and, when it starts from another
-    run's weights, the :data:`~pyroseq.infer.config.INHERITED` options neither given in ``overrides`` nor
+    run's weights, the :data:`~pyroseq.runs.config.INHERITED` options neither given in ``overrides`` nor
     set away from their defaults taken from that run (the corpus options only when no corpus other
     than its own is named), its path made absolute and the step of its checkpoint recorded."""
     if config is None:
@@ -112,7 +112,7 @@ def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
 
 def _init_source(path: str) -> SavedRun:
     """The checkpoint that ``--init-from`` names: a run directory's (checked against its ``config.json``,
-    as :func:`~pyroseq.infer.rundir.load_run` checks it), or a checkpoint file."""
+    as :func:`~pyroseq.runs.rundir.load_run` checks it), or a checkpoint file."""
     given = Path(path).resolve()
     checkpoint = given if given.is_file() else given / CHECKPOINT
     if not checkpoint.is_file():
@@ -201,15 +201,15 @@ def train_run(
             With ``init_from`` (a run directory, or its checkpoint file) the new run starts from that run's
             model and guide weights, with a fresh optimiser, step count and schedules (and no KL warm-up
             unless ``kl_warmup`` is set): to train on under another objective (IWAE with more particles), step
-            size or horizon. Its data and model options (:data:`~pyroseq.infer.config.INHERITED`) are that
+            size or horizon. Its data and model options (:data:`~pyroseq.runs.config.INHERITED`) are that
             run's, except those given in ``overrides`` or set away from their defaults (and the corpus
-            options, :data:`~pyroseq.infer.config.CORPUS`, when a corpus other than its own is named), which
+            options, :data:`~pyroseq.runs.config.CORPUS`, when a corpus other than its own is named), which
             must fit its weights (its vocabulary, too), or it is a :class:`CheckpointError`. The path is
             recorded absolute, with ``init_from_step``, the step of the checkpoint the weights came from.
         out: the run directory. A new run goes only into a new or empty directory, or one where a
-            pyroseq run failed before its first checkpoint (:func:`~pyroseq.infer.guard.claim_new_run`);
+            pyroseq run failed before its first checkpoint (:func:`~pyroseq.runs.guard.claim_new_run`);
             while a run trains, its directory is locked against other processes
-            (:func:`~pyroseq.infer.guard.lock_run`).
+            (:func:`~pyroseq.runs.guard.lock_run`).
         resume: continue from ``out/checkpoint.pt``. ``overrides`` may change ``steps`` (to train
             longer, past the run's step), ``device``, the logging intervals, and the step size: ``lr``,
             ``lr_decay`` and ``clip_norm`` (to get past non-finite losses); any other differing option is
