@@ -5,6 +5,9 @@ The command line prints these as one line and exits with status 2; everything el
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+
 __all__ = [
     "PyroseqError",
     "DataError",
@@ -19,7 +22,24 @@ __all__ = [
 
 
 class PyroseqError(Exception):
-    """Base class of every error that pyroseq raises for bad user input."""
+    """Base class of every error that pyroseq raises for bad user input.
+
+    A message names the Python parameters it is about (``top must be positive, got 0``); ``params`` lists
+    them, so that a front end can name them in its own terms (the command line: its flags, ``--top``).
+    """
+
+    def __init__(self, *args: object, params: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        self.params = tuple(params)
+
+    def naming(self, names: Mapping[str, str]) -> str:
+        """The message with each of its ``params`` written as ``names`` (a default: ``--name-with-dashes``)
+        says it, where it stands as a word of its own."""
+        message = str(self)
+        for param in self.params:
+            said = names.get(param, "--" + param.replace("_", "-"))
+            message = re.sub(rf"(?<![\w.-]){re.escape(param)}(?![\w(])", said, message)
+        return message
 
 
 class DataError(PyroseqError, ValueError):

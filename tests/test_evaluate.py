@@ -378,12 +378,12 @@ def test_word_log_probs_defaults_to_exact_or_the_guide_iwae_and_refuses_what_doe
     assert word_log_probs(walk, guide, words, estimator="prior", num_samples=7).estimator == "prior"
     with pytest.raises(
         ConfigError,
-        match="--estimator exact: a state-space model's log q.w. has no closed form; use iwae or prior or "
+        match="^estimator exact: a state-space model's log q.w. has no closed form; use iwae or prior or "
         "smc",
     ):
         word_log_probs(walk, guide, words, estimator="exact")
     with pytest.raises(
-        ConfigError, match="--estimator prior: an autoregressive model's log q.w. is exact; use exact"
+        ConfigError, match="^estimator prior: an autoregressive model's log q.w. is exact; use exact"
     ):
         word_log_probs(markov, None, words, estimator="prior")
     with pytest.raises(ConfigError, match="unknown estimator 'bogus'"):

@@ -8,7 +8,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -98,19 +98,26 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+def handle_errors(
+    fn: Callable[..., Any] | None = None, *, flags: Mapping[str, str] | None = None
+) -> Callable[..., Any]:
     """Turn the errors a user can cause into ``error: <message>`` on stderr and exit status 2.
 
     These are :class:`PyroseqError`, and the operating system's refusals that no pyroseq check can
     foresee: a permission denied, a full disk, an allocation that fails although the estimate fitted.
+    A library error names Python parameters; the message says the command's flags instead: ``flags``
+    maps a parameter to its flag where that is not ``--name-with-dashes``.
     """
+    if fn is None:
+        return functools.partial(handle_errors, flags=flags)
+    names = dict(flags or {})
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except PyroseqError as e:
-            _fail(str(e))
+            _fail(e.naming(names))
         except PermissionError as e:
             _fail(f"permission denied: {e.filename or e}: make it accessible, or choose another path")
         except OSError as e:

@@ -1,4 +1,5 @@
-"""Evaluation: word-level log q(w) estimators and metrics, bounds, running-text metrics, noise usage.
+"""Evaluation: word-level log q(w) estimators and metrics, bounds, running-text metrics, noise usage, and
+:func:`evaluate_run`, all that ``pyroseq evaluate`` measures of a run.
 
 See ``docs/evaluation.md`` for the definition, bias and standard error of every estimator.
 """
@@ -6,6 +7,7 @@ See ``docs/evaluation.md`` for the definition, bias and standard error of every 
 from pyroseq.data.trie import PrefixTree
 from pyroseq.evaluate.bounds import elbo_and_iwae, log_weights
 from pyroseq.evaluate.noise import NoiseUsage, noise_usage, plot_noise_usage
+from pyroseq.evaluate.run import BOUND_KS, evaluate_run
 from pyroseq.evaluate.text import (
     evaluate_text,
     evaluate_text_latent,
@@ -29,6 +31,8 @@ from pyroseq.infer.smc import prefix_tree_log_evidence
 from pyroseq.moved import alias_modules
 
 __all__ = [
+    "evaluate_run",
+    "BOUND_KS",
     "PrefixTree",
     "WordLogProbs",
     "WORD_ESTIMATORS",

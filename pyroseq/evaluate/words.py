@@ -368,7 +368,10 @@ def smc_word_log_probs(
     check_words(words)
     check_positive_sizes(num_particles=num_particles, num_repeats=num_repeats)
     if jackknife and num_repeats < 2:
-        raise ConfigError(f"the jackknife needs at least 2 filter runs (--repeats), got {num_repeats}")
+        raise ConfigError(
+            f"the jackknife needs at least 2 filter runs (num_repeats), got {num_repeats}",
+            params=("num_repeats",),
+        )
     tree = PrefixTree.from_sequences(words).to(model.initial_state(()).device)
     runs = [
         prefix_tree_log_evidence(
@@ -473,7 +476,7 @@ def word_log_probs(
             if latent
             else "an autoregressive model's log q(w) is exact"
         )
-        raise ConfigError(f"--estimator {estimator}: {why}; use {' or '.join(fits)}")
+        raise ConfigError(f"estimator {estimator}: {why}; use {' or '.join(fits)}", params=("estimator",))
     given = {name: value for name, value in options.items() if value is not None}
     for name in given:
         if name not in WORD_ESTIMATORS[estimator].options:
