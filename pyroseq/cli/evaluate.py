@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option, threads_option
-from pyroseq.evaluate import BOUND_KS, WORD_ESTIMATORS, evaluate_run
+from pyroseq.evaluate import WORD_ESTIMATORS
+from pyroseq.evaluate.run import BOUND_KS, evaluate_run
 
 
 @click.command("evaluate")
