@@ -36,6 +36,7 @@ from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate.bounds import log_weights
 from pyroseq.infer.smc import MAX_PARTICLE_ROWS, prefix_tree_log_evidence
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel
+from pyroseq.module import module_device
 
 __all__ = [
     "WordLogProbs",
@@ -96,12 +97,6 @@ def check_words(words: Sequence[Sequence[int]]) -> None:
             raise DataError(f"word {list(w)} does not end in EOS ({eos}): encode words with add_eos=True")
         if any(int(s) in (Vocabulary.pad_id, Vocabulary.bos_id, eos) for s in w[:-1]):
             raise DataError(f"word {list(w)} contains PAD, BOS or EOS before its end")
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -179,7 +174,7 @@ def prior_word_log_probs(
     """
     check_words(words)
     check_positive_sizes(num_samples=num_samples, chunk_size=chunk_size)
-    tree = PrefixTree.from_sequences(words).to(model.initial_state((1,)).device)
+    tree = PrefixTree.from_sequences(words).to(module_device(model))
     T = tree.max_depth
     lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W)
     starts = range(0, num_samples, chunk_size)
@@ -227,7 +222,7 @@ def guide_word_log_probs(
     if particle_chunk is None:
         particle_chunk = min(num_samples, max(1, MAX_WORD_PARTICLES // batch_size))
     chunk = particle_chunk
-    device = _device_of(model)
+    device = module_device(model)
     order = sorted(range(len(words)), key=lambda i: len(words[i]))  # words by length: little padding
     lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W), in the words' order
     starts = range(0, len(words), batch_size)
@@ -372,7 +367,7 @@ def smc_word_log_probs(
             f"the jackknife needs at least 2 filter runs (num_repeats), got {num_repeats}",
             params=("num_repeats",),
         )
-    tree = PrefixTree.from_sequences(words).to(model.initial_state(()).device)
+    tree = PrefixTree.from_sequences(words).to(module_device(model))
     runs = [
         prefix_tree_log_evidence(
             model,
