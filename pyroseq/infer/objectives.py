@@ -44,21 +44,38 @@ class IWAE(ELBO):
     and ``IWAE(num_particles=8)(model, guide)`` is Pyro's ``ELBOModule`` (a ``torch.nn.Module`` whose
     forward is the loss), the form that Lightning and ``DistributedDataParallel`` wrap.
 
+    :meth:`log_weights` is the one computation of importance log-weights in pyroseq: the evaluation's
+    bounds and IWAE estimators (:func:`pyroseq.evaluate.log_weights`) use it too.
+
     Args:
         num_particles: K >= 1.
         max_plate_nesting: the number of plates the model nests (the particle plate goes outside them).
         plate: the name of the plate whose elements each get their own bound.
+        dtype: the dtype the sites' log-densities are added up in (None: their own); evaluation adds
+            many float32 terms in float64.
 
     Raises:
         ConfigError: a sample site lies outside ``plate`` (the bound would be one joint bound over the
-            batch), or a guide site cannot be reparameterised (this estimator has no score-function term).
+            batch), or, where gradients are recorded, a guide site cannot be reparameterised (this
+            estimator has no score-function term).
     """
 
-    def __init__(self, *, num_particles: int = 1, max_plate_nesting: int = 1, plate: str = "seqs") -> None:
+    def __init__(
+        self,
+        *,
+        num_particles: int = 1,
+        max_plate_nesting: int = 1,
+        plate: str = "seqs",
+        dtype: torch.dtype | None = None,
+    ) -> None:
         if num_particles < 1:
-            raise ConfigError(f"the number of particles K must be at least 1, got {num_particles}")
+            raise ConfigError(
+                f"the number of particles num_particles must be at least 1, got {num_particles}",
+                params=("num_particles",),
+            )
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.plate = plate
+        self.dtype = dtype
 
     def log_weights(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Tensor:
         """``log w_{k,b}``, shape ``(K, B)``: one importance log-weight per particle and sequence."""
@@ -70,15 +87,18 @@ class IWAE(ELBO):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
                     continue
-                if sign < 0 and not is_identically_zero(site["score_parts"].score_function):
+                reparameterised = sign > 0 or is_identically_zero(site["score_parts"].score_function)
+                if not reparameterised and torch.is_grad_enabled():
                     raise ConfigError(
                         f"IWAE: the guide's site {name!r} ({type(site['fn']).__name__}) is not "
-                        "reparameterised; this estimator has no score-function term: use --objective elbo"
+                        "reparameterised; this estimator has no score-function term: use objective elbo",
+                        params=("objective",),
                     )
-                log_w = log_w + sign * self._per_sequence(name, site, nesting)
+                term = self._per_sequence(name, site, nesting)
+                log_w = log_w + sign * (term if self.dtype is None else term.to(self.dtype))
         if not torch.is_tensor(log_w):
             raise ConfigError("IWAE: the model and guide have no sample sites")
-        return log_w
+        return log_w.expand(self.num_particles, log_w.shape[1])  # (K, B), also where no site is latent
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
         """The guide's trace and the model's replayed against it, with log-densities computed."""
