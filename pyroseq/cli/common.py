@@ -13,9 +13,10 @@ from typing import Any
 
 import click
 import torch
+from click.core import ParameterSource
 
 from pyroseq.data.batch import MAX_SEED
-from pyroseq.errors import PyroseqError, first_line
+from pyroseq.errors import ConfigError, PyroseqError, first_line
 
 __all__ = [
     "json_option",
@@ -30,6 +31,7 @@ __all__ = [
     "POSITIVE_FLOAT",
     "CORES",
     "threads_option",
+    "corpus_source",
 ]
 
 POSITIVE = click.IntRange(min=1)
@@ -91,6 +93,16 @@ def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         click.echo(line)
     if as_json:
         click.echo(json.dumps(to_jsonable(result)))
+
+
+def corpus_source(source: str | None, path: str | None, *, source_flag: str) -> str | None:
+    """The corpus that ``--source`` or ``--file`` names (``--file PATH`` is ``--source PATH``); both given
+    on the command line (``source_flag`` is the parameter that holds ``--source``) is a usage error."""
+    if path is None:
+        return source
+    if click.get_current_context().get_parameter_source(source_flag) == ParameterSource.COMMANDLINE:
+        raise ConfigError("give either --source or --file, not both (--file PATH is --source PATH)")
+    return path
 
 
 def _fail(message: str, code: int = 2) -> None:
