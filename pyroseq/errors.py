@@ -34,11 +34,14 @@ class PyroseqError(Exception):
 
     def naming(self, names: Mapping[str, str]) -> str:
         """The message with each of its ``params`` written as ``names`` (a default: ``--name-with-dashes``)
-        says it, where it stands as a word of its own."""
+        says it, where it stands as a word of its own: ``top`` and ``top=3`` become ``--top`` and
+        ``--top 3``, ``resume=True`` becomes ``--resume``."""
         message = str(self)
         for param in self.params:
             said = names.get(param, "--" + param.replace("_", "-"))
-            message = re.sub(rf"(?<![\w.-]){re.escape(param)}(?![\w(])", said, message)
+            # resume=True is the flag alone, top=0 the flag and its value, top the flag.
+            pattern = rf"(?<![\w./-]){re.escape(param)}(=True\b|=|(?![\w(/]))"
+            message = re.sub(pattern, lambda m, said=said: said + (" " if m.group(1) == "=" else ""), message)
         return message
 
 

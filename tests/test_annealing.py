@@ -105,7 +105,7 @@ def test_a_plain_svi_step_under_scale_latents_takes_the_scaled_loss(setup):
 
 def test_jit_and_negative_warmup_are_refused(setup):
     model, guide, _ = setup
-    with pytest.raises(ConfigError, match="--jit cannot be combined with --kl-warmup"):
+    with pytest.raises(ConfigError, match="jit=True cannot be combined with kl_warmup"):
         Trainer(model, guide, jit=True, kl_warmup=5)
     with pytest.raises(ConfigError, match="kl_warmup must be >= 0"):
         Trainer(model, guide, kl_warmup=-1)

@@ -116,7 +116,7 @@ def test_resume_on_another_number_of_processes_is_refused(tmp_path):
 
 
 def test_professor_forcing_is_refused_on_several_processes():
-    with pytest.raises(ConfigError, match="--training professor .* --devices 1"):
+    with pytest.raises(ConfigError, match="training professor .* devices=1"):
         RunConfig(model="rnn", training="professor", devices=2).validate()
 
 

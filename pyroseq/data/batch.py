@@ -20,7 +20,7 @@ MAX_SEED = 2**63 - 1
 def check_seed(seed: int) -> None:
     """Raise :class:`ConfigError` unless ``seed`` is an integer in ``[0, MAX_SEED]``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"a seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+        raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}", params=("seed",))
 
 
 def seeded_generator(seed: int) -> torch.Generator:

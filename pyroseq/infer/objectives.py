@@ -176,7 +176,7 @@ def make_objective(name: str, *, particles: int = 1, jit: bool = False) -> ELBO:
     vectorize = particles > 1
     if name == "iwae":
         if jit:
-            raise ConfigError("there is no JIT version of the IWAE objective; drop --jit")
+            raise ConfigError("there is no JIT version of the IWAE objective; drop jit=True", params=("jit",))
         return IWAE(num_particles=particles)
     if jit:
         return ShapeJitTrace_ELBO(

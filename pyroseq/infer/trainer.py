@@ -136,14 +136,16 @@ class Trainer:
             raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
         if jit and kl_warmup:
             raise ConfigError(
-                "--jit cannot be combined with --kl-warmup: the trace would freeze the annealing factor "
-                "of its first step; drop one"
+                "jit=True cannot be combined with kl_warmup: the trace would freeze the annealing factor "
+                "of its first step; drop one",
+                params=("jit", "kl_warmup"),
             )
         if jit and not model.supports_jit:
             raise ConfigError(
-                f"--jit cannot trace {type(model).__name__} as configured: its training depends on Python "
+                f"jit=True cannot trace {type(model).__name__} as configured: its training depends on Python "
                 "values (a teacher probability, a discriminator's accuracy) that a trace would freeze; "
-                "drop --jit"
+                "drop jit=True",
+                params=("jit",),
             )
         self.model = model
         self.guide = guide
@@ -368,12 +370,11 @@ class Trainer:
                 raise
             last = saved_at if saved_at is not None else (start or None)  # a resumed run began at one
             advice = (
-                "no checkpoint was written: start the run again with a lower --lr"
+                "no checkpoint was written: start the run again with a lower lr"
                 if last is None
-                else f"the checkpoint of step {last} is from before it: resume with a lower --lr "
-                "(or --clip-norm)"
+                else f"the checkpoint of step {last} is from before it: resume with a lower lr (or clip_norm)"
             )
-            raise type(e)(f"{e}; {advice}") from None
+            raise type(e)(f"{e}; {advice}", params=("lr", "clip_norm")) from None
         finally:
             bar.close()
             for sig, handler in previous_handlers.items():

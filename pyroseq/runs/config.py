@@ -113,29 +113,27 @@ class RunConfig:
                     "batch_size", "chunk_length", "valid_size", "devices", "num_nodes")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}", params=(name,))
         for name in ("valid_every", "checkpoint_every", "emitter_hidden", "kl_warmup"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", params=(name,))
         for name in ("lr", "clip_norm"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a positive finite number, got {getattr(self, name)}"
+                    f"{name} must be a positive finite number, got {getattr(self, name)}", params=(name,)
                 )
         if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
-        try:
-            check_seed(self.seed)
-        except ConfigError as e:
-            raise ConfigError(f"--seed: {e}") from None
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
+        check_seed(self.seed)
         if self.model == "rnn" and self.objective == "iwae" and self.particles > 1:
             raise ConfigError(
                 "the RNN has no latent variables: IWAE with K > 1 is the same as the exact ELBO"
             )
         if self.world_size > 1 and self.training == "professor" and self.model == "rnn":
             raise ConfigError(
-                "--training professor updates its discriminator outside the SVI step, which data-parallel "
-                "training does not average: train it with --devices 1 --num-nodes 1"
+                "training professor updates its discriminator outside the SVI step, which data-parallel "
+                "training does not average: train it with devices=1 num_nodes=1",
+                params=("training", "devices", "num_nodes"),
             )
 
     @property
@@ -185,9 +183,9 @@ def same_path(stored: Any, given: Any) -> bool:
 
 def resume_differences(saved: RunConfig, given: dict[str, Any]) -> list[str]:
     """The options in ``given`` that differ from the saved run's and may not change on resume, each as
-    ``--option VALUE (the run has SAVED)``."""
+    ``option=VALUE (the run has SAVED)``."""
     return [
-        f"--{k.replace('_', '-')} {v} (the run has {getattr(saved, k)})"
+        f"{k}={v} (the run has {getattr(saved, k)})"
         for k, v in given.items()
         if k not in RESUMABLE and getattr(saved, k) != v
     ]
@@ -202,19 +200,19 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
     """
     rules: list[tuple[tuple[str, ...], bool, str]] = [
         (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
-         config.model == "dssm", "applies to --model rnn only"),
+         config.model == "dssm", ("model", "applies to model rnn only")),
         (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "kl_warmup"),
-         config.model == "rnn", "applies to --model dssm only"),
-        (("top", "max_length"), config.data == "text", "applies to --data words only"),
-        (("chunk_length",), config.data == "words", "applies to --data text only"),
-        (("guide_flow",), config.guide == "gaussian", "has no effect: --guide gaussian has no flow"),
-        (("schedule", "schedule_k"), config.training != "scheduled", "applies to --training scheduled only"),
-        (("adversarial_weight",), config.training != "professor", "applies to --training professor only"),
+         config.model == "rnn", ("model", "applies to model dssm only")),
+        (("top", "max_length"), config.data == "text", ("data", "applies to data words only")),
+        (("chunk_length",), config.data == "words", ("data", "applies to data text only")),
+        (("guide_flow",), config.guide == "gaussian", ("guide", "has no effect: guide gaussian has no flow")),
+        (("schedule", "schedule_k"), config.training != "scheduled", ("training", "applies to training scheduled only")),
+        (("adversarial_weight",), config.training != "professor", ("training", "applies to training professor only")),
     ]  # fmt: skip
-    for names, unused, why in rules:
+    for names, unused, (by, why) in rules:
         for name in names:
             if unused and name in given:
-                raise ConfigError(f"--{name.replace('_', '-')} {why}")
+                raise ConfigError(f"{name} {why}", params=(name, by))
 
 
 DEFAULT_KL_WARMUP = 1000
@@ -244,8 +242,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}: use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(
-            f"--device {name} was asked for but no CUDA GPU is available to PyTorch "
-            f"(torch {torch.__version__}); use --device cpu"
+            f"device={name} was asked for but no CUDA GPU is available to PyTorch "
+            f"(torch {torch.__version__}); use device=cpu",
+            params=("device",),
         )
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r}: use cpu or cuda")

@@ -103,15 +103,17 @@ def check_config_file(run_dir: Path, config: RunConfig, checkpoint: Path) -> Non
             f"trust {checkpoint.name}"
         ) from None
     differ = [
-        f"--{f.name.replace('_', '-')} {getattr(on_disk, f.name)} vs {getattr(config, f.name)}"
+        f.name
         for f in dataclasses.fields(RunConfig)
         if f.name not in RESUMABLE and getattr(on_disk, f.name) != getattr(config, f.name)
-    ]
+    ][:3]
     if differ:
+        shown = "; ".join(f"{name} {getattr(on_disk, name)} vs {getattr(config, name)}" for name in differ)
         raise CheckpointError(
-            f"{checkpoint} is not the checkpoint of the run {path} describes ({'; '.join(differ[:3])}): "
+            f"{checkpoint} is not the checkpoint of the run {path} describes ({shown}): "
             "it was replaced by another run's; restore the run's own checkpoint, or use the other run's "
-            "directory"
+            "directory",
+            params=differ,
         )
 
 

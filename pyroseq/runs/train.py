@@ -67,11 +67,14 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
     }
     diffs = resume_differences(saved.config, overrides)
     if diffs:
-        raise CheckpointError(f"--resume: options differ from the saved run: {'; '.join(diffs)}")
+        raise CheckpointError(
+            f"resume=True: options differ from the saved run: {'; '.join(diffs)}", params=("resume", *overrides)
+        )
     if "steps" in overrides and overrides["steps"] <= saved.step:
         raise ConfigError(
-            f"--steps {overrides['steps']} is not more than the run's step {saved.step}; "
-            "pass a larger --steps to train on"
+            f"steps={overrides['steps']} is not more than the run's step {saved.step}; "
+            "pass a larger steps to train on",
+            params=("steps",),
         )
     config = saved.config
     if config.kl_warmup is None:  # saved before the option existed: trained without warm-up
@@ -117,8 +120,9 @@ def _init_source(path: str) -> SavedRun:
     checkpoint = given if given.is_file() else given / CHECKPOINT
     if not checkpoint.is_file():
         raise CheckpointError(
-            f"--init-from {path}: no {CHECKPOINT} there; name a run directory written by pyroseq train "
-            "(or by save_run), or its checkpoint file"
+            f"init_from={path}: no {CHECKPOINT} there; name a run directory written by pyroseq train "
+            "(or by save_run), or its checkpoint file",
+            params=("init_from",),
         )
     saved = read_run_checkpoint(checkpoint)
     check_config_file(checkpoint.parent, saved.config, checkpoint)
@@ -134,13 +138,15 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
     source = _init_source(path)
     if source.step != config.init_from_step:
         raise CheckpointError(
-            f"--init-from {path}: its checkpoint moved from step {config.init_from_step} to {source.step} "
-            "while this run started (it is training); start from a run that is not, or from a copy of it"
+            f"init_from={path}: its checkpoint moved from step {config.init_from_step} to {source.step} "
+            "while this run started (it is training); start from a run that is not, or from a copy of it",
+            params=("init_from",),
         )
     if source.vocab != vocab:
         raise CheckpointError(
-            f"--init-from {path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
-            f"against {len(vocab)}), so its weights mean other symbols here; train on its corpus"
+            f"init_from={path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
+            f"against {len(vocab)}), so its weights mean other symbols here; train on its corpus",
+            params=("init_from",),
         )
     try:
         model.load_state_dict(source.state["model"])
@@ -149,14 +155,15 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         ours, theirs = config, source.config
         differ = [
-            f"--{name.replace('_', '-')} {getattr(ours, name)} (that run has {getattr(theirs, name)})"
+            f"{name}={getattr(ours, name)} (that run has {getattr(theirs, name)})"
             for name in SHAPES
             if getattr(ours, name) != getattr(theirs, name)
         ]
         why = "; ".join(differ) if differ else first_line(e, limit=160)
         raise CheckpointError(
-            f"--init-from {path}: its weights do not fit this run's model and guide: {why}; leave the "
-            "options that shape them at that run's values"
+            f"init_from={path}: its weights do not fit this run's model and guide: {why}; leave the "
+            "options that shape them at that run's values",
+            params=("init_from", *SHAPES),
         ) from None
     return source.step, training_holder(source.path.parent)
 
@@ -230,7 +237,8 @@ def train_run(
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise CheckpointError(
-                f"--resume: {out} holds no checkpoint to resume; drop --resume to start a run"
+                f"resume=True: {out} holds no checkpoint to resume; drop resume=True to start a run",
+                params=("resume",),
             )
         # Of a run on several nodes (or under torchrun), the first process claims and locks the directory.
         with lock_run(out) if leads_run() else contextlib.nullcontext():
@@ -251,9 +259,10 @@ def _launch(
     device = resolve_device(config.device)
     if saved is not None and saved.config.world_size != config.world_size:
         raise CheckpointError(
-            f"--resume: the run trains on {saved.config.world_size} processes (--devices "
-            f"{saved.config.devices} --num-nodes {saved.config.num_nodes}), each with its own word stream; "
-            "resume it on as many"
+            f"resume=True: the run trains on {saved.config.world_size} processes (devices="
+            f"{saved.config.devices} num_nodes={saved.config.num_nodes}), each with its own word stream; "
+            "resume it on as many",
+            params=("resume", "devices", "num_nodes"),
         )
     if config.world_size == 1 and not launched_externally():
         return _train(None, config, out, saved, progress)
@@ -274,9 +283,11 @@ def _train(
     corpus = load_corpus(config)
     vocab = corpus.vocab
     if saved is not None and saved.vocab != vocab:
-        raise CheckpointError(f"--resume: the corpus's alphabet changed since {out} was trained")
+        raise CheckpointError(
+            f"resume=True: the corpus's alphabet changed since {out} was trained", params=("resume",)
+        )
     if saved is not None:
-        check_same_data(saved.data, corpus, doing="--resume")
+        check_same_data(saved.data, corpus, doing="resuming")
     data = corpus_fingerprint(corpus)
     specs = (
         (saved.model_spec, saved.guide_spec)
@@ -295,7 +306,8 @@ def _train(
         )
         raise ResourceError(
             f"the model's parameters do not fit in memory ({what}, which the allocator refused): lower "
-            "--state-dim or the hidden sizes"
+            "state_dim or the hidden sizes",
+            params=("state_dim",),
         ) from None
     started_from = None
     if saved is None and config.init_from is not None:
