@@ -9,6 +9,7 @@ corpus and device a configuration names (:func:`load_corpus`, :func:`resolve_dev
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ import torch
 from pyroseq.data.batch import check_seed
 from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
-from pyroseq.errors import CheckpointError, ConfigError, DeviceError
+from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.infer.objectives import OBJECTIVES
+from pyroseq.runs.checkpoint import CONFIG
 
 __all__ = [
     "DATA",
@@ -35,6 +37,7 @@ __all__ = [
     "RunConfig",
     "check_applicable",
     "resume_differences",
+    "check_config_file",
     "resolve_device",
     "resolve_source",
     "resolve_kl_warmup",
@@ -179,6 +182,35 @@ def same_path(stored: Any, given: Any) -> bool:
     if not isinstance(stored, str) or not isinstance(given, str):
         return False
     return stored == given or Path(stored).resolve() == Path(given).resolve()
+
+
+def check_config_file(run_dir: Path, config: RunConfig, checkpoint: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``run_dir/config.json`` (if present) describes the run whose
+    checkpoint holds ``config``: a checkpoint copied over from another run would otherwise be taken for
+    this one. Options that a resume may change (:data:`~pyroseq.runs.config.RESUMABLE`) may differ."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return
+    try:
+        on_disk = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, AttributeError, CheckpointError) as e:
+        raise CheckpointError(
+            f"{path} is not a pyroseq run config ({first_line(e, limit=120)}); restore it, or delete it to "
+            f"trust {checkpoint.name}"
+        ) from None
+    differ = [
+        f.name
+        for f in dataclasses.fields(RunConfig)
+        if f.name not in RESUMABLE and getattr(on_disk, f.name) != getattr(config, f.name)
+    ][:3]
+    if differ:
+        shown = "; ".join(f"{name} {getattr(on_disk, name)} vs {getattr(config, name)}" for name in differ)
+        raise CheckpointError(
+            f"{checkpoint} is not the checkpoint of the run {path} describes ({shown}): "
+            "it was replaced by another run's; restore the run's own checkpoint, or use the other run's "
+            "directory",
+            params=differ,
+        )
 
 
 def resume_differences(saved: RunConfig, given: dict[str, Any]) -> list[str]:

@@ -10,7 +10,8 @@ resumed run needs.
 Provenance: the checkpoint records a SHA-256 of the corpus as the run loaded it (the words and counts
 after filtering, or the three splits of the text), so a corpus file edited, replaced or re-filtered since
 is seen (:func:`check_same_data`) before a resumed run trains on it or an evaluation scores against it;
-and a checkpoint must belong to the run its ``config.json`` describes (:func:`check_config_file`).
+and a checkpoint must belong to the run its ``config.json`` describes
+(:func:`~pyroseq.runs.config.check_config_file`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from pyroseq.runs.checkpoint import (
     write_json_atomic,
     write_text_atomic,
 )
-from pyroseq.runs.config import RESUMABLE, RunConfig, load_corpus, resolve_device
+from pyroseq.runs.config import RunConfig, check_config_file, load_corpus, resolve_device
 from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.models import SequenceModel
 from pyroseq.module import load_modules
@@ -47,7 +48,6 @@ from pyroseq.module import load_modules
 __all__ = [
     "corpus_fingerprint",
     "check_same_data",
-    "check_config_file",
     "SavedRun",
     "read_run_checkpoint",
     "save_run_checkpoint",
@@ -88,35 +88,6 @@ def check_same_data(saved: dict[str, str] | None, corpus: WordCorpus | TextCorpu
         )
 
 
-def check_config_file(run_dir: Path, config: RunConfig, checkpoint: Path) -> None:
-    """Raise :class:`CheckpointError` unless ``run_dir/config.json`` (if present) describes the run whose
-    checkpoint holds ``config``: a checkpoint copied over from another run would otherwise be taken for
-    this one. Options that a resume may change (:data:`~pyroseq.runs.config.RESUMABLE`) may differ."""
-    path = run_dir / CONFIG
-    if not path.is_file():
-        return
-    try:
-        on_disk = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, AttributeError, CheckpointError) as e:
-        raise CheckpointError(
-            f"{path} is not a pyroseq run config ({first_line(e, limit=120)}); restore it, or delete it to "
-            f"trust {checkpoint.name}"
-        ) from None
-    differ = [
-        f.name
-        for f in dataclasses.fields(RunConfig)
-        if f.name not in RESUMABLE and getattr(on_disk, f.name) != getattr(config, f.name)
-    ][:3]
-    if differ:
-        shown = "; ".join(f"{name} {getattr(on_disk, name)} vs {getattr(config, name)}" for name in differ)
-        raise CheckpointError(
-            f"{checkpoint} is not the checkpoint of the run {path} describes ({shown}): "
-            "it was replaced by another run's; restore the run's own checkpoint, or use the other run's "
-            "directory",
-            params=differ,
-        )
-
-
 @dataclass
 class SavedRun:
     """A run checkpoint as read from disk: the raw ``state`` and the fields parsed from it."""
@@ -145,7 +116,8 @@ def read_run_checkpoint(
     path: str | Path, *, map_location: str | torch.device = "cpu", require: tuple[str, ...] = ()
 ) -> SavedRun:
     """Read the run checkpoint at ``path`` (a file); the fields every run checkpoint holds and those in
-    ``require`` (e.g. ``"sampler"``, ``"rng"`` to resume) must be present and well formed, or it is a
+    ``require`` (e.g. ``"sampler"``, ``"rng"`` to resume) must be present and well formed, and the
+    ``config.json`` beside it must describe it (:func:`check_config_file`), or it is a
     :class:`CheckpointError`."""
     path = Path(path)
     state = load_checkpoint(path, map_location=map_location)
@@ -159,8 +131,8 @@ def read_run_checkpoint(
         if name not in state:
             raise CheckpointError(f"{path} lacks {name!r}: not a complete pyroseq checkpoint")
     try:
-        config = RunConfig.from_dict(state["config"])
         vocab = Vocabulary.from_dict(state["vocab"])
+        config = RunConfig.from_dict(state["config"])
         step = int(state["step"])
         for name in ("model_spec", "guide_spec"):
             if not isinstance(state[name], dict) or not isinstance(state[name].get("kwargs"), dict):
@@ -169,6 +141,7 @@ def read_run_checkpoint(
         raise CheckpointError(f"{path} lacks {e.args[0]!r}: not a complete pyroseq checkpoint") from None
     except (TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} is not a valid pyroseq checkpoint: {first_line(e)}") from None
+    check_config_file(path.parent, config, path)
     data = state.get("data")
     return SavedRun(path, state, config, vocab, state["model_spec"], state["guide_spec"], step, data)
 
@@ -309,9 +282,9 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     ckpt = run_dir / CHECKPOINT if run_dir == path else path
     where = resolve_device(device)
     saved = read_run_checkpoint(ckpt, map_location=where)
-    check_config_file(run_dir, saved.config, ckpt)
-    model, guide = build_from_specs(saved.model_spec, saved.guide_spec, device=where, saved_in=ckpt)
-    saved.restore(lambda s: load_modules(model, guide, s), saved.state)
+    model, guide = build_from_specs(
+        saved.model_spec, saved.guide_spec, device=where, saved_in=ckpt, state=saved.state
+    )
     model.eval()
     if isinstance(guide, torch.nn.Module):
         guide.eval()

@@ -42,7 +42,6 @@ from pyroseq.runs.memory import check_training_memory
 from pyroseq.runs.rundir import (
     MetricsLog,
     SavedRun,
-    check_config_file,
     check_same_data,
     corpus_fingerprint,
     read_run_checkpoint,
@@ -60,7 +59,6 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
     """The checkpoint in ``out`` and its config with ``overrides`` applied, checked against the resume
     rules (only :data:`~pyroseq.runs.config.RESUMABLE` options change; ``steps`` only grows)."""
     saved = read_run_checkpoint(out / CHECKPOINT, require=("sampler", "rng"))
-    check_config_file(out, saved.config, saved.path)
     # A corpus file or source run named again by another path (relative, through a link) is no change.
     overrides = {
         k: v for k, v in overrides.items() if not (k in PATHS and same_path(getattr(saved.config, k), v))
@@ -124,9 +122,7 @@ def _init_source(path: str) -> SavedRun:
             "(or by save_run), or its checkpoint file",
             params=("init_from",),
         )
-    saved = read_run_checkpoint(checkpoint)
-    check_config_file(checkpoint.parent, saved.config, checkpoint)
-    return saved
+    return read_run_checkpoint(checkpoint)
 
 
 def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tuple[int, str | None]:
