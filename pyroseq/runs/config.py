@@ -9,6 +9,7 @@ corpus and device a configuration names (:func:`load_corpus`, :func:`resolve_dev
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from pyroseq.data.batch import check_seed
 from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
+from pyroseq.guides import FutureGuide
 from pyroseq.infer.objectives import OBJECTIVES
+from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
 
 __all__ = [
@@ -52,6 +55,12 @@ MODELS = ("dssm", "rnn")
 TRAINING = ("teacher", "scheduled", "professor")
 
 
+def _default(cls: type, argument: str) -> Any:
+    """The default of ``cls``'s constructor ``argument``: a model or guide option's default is set there
+    alone, and a run's configuration takes it from there."""
+    return inspect.signature(cls).parameters[argument].default
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run; saved as ``config.json`` and inside the checkpoint."""
@@ -62,22 +71,22 @@ class RunConfig:
     top: int | None = None  # words: keep the N most frequent (default 10,000 for symspell)
     max_length: int | None = None  # words: drop longer words (default 12 for named sources)
     chunk_length: int = 64  # text: symbols per training sequence
-    # model
+    # model: each default is the constructor's (the one place it is set; model_spec passes the field on)
     model: str = "dssm"  # dssm | rnn
-    state_dim: int = 16  # D, the state size (the paper used 8 and 16); the RNN's hidden size
-    flow: str = "coupling+coupling"  # DSSM transition flow f_G (four affine couplings)
-    flow_hidden: int = 64
-    emitter_hidden: int = 64  # 0: a linear emitter
+    state_dim: int = _default(DSSM, "state_dim")  # D, the state size; the RNN's hidden size
+    flow: str = _default(DSSM, "flow")  # DSSM transition flow f_G
+    flow_hidden: int = _default(DSSM, "flow_hidden")
+    emitter_hidden: int = _default(DSSM, "emitter_hidden")  # 0: a linear emitter
     guide: str = "future"  # future | gaussian
-    guide_flow: str = "diagonal"  # the guide's own flow f_Q ("none" for none)
-    guide_hidden: int = 64  # the guide's backward-RNN size
-    cell: str = "gru"  # rnn: gru | lstm
-    embed_dim: int = 16
-    layers: int = 1
+    guide_flow: str = _default(FutureGuide, "flow")  # the guide's own flow f_Q ("none" for none)
+    guide_hidden: int = _default(FutureGuide, "rnn_hidden")  # the guide's backward-RNN size
+    cell: str = _default(RNNLM, "cell")  # rnn: gru | lstm
+    embed_dim: int = _default(RNNLM, "embed_dim")
+    layers: int = _default(RNNLM, "num_layers")
     training: str = "teacher"  # rnn: teacher | scheduled | professor
     schedule: str = "invsigmoid"  # scheduled sampling: linear | exp | invsigmoid
     schedule_k: float | None = None  # the schedule's rate (default: set from --steps)
-    adversarial_weight: float = 1.0  # professor forcing
+    adversarial_weight: float = _default(ProfessorForcing, "adversarial_weight")  # professor forcing
     # a run directory whose model and guide weights a new run starts from (see INHERITED)
     init_from: str | None = None
     init_from_step: int | None = None  # the step of init_from's checkpoint (set by train_run, not an option)
