@@ -32,15 +32,8 @@ from pyroseq.flows import (
 
 CONTEXT_DIM = 2
 HIDDEN = (8,)
-NAMED = [
-    "diagonal",
-    "triangular",
-    "coupling",
-    "coupling+coupling",
-    "spline",
-    "rqspline",
-    "triangular+coupling",
-]
+# Every registered flow (a new family is covered the day it is registered) and two compositions.
+NAMED = [*FLOWS, "coupling+coupling", "triangular+coupling"]
 
 
 def _named(name: str) -> Callable[[int, int], ConditionalTransformModule]:

@@ -371,6 +371,11 @@ def test_options_that_do_not_apply_are_refused(tmp_path, config, given, error):
 def test_options_that_do_apply_are_accepted(tmp_path):
     given = {"embed_dim": 8, "guide_flow": "diagonal", "top": 50, "steps": 1}  # the DSSM guide embeds
     train_run(RunConfig(**TINY), tmp_path / "run", overrides=given, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {k: saved[k] for k in given} == given
+    run = load_run(tmp_path / "run")
+    assert len(run.corpus().words) == 50
+    assert run.guide.embed.embedding_dim == 8
 
 
 def test_a_relative_corpus_file_is_saved_as_an_absolute_path(tmp_path, monkeypatch):
