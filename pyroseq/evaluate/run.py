@@ -78,7 +78,7 @@ def evaluate_run(
             that does not apply.
         CheckpointError: the run cannot be loaded, or its corpus changed since it was trained.
 
-    Example:
+    Examples:
         >>> result = evaluate_run("runs/dssm", num_samples=10, noise=False)  # doctest: +SKIP
         >>> result["ce_nats"], result["bounds"]["elbo"]  # doctest: +SKIP
     """
