@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pyroseq.evaluate import word_log_probs, word_metrics
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs.rundir import load_run
 
 
 def parse_spec(spec: str) -> tuple[str, int, int | None]:

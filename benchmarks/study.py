@@ -347,20 +347,20 @@ def run(args: argparse.Namespace) -> None:
 
 
 def evaluate(run_dir: Path, *, samples: int, autoregressive: bool) -> dict:
-    """``pyroseq evaluate`` of a run (guide IWAE for a DSSM), cached beside it by checkpoint step."""
+    """What ``pyroseq evaluate`` measures of a run (guide IWAE for a DSSM), cached beside it by checkpoint
+    step."""
     step = last_step(run_dir)
     cache = run_dir.parent / f"{run_dir.name}.eval-{'exact' if autoregressive else samples}.json"
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("study_step") == step:
             return cached
-    command = [*PYROSEQ, "evaluate", str(run_dir), "--json", "--no-progress", "--no-bounds"]
-    if not autoregressive:
-        command += ["--estimator", "iwae", "--samples", str(samples), "--noise", "--noise-samples", "100"]
+    from pyroseq.evaluate import evaluate_run
+
+    if autoregressive:
+        result = evaluate_run(run_dir, bounds=False, noise=False)
     else:
-        command += ["--no-noise"]
-    out = subprocess.run(command, capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+        result = evaluate_run(run_dir, estimator="iwae", num_samples=samples, bounds=False, noise_samples=100)
     result["study_step"] = step
     cache.write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -439,7 +439,7 @@ def observation_entropy(run_dir: Path, *, num: int = 200, inner: int = 50, lengt
 
     from pyroseq.data.vocab import Vocabulary
     from pyroseq.evaluate import noise_usage
-    from pyroseq.infer import load_run
+    from pyroseq.runs import load_run
 
     torch.manual_seed(0)
     run = load_run(run_dir)

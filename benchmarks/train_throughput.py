@@ -40,9 +40,9 @@ import torch
 
 from pyroseq.data.batch import Batch
 from pyroseq.data.words import load_words
-from pyroseq.infer.config import RunConfig, resolve_device
-from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import Trainer
+from pyroseq.runs.config import RunConfig, resolve_device
+from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference_dssm  # noqa: E402

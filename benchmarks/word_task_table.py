@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import torch
-
-from pyroseq.evaluate import word_log_probs, word_metrics
-from pyroseq.infer.rundir import load_run
+from pyroseq.evaluate import evaluate_run
+from pyroseq.runs.rundir import load_run
 
 
 def training_rate(run_dir: Path) -> float | None:
@@ -51,8 +48,6 @@ def main() -> None:
     rows = []
     for run_dir in args.runs:
         run = load_run(run_dir)
-        corpus = run.corpus()
-        words = corpus.encode()
         base = {"run": str(run_dir), "model": describe(run), "state_dim": run.config.state_dim, "steps": run.step,
                 "batch_size": run.config.batch_size, "words_per_second": training_rate(run_dir)}  # fmt: skip
         settings = (
@@ -61,11 +56,10 @@ def main() -> None:
             else [(e, k) for e in args.estimators for k in args.samples]
         )
         for estimator, k in settings:
-            torch.manual_seed(args.seed)
-            began = time.process_time()
-            estimate = word_log_probs(run.model, run.guide, words, estimator=estimator, num_samples=k)
-            metrics = word_metrics(estimate, corpus.probs)
-            rows.append({**base, **metrics, "cpu_seconds": time.process_time() - began})
+            metrics = evaluate_run(
+                run_dir, estimator=estimator, num_samples=k, bounds=False, noise=False, seed=args.seed
+            )
+            rows.append({**base, **{name: metrics[name] for name in metrics if name not in base}})
             r = rows[-1]
             print(f"{r['model']}, D={r['state_dim']}, {estimator} K={k}: CE {r['ce_nats']:.3f} ± {r['ce_stderr']:.3f}, "
                   f"KL {r['kl_nats']:.3f}, mass {r['vocab_mass']:.3f}, {r['cpu_seconds']:.1f} CPU s", flush=True)  # fmt: skip

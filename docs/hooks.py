@@ -32,7 +32,7 @@ log = logging.getLogger("mkdocs.hooks.tutorials")
 ROOT = Path(__file__).resolve().parent.parent
 TUTORIALS = Path(__file__).resolve().parent / "tutorials"
 # The order data flows in (DESIGN.md); modules not named here follow, alphabetically.
-ORDER = ["data", "flows", "models", "guides", "infer", "evaluate", "decode", "predictive"]
+ORDER = ["data", "flows", "models", "guides", "infer", "runs", "evaluate", "decode", "predictive"]
 
 
 def _public_modules() -> list[griffe.Module]:

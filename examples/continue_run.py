@@ -20,7 +20,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 
-from pyroseq.infer import RunConfig, load_run, save_run, train_run
+from pyroseq.runs import RunConfig, load_run, save_run, train_run
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -11,7 +11,7 @@ state-space model up to the filter's Monte Carlo error, which vanishes as the pa
 
 Each completion comes with its weight ``q(continuation | prefix)``: exact for an autoregressive model; for a
 state-space model the ratio ``Z(prefix + continuation) / Z(prefix)`` of one prefix-tree filter run
-(:func:`~pyroseq.evaluate.smc.prefix_tree_log_evidence`) over the distinct completions.
+(:func:`~pyroseq.infer.smc.prefix_tree_log_evidence`) over the distinct completions.
 """
 
 from __future__ import annotations
@@ -24,20 +24,18 @@ import torch
 from torch import Tensor
 
 from pyroseq.checks import check_positive_sizes
+from pyroseq.data.trie import PrefixTree
 from pyroseq.data.vocab import Vocabulary
-from pyroseq.decode import _check_arguments, _chooser, _cut_at_eos, _seeded
+from pyroseq.decode import Chooser, check_decoder_arguments, roll_out, seeded, symbol_chooser
 from pyroseq.errors import ConfigError, DataError
-from pyroseq.evaluate.smc import prefix_tree_log_evidence
-from pyroseq.evaluate.trie import PrefixTree
-from pyroseq.infer.smc import filter_prefixes
+from pyroseq.infer.smc import filter_prefixes, prefix_tree_log_evidence
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel
+from pyroseq.module import module_device
 
 __all__ = ["complete", "Completions", "COMPLETION_DECODERS", "DEFAULT_PARTICLES"]
 
 COMPLETION_DECODERS = ("ancestral", "greedy", "topk", "nucleus")
 DEFAULT_PARTICLES = 1000
-
-Chooser = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,7 @@ def complete(
         :class:`Completions`.
     """
     check_positive_sizes(num_samples=num_samples)
-    _check_arguments(
+    check_decoder_arguments(
         decoder=decoder, num=num_samples, max_length=max_length, temperature=temperature, top_k=top_k,
         top_p=top_p, beam_size=None, beam_sampled=False, length_normalise=False, generator=None, seed=None,
     )  # fmt: skip
@@ -116,7 +114,7 @@ def complete(
             f"the prefix has {len(prefix)} symbols but completions have at most max_length={max_length}, "
             "EOS included: use a shorter prefix or a larger max_length"
         )
-    choose = _chooser(decoder, temperature=temperature, top_k=top_k, top_p=top_p)
+    choose = symbol_chooser(decoder, temperature=temperature, top_k=top_k, top_p=top_p)
 
     def run() -> Completions:
         if isinstance(model, AutoregressiveModel):
@@ -139,7 +137,7 @@ def complete(
 
     if seed is None:
         return run()
-    with _seeded(seed):
+    with seeded(seed):
         return run()
 
 
@@ -156,18 +154,7 @@ def _complete_autoregressive(
         log_evidence += float(torch.log_softmax(logits.double(), dim=-1)[0, s])
         prev = torch.full((1,), s, dtype=torch.long, device=device)
     state, prev = state.expand(num, -1).contiguous(), prev.expand(num).contiguous()
-    alive = torch.ones(num, dtype=torch.bool, device=device)
-    ids, log_probs = [], []
-    for _ in range(max_length - len(prefix)):
-        logits, state = model.step(state, prev)  # (n, V)
-        choice = choose(logits, None)
-        ids.append(choice)
-        log_probs.append(torch.log_softmax(logits.double(), dim=-1).gather(-1, choice[:, None]).squeeze(-1))
-        alive = alive & (choice != Vocabulary.eos_id)
-        if not alive.any():
-            break
-        prev = choice
-    continuations = _cut_at_eos(torch.stack(ids, dim=1), torch.stack(log_probs, dim=1))
+    continuations = roll_out(model.step, state, prev, steps=max_length - len(prefix), choose=choose)
     return Completions(
         prefix=prefix,
         sequences=[prefix + c for c, _ in continuations],
@@ -188,7 +175,7 @@ def _complete_state_space(
     num_particles: int,
     ess_threshold: float,
 ) -> Completions:
-    device = model.initial_state(()).device
+    device = module_device(model)
     ids = torch.tensor([prefix], dtype=torch.long, device=device).reshape(1, len(prefix))
     mask = torch.ones_like(ids, dtype=torch.bool)
     particles, ess = filter_prefixes(
@@ -202,18 +189,8 @@ def _complete_state_space(
         )
     pick = torch.multinomial(particles.log_weights[0].exp(), num, replacement=True)
     h = particles.states[0, pick]  # (n, D)
-    alive = torch.ones(num, dtype=torch.bool, device=device)
-    steps, log_probs = [], []
-    for _ in range(max_length - len(prefix)):
-        h = model.transition(h).sample()  # (n, D)
-        logits = model.emission_logits(h)  # (n, V)
-        choice = choose(logits, None)
-        steps.append(choice)
-        log_probs.append(torch.log_softmax(logits.double(), dim=-1).gather(-1, choice[:, None]).squeeze(-1))
-        alive = alive & (choice != Vocabulary.eos_id)
-        if not alive.any():
-            break
-    continuations = _cut_at_eos(torch.stack(steps, dim=1), torch.stack(log_probs, dim=1))
+    last = torch.full((num,), prefix[-1] if prefix else Vocabulary.bos_id, dtype=torch.long, device=device)
+    continuations = roll_out(_state_space_step(model), h, last, steps=max_length - len(prefix), choose=choose)
     sequences = [prefix + c for c, _ in continuations]
     return Completions(
         prefix=prefix,
@@ -223,6 +200,17 @@ def _complete_state_space(
         ess=ess[0].tolist(),
         num_particles=num_particles,
     )
+
+
+def _state_space_step(model: StateSpaceModel) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """A step of :func:`~pyroseq.decode.roll_out` for a state-space model: the state moves by the
+    transition whatever symbol was chosen; the logits are its emission."""
+
+    def step(h: Tensor, prev: Tensor) -> tuple[Tensor, Tensor]:
+        h = model.transition(h).sample()  # (n, D)
+        return model.emission_logits(h), h  # (n, V), (n, D)
+
+    return step
 
 
 def _conditional_log_probs(
@@ -235,7 +223,7 @@ def _conditional_log_probs(
     """``log Z(sequence) - log Z(prefix)`` from one prefix-tree filter run over the distinct sequences."""
     distinct = sorted({tuple(s) for s in sequences})
     tree = PrefixTree.from_sequences(([prefix] if prefix else []) + [list(s) for s in distinct])
-    tree = tree.to(model.initial_state(()).device)
+    tree = tree.to(module_device(model))
     log_z = prefix_tree_log_evidence(
         model, tree, num_particles=num_particles, ess_threshold=ess_threshold, progress=False
     )

@@ -16,7 +16,6 @@ decoder acts on each step's emission ``p(w_t | h_t)`` along it. Every sequence s
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,16 +24,18 @@ import torch
 from torch import Tensor
 
 from pyroseq.checks import check_memory
-from pyroseq.data.batch import check_seed
+from pyroseq.data.batch import check_seed, first_eos
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel
+from pyroseq.module import module_device
 
-__all__ = ["decode", "DECODERS"]
+__all__ = ["decode", "DECODERS", "roll_out", "symbol_chooser", "check_decoder_arguments", "seeded"]
 
 DECODERS = ("ancestral", "greedy", "topk", "nucleus", "beam")
 
 Decoded = list[tuple[list[int], float]]
+Chooser = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
 def decode(
@@ -81,7 +82,7 @@ def decode(
         trajectory for a state-space model; beam search divides it by the length when
         ``length_normalise`` and returns beams in non-increasing score.
     """
-    _check_arguments(
+    check_decoder_arguments(
         decoder=decoder,
         num=num,
         max_length=max_length,
@@ -110,7 +111,7 @@ def decode(
         _memory_estimate(model, num=num, max_length=max_length, width=beam_size or num),
         what=f"decoding {num} sequences of up to {max_length} symbols",
         fix="decode fewer at a time (-n) or shorter ones (--max-length)",
-        device=next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device,
+        device=module_device(model),
     )
 
     def run(gen: torch.Generator | None) -> Decoded:
@@ -125,17 +126,17 @@ def decode(
                 length_normalise=length_normalise,
                 generator=gen,
             )
-        choose = _chooser(decoder, temperature=temperature, top_k=top_k, top_p=top_p)
+        choose = symbol_chooser(decoder, temperature=temperature, top_k=top_k, top_p=top_p)
         by_model = _decode_autoregressive if isinstance(model, AutoregressiveModel) else _decode_state_space
         return by_model(model, num=num, max_length=max_length, choose=choose, generator=gen)
 
     if seed is None:
         return run(generator)
-    with _seeded(seed):
+    with seeded(seed):
         return run(None)
 
 
-def _check_arguments(
+def check_decoder_arguments(
     *,
     decoder: str,
     num: int,
@@ -149,6 +150,7 @@ def _check_arguments(
     generator: torch.Generator | None,
     seed: int | None,
 ) -> None:
+    """Raise :class:`ConfigError` naming the first of :func:`decode`'s arguments that is invalid."""
     if decoder not in DECODERS:
         raise ConfigError(f"unknown decoder {decoder!r}: use one of {', '.join(DECODERS)}")
     if num < 1:
@@ -187,7 +189,7 @@ def _memory_estimate(model: SequenceModel, *, num: int, max_length: int, width: 
 
 
 @contextmanager
-def _seeded(seed: int) -> Iterator[None]:
+def seeded(seed: int) -> Iterator[None]:
     """Run on torch's global generators seeded with ``seed``, restoring their state afterwards."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
@@ -205,9 +207,7 @@ def _tempered(logits: Tensor, temperature: float) -> Tensor:
     return (logits - logits.amax(dim=-1, keepdim=True)) / temperature
 
 
-def _chooser(
-    decoder: str, *, temperature: float, top_k: int | None, top_p: float | None
-) -> Callable[[Tensor, torch.Generator | None], Tensor]:
+def symbol_chooser(decoder: str, *, temperature: float, top_k: int | None, top_p: float | None) -> Chooser:
     """The per-step symbol choice ``(logits (n, V), generator) -> ids (n,)`` of a non-beam decoder."""
 
     def choose(logits: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -231,28 +231,44 @@ def _chooser(
 
 def _cut_at_eos(ids: Tensor, log_probs: Tensor) -> Decoded:
     """Rows of ``ids (n, T)`` up to their first EOS (kept), each with the sum of its ``log_probs (n, T)``."""
-    out = []
-    for row, lp in zip(ids.tolist(), log_probs.tolist(), strict=True):
-        end = row.index(Vocabulary.eos_id) + 1 if Vocabulary.eos_id in row else len(row)
-        out.append((row[:end], float(math.fsum(lp[:end]))))
-    return out
+    ends = (first_eos(ids) + 1).clamp(max=ids.shape[-1]).tolist()
+    rows = zip(ids.tolist(), log_probs.tolist(), ends, strict=True)
+    return [(row[:end], float(math.fsum(lp[:end]))) for row, lp, end in rows]
 
 
 @torch.no_grad()
-def _decode_autoregressive(
-    model: AutoregressiveModel,
+def roll_out(
+    step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    state: Tensor,
+    prev: Tensor,
     *,
-    num: int,
-    max_length: int,
-    choose: Callable[[Tensor, torch.Generator | None], Tensor],
-    generator: torch.Generator | None,
+    steps: int,
+    choose: Chooser,
+    generator: torch.Generator | None = None,
 ) -> Decoded:
-    state = model.initial_state(num)  # (n, S)
-    prev = torch.full((num,), Vocabulary.bos_id, dtype=torch.long, device=state.device)
-    alive = torch.ones(num, dtype=torch.bool, device=state.device)
+    """Decode step by step from ``state``: ``logits, state = step(state, prev)``, then the next symbol
+    ``prev = choose(logits, generator)``, until every sequence has chosen EOS or ``steps`` are taken.
+
+    ``step`` is an autoregressive model's :meth:`~pyroseq.models.base.AutoregressiveModel.step` (fed each
+    chosen symbol), or a state-space model's transition and emission (which ignore it). Prefix completion
+    (:mod:`pyroseq.complete`) starts it from a state conditioned on the prefix.
+
+    Args:
+        step: ``(state, prev (n,)) -> (logits (n, V), state)``.
+        state: the state the first step starts from.
+        prev: ``(n,)`` the symbols before the first step (BOS, or a prefix's last symbol).
+        steps: the most symbols to choose.
+        choose: a symbol choice, from :func:`symbol_chooser`.
+        generator: the random-number generator of the choices.
+
+    Returns:
+        ``n`` pairs ``(ids, score)``: the chosen symbols up to the first EOS (kept), and the sum of their
+        untempered log-probabilities.
+    """
+    alive = torch.ones(prev.shape[0], dtype=torch.bool, device=prev.device)
     ids, log_probs = [], []
-    for _ in range(max_length):
-        logits, state = model.step(state, prev)  # (n, V)
+    for _ in range(steps):
+        logits, state = step(state, prev)  # (n, V)
         choice = choose(logits, generator)  # (n,)
         ids.append(choice)
         log_probs.append(torch.log_softmax(logits.double(), dim=-1).gather(-1, choice[:, None]).squeeze(-1))
@@ -263,13 +279,26 @@ def _decode_autoregressive(
     return _cut_at_eos(torch.stack(ids, dim=1), torch.stack(log_probs, dim=1))
 
 
+def _decode_autoregressive(
+    model: AutoregressiveModel,
+    *,
+    num: int,
+    max_length: int,
+    choose: Chooser,
+    generator: torch.Generator | None,
+) -> Decoded:
+    state = model.initial_state(num)  # (n, S)
+    bos = torch.full((num,), Vocabulary.bos_id, dtype=torch.long, device=state.device)
+    return roll_out(model.step, state, bos, steps=max_length, choose=choose, generator=generator)
+
+
 @torch.no_grad()
 def _decode_state_space(
     model: StateSpaceModel,
     *,
     num: int,
     max_length: int,
-    choose: Callable[[Tensor, torch.Generator | None], Tensor],
+    choose: Chooser,
     generator: torch.Generator | None,
 ) -> Decoded:
     h = model.sample_states(num, max_length)  # (n, T, D)

@@ -5,6 +5,9 @@ The command line prints these as one line and exits with status 2; everything el
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
+
 __all__ = [
     "PyroseqError",
     "DataError",
@@ -19,7 +22,27 @@ __all__ = [
 
 
 class PyroseqError(Exception):
-    """Base class of every error that pyroseq raises for bad user input."""
+    """Base class of every error that pyroseq raises for bad user input.
+
+    A message names the Python parameters it is about (``top must be positive, got 0``); ``params`` lists
+    them, so that a front end can name them in its own terms (the command line: its flags, ``--top``).
+    """
+
+    def __init__(self, *args: object, params: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        self.params = tuple(params)
+
+    def naming(self, names: Mapping[str, str]) -> str:
+        """The message with each of its ``params`` written as ``names`` (a default: ``--name-with-dashes``)
+        says it, where it stands as a word of its own: ``top`` and ``top=3`` become ``--top`` and
+        ``--top 3``, ``resume=True`` becomes ``--resume``."""
+        message = str(self)
+        for param in self.params:
+            said = names.get(param, "--" + param.replace("_", "-"))
+            # resume=True is the flag alone, top=0 the flag and its value, top the flag.
+            pattern = rf"(?<![\w./-]){re.escape(param)}(=True\b|=|(?![\w(/]))"
+            message = re.sub(pattern, lambda m, said=said: said + (" " if m.group(1) == "=" else ""), message)
+        return message
 
 
 class DataError(PyroseqError, ValueError):

@@ -11,7 +11,7 @@ That makes Pyro's own saving round-trip: after ``pyro.get_param_store().load(pat
 the next call of a module whose names the store holds copies the stored values into the module, the way
 ``pyro.module(name, m, update_module_params=True)`` does, and hands the store the module's own tensors
 again, so that training continues on them. The recipe pyroseq itself uses is ``state_dict`` (see
-:func:`pyroseq.infer.save_run`).
+:func:`pyroseq.runs.save_run`).
 
 Every call checks its inputs with :func:`pyroseq.checks.check_inputs` before ``forward`` runs, so a model
 and its guide (which Pyro runs first) reject bad input with the same message.
@@ -33,7 +33,7 @@ from torch import Tensor
 from pyroseq.checks import check_inputs
 from pyroseq.errors import CheckpointError
 
-__all__ = ["PyroseqModule", "param_store_names"]
+__all__ = ["PyroseqModule", "param_store_names", "module_device", "load_modules"]
 
 _COUNTERS: dict[str, Iterator[int]] = {}
 _LOCK = threading.Lock()
@@ -105,3 +105,20 @@ class PyroseqModule(PyroModule):
                 )
             p.copy_(value)
             del store[name]  # the module's next pyro.param statement registers ``p`` itself
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer; the CPU for a module that holds none."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def load_modules(model: torch.nn.Module, guide: Any, state: dict[str, Any]) -> None:
+    """Load a model's and guide's weights, and the model's extra state, from a checkpoint's ``state``
+    (``"model"``, ``"guide"`` for a guide that is a module, ``"model_extra"``): what the trainer
+    resumes from and what :func:`pyroseq.runs.load_run` restores."""
+    model.load_state_dict(state["model"])
+    if isinstance(guide, torch.nn.Module):
+        guide.load_state_dict(state["guide"])
+    model.load_extra_state_dict(state.get("model_extra", {}))

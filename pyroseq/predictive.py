@@ -35,7 +35,7 @@ from pyro import poutine
 from pyro.infer import Predictive
 from torch import Tensor
 
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import Batch, first_eos
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import SequenceModel, StateSpaceModel
@@ -110,8 +110,7 @@ class PredictiveDraws:
 
 def _cut_at_eos(ids: Tensor) -> Tensor:
     """PAD after each row's first EOS (the EOS kept), ``ids.shape``."""
-    eos = (ids == Vocabulary.eos_id).long()
-    after = (eos.cumsum(-1) - eos) > 0  # (..., T): steps after the first EOS
+    after = torch.arange(ids.shape[-1], device=ids.device) > first_eos(ids)[..., None]  # (..., T)
     return ids.masked_fill(after, Vocabulary.pad_id)
 
 
@@ -199,12 +198,7 @@ def sequence_lengths(ids: Tensor, mask: Tensor | None = None) -> Tensor:
 
     With ``mask``, steps outside it count as ended.
     """
-    ended = ids == Vocabulary.eos_id
-    if mask is not None:
-        ended = ended | ~mask
-    T = ids.shape[-1]
-    first = torch.where(ended, torch.arange(T, device=ids.device), T)
-    return first.min(dim=-1).values
+    return first_eos(ids, mask)
 
 
 def check_words(

@@ -105,7 +105,7 @@ def test_a_plain_svi_step_under_scale_latents_takes_the_scaled_loss(setup):
 
 def test_jit_and_negative_warmup_are_refused(setup):
     model, guide, _ = setup
-    with pytest.raises(ConfigError, match="--jit cannot be combined with --kl-warmup"):
+    with pytest.raises(ConfigError, match="jit=True cannot be combined with kl_warmup"):
         Trainer(model, guide, jit=True, kl_warmup=5)
     with pytest.raises(ConfigError, match="kl_warmup must be >= 0"):
         Trainer(model, guide, kl_warmup=-1)
@@ -138,8 +138,8 @@ def test_cli_refuses_kl_warmup_for_an_rnn_and_logs_the_scale(tmp_path):
 
 
 def test_new_dssm_runs_warm_up_by_default_and_runs_saved_before_the_option_resume_without(tmp_path):
-    from pyroseq.infer.config import DEFAULT_KL_WARMUP, RunConfig, resolve_kl_warmup
-    from pyroseq.infer.run import train_run
+    from pyroseq.runs.config import DEFAULT_KL_WARMUP, RunConfig, resolve_kl_warmup
+    from pyroseq.runs.train import train_run
 
     assert resolve_kl_warmup(RunConfig(model="dssm", steps=10_000)).kl_warmup == DEFAULT_KL_WARMUP
     assert resolve_kl_warmup(RunConfig(model="dssm", steps=300)).kl_warmup == 150  # half of a short run

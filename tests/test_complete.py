@@ -23,9 +23,9 @@ from pyroseq.cli.main import cli
 from pyroseq.complete import complete
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
-from pyroseq.infer.config import RunConfig
-from pyroseq.infer.run import train_run
 from pyroseq.models.base import StateSpaceModel
+from pyroseq.runs.config import RunConfig
+from pyroseq.runs.train import train_run
 
 WORDS = {"the": 0.3, "then": 0.2, "they": 0.15, "this": 0.05, "a": 0.3}
 

@@ -198,7 +198,7 @@ def test_bad_sources_and_sizes(tmp_path, sample, monkeypatch):
         load_words(write(tmp_path, "caf\xe9 1\n", encoding="latin-1"))
     with pytest.raises(DataError, match=r"not UTF-8 \(byte 13, line 3\)"):  # lines count from 1
         load_words(write(tmp_path, "ab 2\ncd 1\ncaf\xe9 1\n", encoding="latin-1"))
-    with pytest.raises(DataError, match="--top must be positive"):
+    with pytest.raises(DataError, match="^top must be positive"):
         load_words("sample", top=0)
     with pytest.raises(DataError, match="larger than the corpus"):
         load_words("sample", top=401)

@@ -1,4 +1,4 @@
-"""Data-parallel training (pyroseq.infer.distributed): two CPU processes with gloo against one process."""
+"""Data-parallel training (pyroseq.runs.distributed): two CPU processes with gloo against one process."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from pyroseq.cli.main import cli
 from pyroseq.data.batch import Batch
 from pyroseq.errors import CheckpointError, ConfigError
-from pyroseq.infer.config import RunConfig, load_corpus
-from pyroseq.infer.distributed import rank_seed
-from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import load_run
-from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import Trainer
+from pyroseq.runs.config import RunConfig, load_corpus
+from pyroseq.runs.distributed import rank_seed
+from pyroseq.runs.rundir import load_run
+from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
+from pyroseq.runs.train import train_run
 
 pytest.importorskip("lightning_fabric")
 
@@ -116,7 +116,7 @@ def test_resume_on_another_number_of_processes_is_refused(tmp_path):
 
 
 def test_professor_forcing_is_refused_on_several_processes():
-    with pytest.raises(ConfigError, match="--training professor .* --devices 1"):
+    with pytest.raises(ConfigError, match="training professor .* devices=1"):
         RunConfig(model="rnn", training="professor", devices=2).validate()
 
 

@@ -25,7 +25,6 @@ from pyroseq.evaluate import (
     prior_word_log_probs,
     word_metrics,
 )
-from pyroseq.evaluate.bounds import _in_particle_plate as in_particle_plate
 from pyroseq.guides import GUIDES, FutureGuide, GaussianGuide, build_guide, empty_guide
 from pyroseq.models.dssm import DSSM
 
@@ -34,6 +33,16 @@ V = len(VOCAB)  # 6
 D = 4  # state dimension
 H = 8  # guide GRU size
 WORDS = ["ab", "c", "abca", "ba"]
+
+
+def in_particle_plate(fn, num_particles: int):
+    """``fn`` run inside a vectorised particle plate at dim -2, as the IWAE objective runs it."""
+
+    def wrapped(*args):
+        with pyro.plate("particles", num_particles, dim=-2):
+            fn(*args)
+
+    return wrapped
 
 
 def make_model(flow: str | None = None, **kwargs) -> DSSM:

@@ -26,10 +26,10 @@ from pyroseq.data.words import load_words
 from pyroseq.decode import decode
 from pyroseq.errors import CheckpointError, ConfigError, DataError, ResourceError, StorageError
 from pyroseq.evaluate.noise import noise_usage
-from pyroseq.infer import RunConfig, load_run, train_run
-from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.trainer import DivergenceError, Trainer
 from pyroseq.models import build_model
+from pyroseq.runs import RunConfig, load_run, train_run
+from pyroseq.runs.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
@@ -103,7 +103,7 @@ def test_counts_past_int64_are_refused_with_the_line(tmp_path):
 
 def test_a_very_long_word_needs_an_explicit_max_length(tmp_path):
     path = word_file(tmp_path, "ab 3\n" + "x" * 10_000 + " 1\ncd 2\n")
-    with pytest.raises(DataError, match="a word of 10000 characters.*pass --max-length N"):
+    with pytest.raises(DataError, match="a word of 10000 characters.*pass max_length=N"):
         load_words(path)
     corpus = load_words(path, max_length=5)
     assert corpus.words == ["ab", "cd"] and corpus.notes == ["dropped 1 words longer than 5 symbols"]
@@ -147,9 +147,9 @@ def test_the_library_checks_its_own_sizes():
     model = build_model("rnn", vocab_size=len(corpus.vocab), state_dim=4)
     with pytest.raises(ConfigError, match="lr must be a positive finite number"):
         Trainer(model, lambda ids, mask: None, lr=math.inf)
-    with pytest.raises(ConfigError, match=r"a seed must be an integer in \[0, 2\*\*63 - 1\]"):
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 2\*\*63 - 1\]"):
         corpus.sampler(4, seed=2**64)
-    with pytest.raises(ConfigError, match="a seed must be"):
+    with pytest.raises(ConfigError, match="seed must be"):
         decode(model, num=2, max_length=3, seed=2**64)
 
 
@@ -346,7 +346,7 @@ def test_a_new_run_refuses_the_current_directory(tmp_path, monkeypatch, out):
 
 LOCK_HOLDER = """
 import sys
-from pyroseq.infer.guard import lock_run
+from pyroseq.runs.guard import lock_run
 lock = lock_run(sys.argv[1])
 print("locked", flush=True)
 sys.stdin.read()  # hold the lock until the test closes stdin or kills this process
@@ -418,7 +418,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
     train_run(RunConfig(**{**TINY, "steps": 3}), tmp_path / "a", progress=False)
     train_run(RunConfig(**{**TINY, "steps": 3, "state_dim": 6}), tmp_path / "b", progress=False)
     (tmp_path / "a" / "checkpoint.pt").write_bytes((tmp_path / "b" / "checkpoint.pt").read_bytes())
-    with pytest.raises(CheckpointError, match=r"is not the checkpoint of the run .*--state-dim 4 vs 6"):
+    with pytest.raises(CheckpointError, match=r"is not the checkpoint of the run .*state_dim 4 vs 6"):
         load_run(tmp_path / "a")
     assert_one_line_error(invoke("evaluate", str(tmp_path / "a")), "replaced by another run's")
     with pytest.raises(CheckpointError, match="replaced by another run's"):

@@ -32,7 +32,8 @@ from pyroseq.flows import (
 
 CONTEXT_DIM = 2
 HIDDEN = (8,)
-NAMED = [*FLOWS, "coupling+coupling", "triangular+coupling", "gated+coupling"]  # every registered family
+# Every registered flow (a new family is covered the day it is registered) and three compositions.
+NAMED = [*FLOWS, "coupling+coupling", "triangular+coupling", "gated+coupling"]
 # Krishnan's gated transition starts as a random walk, h = c + softplus(.) xi, not near the identity in xi.
 RANDOM_WALK = {"gated", "gated+coupling"}
 

@@ -9,9 +9,9 @@ import torch
 from click.testing import CliRunner
 
 from pyroseq.cli.main import cli
-from pyroseq.infer.config import RunConfig
-from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs.config import RunConfig
+from pyroseq.runs.rundir import load_run
+from pyroseq.runs.train import train_run
 
 pytestmark = pytest.mark.gpu
 

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from pyroseq.cli.main import cli
 from pyroseq.errors import CheckpointError
-from pyroseq.infer import save_run
-from pyroseq.infer.config import RunConfig
-from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs import save_run
+from pyroseq.runs.config import RunConfig
+from pyroseq.runs.rundir import load_run
+from pyroseq.runs.train import train_run
 
 TINY = dict(
     source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8,
@@ -135,8 +135,8 @@ def test_a_run_written_by_save_run_can_be_started_from(tmp_path, base):
 @pytest.mark.parametrize(
     "change, error",
     [
-        ({"state_dim": 8}, "do not fit this run's model and guide: --state-dim 8 \\(that run has 4\\)"),
-        ({"flow": "triangular"}, "--flow triangular \\(that run has coupling\\+coupling\\)"),
+        ({"state_dim": 8}, "do not fit this run's model and guide: state_dim=8 \\(that run has 4\\)"),
+        ({"flow": "triangular"}, "flow=triangular \\(that run has coupling\\+coupling\\)"),
         ({"source": "symspell", "top": 100}, "that run's symbols differ from this run's corpus's"),
     ],
 )
@@ -148,11 +148,11 @@ def test_options_that_do_not_fit_the_source_weights_are_refused(tmp_path, base, 
 
 
 def test_a_missing_source_and_a_changed_source_on_resume_are_refused(tmp_path, base):
-    with pytest.raises(CheckpointError, match="--init-from .*nowhere: no checkpoint.pt there"):
+    with pytest.raises(CheckpointError, match="init_from=.*nowhere: no checkpoint.pt there"):
         train_run(RunConfig(init_from=str(tmp_path / "nowhere"), **AFTER), tmp_path / "ft", progress=False)
     assert not (tmp_path / "ft").exists()  # refused before the directory was made
     train_run(RunConfig(init_from=str(base), steps=1, **AFTER), tmp_path / "ft", progress=False)
-    with pytest.raises(CheckpointError, match="--init-from .*other \\(the run has"):
+    with pytest.raises(CheckpointError, match="init_from=.*other \\(the run has"):
         other = {"init_from": str(tmp_path / "other"), "steps": 2}
         train_run(None, tmp_path / "ft", resume=True, overrides=other, progress=False)
 
@@ -209,8 +209,8 @@ def test_a_checkpoint_copied_in_from_another_run_is_refused(tmp_path, base):
 def test_a_source_in_training_is_noted_and_one_that_moves_on_meanwhile_is_refused(
     tmp_path, base, monkeypatch
 ):
-    from pyroseq.infer import run as run_module
-    from pyroseq.infer.guard import lock_run
+    from pyroseq.runs import train as run_module
+    from pyroseq.runs.guard import lock_run
 
     with lock_run(base):  # as a process training it holds it
         result = train_run(
@@ -227,9 +227,9 @@ def test_a_source_in_training_is_noted_and_one_that_moves_on_meanwhile_is_refuse
 
 def test_the_shape_error_names_only_the_options_that_shape_the_weights(tmp_path, base):
     change = {"state_dim": 8, "max_length": 8, "top": 300}
-    with pytest.raises(CheckpointError, match="--state-dim 8") as caught:
+    with pytest.raises(CheckpointError, match="state_dim=8") as caught:
         train_run(RunConfig(init_from=str(base), steps=1, **AFTER, **change), tmp_path / "ft", progress=False)
-    assert "--max-length" not in str(caught.value) and "--top" not in str(caught.value)
+    assert "max_length" not in str(caught.value) and "top" not in str(caught.value)
 
 
 def test_a_resume_may_name_the_same_source_again_by_another_path(tmp_path, base, monkeypatch):
@@ -242,6 +242,6 @@ def test_a_resume_may_name_the_same_source_again_by_another_path(tmp_path, base,
             train_run(None, tmp_path / "ft", resume=True, overrides=overrides, progress=False)["steps"]
             == 2 + i
         )
-    with pytest.raises(CheckpointError, match="--init-from elsewhere"):
+    with pytest.raises(CheckpointError, match="init_from=elsewhere"):
         train_run(None, tmp_path / "ft", resume=True, overrides={"init_from": "elsewhere", "steps": 9},
                   progress=False)  # fmt: skip

@@ -15,8 +15,6 @@ from pyroseq.data import pad_batch
 from pyroseq.data.words import load_words
 from pyroseq.errors import ConfigError
 from pyroseq.guides import GaussianGuide
-from pyroseq.infer.config import RunConfig
-from pyroseq.infer.run import train_run
 from pyroseq.models import DSSM, RNNLM
 from pyroseq.predictive import (
     PredictiveDraws,
@@ -26,6 +24,8 @@ from pyroseq.predictive import (
     prior_predictive,
     sequence_lengths,
 )
+from pyroseq.runs.config import RunConfig
+from pyroseq.runs.train import train_run
 
 
 @pytest.fixture(scope="module")

@@ -232,7 +232,7 @@ def test_save_run_writes_a_run_that_the_commands_accept(corpus, tmp_path):
     from click.testing import CliRunner
 
     from pyroseq.cli.main import cli
-    from pyroseq.infer import RunConfig, load_run, save_run
+    from pyroseq.runs import RunConfig, load_run, save_run
 
     V = len(corpus.vocab)
     model = DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8)
@@ -260,13 +260,13 @@ def test_save_run_writes_a_run_that_the_commands_accept(corpus, tmp_path):
         out = runner.invoke(cli, [args[0], str(tmp_path / "run"), *args[1:]])
         assert out.exit_code == 0, (args, out.output)
     out = runner.invoke(cli, ["train", "--out", str(tmp_path / "run"), "--resume", "--steps", "5"])
-    assert out.exit_code == 2 and "written by pyroseq.infer.save_run" in out.output, out.output
+    assert out.exit_code == 2 and "written by pyroseq.runs.save_run" in out.output, out.output
 
 
 @pytest.mark.parametrize("case", ["another size", "an autoguide", "a run already there"])
 def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, case):
     from pyroseq.errors import CheckpointError
-    from pyroseq.infer import RunConfig, load_run, save_run
+    from pyroseq.runs import RunConfig, load_run, save_run
 
     V = len(corpus.vocab)
     model = DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8)

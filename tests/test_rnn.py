@@ -252,11 +252,14 @@ def test_evaluating_in_eval_mode_does_not_warn(batch):
         warnings.simplefilter("error")
         model = RNNLM(vocab_size=V).eval()
         svi = SVI(model, empty_guide, Adam({"lr": 0.01}), Trace_ELBO())
+        before = [p.detach().clone() for p in model.parameters()]
         svi.step(batch.ids, batch.mask)
         svi.step(batch.ids, batch.mask)
+        assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))  # trained
         scheduled = RNNLM(vocab_size=V, schedule={"kind": "linear", "c": 0.1}).eval()
         for _ in range(2):
             Trace_ELBO().loss(scheduled, empty_guide, batch.ids, batch.mask)
+        assert scheduled.teacher_prob == 1.0  # evaluating did not move the schedule
 
 
 def test_trainer_steps_are_not_counted_twice(batch):

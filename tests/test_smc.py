@@ -1,4 +1,4 @@
-"""Tests of the particle filter (pyroseq.infer.smc) and the prefix-tree estimator (pyroseq.evaluate.smc).
+"""Tests of the particle filter (pyroseq.infer.smc) and the prefix-tree estimator (pyroseq.evaluate.words).
 
 On the toy models of test_evaluate, whose q(w) is known by quadrature. Statistical checks use tolerances
 of 4 reported standard errors and fixed seeds.
@@ -26,8 +26,13 @@ from test_evaluate import (
 from pyroseq.data.batch import pad_batch
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate import PrefixTree, word_metrics
-from pyroseq.evaluate.smc import jackknife_log_mean, prefix_tree_log_evidence, smc_word_log_probs
-from pyroseq.infer.smc import effective_sample_size, filter_prefixes, systematic_resample
+from pyroseq.evaluate.words import jackknife_log_mean, smc_word_log_probs
+from pyroseq.infer.smc import (
+    effective_sample_size,
+    filter_prefixes,
+    prefix_tree_log_evidence,
+    systematic_resample,
+)
 
 
 def test_systematic_resample_draws_each_particle_floor_or_ceil_of_its_share():

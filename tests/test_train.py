@@ -15,13 +15,13 @@ from pyroseq.data import Vocabulary
 from pyroseq.data.text import load_text
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, PyroseqError
 from pyroseq.guides import build_guide
-from pyroseq.infer.checkpoint import save_checkpoint
-from pyroseq.infer.config import RunConfig
-from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import corpus_fingerprint, load_run
-from pyroseq.infer.specs import guide_spec
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
 from pyroseq.models import build_model
+from pyroseq.runs.checkpoint import save_checkpoint
+from pyroseq.runs.config import RunConfig
+from pyroseq.runs.rundir import corpus_fingerprint, load_run
+from pyroseq.runs.specs import guide_spec
+from pyroseq.runs.train import train_run
 
 TINY = dict(
     source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8,
@@ -76,11 +76,11 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path, monkeypatch, model, extr
 
 def test_new_run_refuses_a_used_directory_and_resume_needs_a_checkpoint(tmp_path):
     train_run(RunConfig(**{**TINY, "steps": 1}), tmp_path / "run", progress=False)
-    with pytest.raises(CheckpointError, match="already holds a run; pass --resume"):
+    with pytest.raises(CheckpointError, match="already holds a run; pass resume=True"):
         train_run(RunConfig(**TINY), tmp_path / "run", progress=False)
     with pytest.raises(CheckpointError, match="holds no checkpoint to resume"):
         train_run(None, tmp_path / "empty", resume=True, progress=False)
-    with pytest.raises(CheckpointError, match="options differ from the saved run: --state-dim 8"):
+    with pytest.raises(CheckpointError, match="options differ from the saved run: state_dim=8"):
         train_run(None, tmp_path / "run", resume=True, overrides={"state_dim": 8}, progress=False)
 
 
@@ -115,8 +115,8 @@ def test_loading_never_executes_pickled_code(tmp_path, capsys):
     "change, error",
     [
         ({"model": "gpt"}, "unknown model 'gpt': use one of dssm, rnn"),
-        ({"state_dim": 0}, "--state-dim must be positive"),
-        ({"particles": 0}, "--particles must be positive"),
+        ({"state_dim": 0}, "state_dim must be positive"),
+        ({"particles": 0}, "particles must be positive"),
         ({"objective": "vi"}, "unknown objective 'vi'"),
         ({"flow": "planar"}, "unknown flow"),
         ({"guide": "magic"}, "unknown guide"),
@@ -135,7 +135,7 @@ def test_trainer_refuses_bad_arguments():
             with pytest.raises(ConfigError, match=f"{name} must be a positive finite number"):
                 Trainer(model, guide, **{name: bad})
     professor = build_model("professor", vocab_size=8, state_dim=4, embed_dim=4, disc_hidden=4)
-    with pytest.raises(ConfigError, match="--jit cannot trace ProfessorForcing"):
+    with pytest.raises(ConfigError, match="jit=True cannot trace ProfessorForcing"):
         Trainer(professor, build_guide("empty"), jit=True)
 
 
@@ -242,7 +242,7 @@ def test_train_command_runs_every_rnn_training(tmp_path, extra, logged):
 
 @pytest.mark.parametrize("training, name", [("scheduled", "RNNLM"), ("professor", "ProfessorForcing")])
 def test_jit_is_refused_where_a_trace_would_freeze_training(tmp_path, training, name):
-    with pytest.raises(ConfigError, match=f"--jit cannot trace {name} as configured"):
+    with pytest.raises(ConfigError, match=f"jit=True cannot trace {name} as configured"):
         train_run(RunConfig(**{**TINY, "model": "rnn", "training": training, "jit": True}), tmp_path / "r")
 
 
@@ -343,23 +343,23 @@ def test_valid_loss_is_the_final_steps(tmp_path):
 @pytest.mark.parametrize(
     "config, given, error",
     [
-        ({}, {"cell": "lstm"}, "--cell applies to --model rnn only"),
-        ({}, {"training": "professor"}, "--training applies to --model rnn only"),
-        ({}, {"layers": 2}, "--layers applies to --model rnn only"),
-        ({"model": "rnn"}, {"flow": "diagonal"}, "--flow applies to --model dssm only"),
-        ({"model": "rnn"}, {"guide_hidden": 8}, "--guide-hidden applies to --model dssm only"),
-        ({"data": "text"}, {"top": 10}, "--top applies to --data words only"),
-        ({}, {"chunk_length": 8}, "--chunk-length applies to --data text only"),
+        ({}, {"cell": "lstm"}, "cell applies to model rnn only"),
+        ({}, {"training": "professor"}, "training applies to model rnn only"),
+        ({}, {"layers": 2}, "layers applies to model rnn only"),
+        ({"model": "rnn"}, {"flow": "diagonal"}, "flow applies to model dssm only"),
+        ({"model": "rnn"}, {"guide_hidden": 8}, "guide_hidden applies to model dssm only"),
+        ({"data": "text"}, {"top": 10}, "top applies to data words only"),
+        ({}, {"chunk_length": 8}, "chunk_length applies to data text only"),
         (
             {"guide": "gaussian"},
             {"guide_flow": "diagonal"},
-            "--guide-flow has no effect: --guide gaussian",
+            "guide_flow has no effect: guide gaussian",
         ),
-        ({"model": "rnn"}, {"schedule": "exp"}, "--schedule applies to --training scheduled only"),
+        ({"model": "rnn"}, {"schedule": "exp"}, "schedule applies to training scheduled only"),
         (
             {"model": "rnn", "training": "scheduled"},
             {"adversarial_weight": 2.0},
-            "--adversarial-weight applies",
+            "adversarial_weight applies",
         ),
     ],
 )
@@ -371,6 +371,11 @@ def test_options_that_do_not_apply_are_refused(tmp_path, config, given, error):
 def test_options_that_do_apply_are_accepted(tmp_path):
     given = {"embed_dim": 8, "guide_flow": "diagonal", "top": 50, "steps": 1}  # the DSSM guide embeds
     train_run(RunConfig(**TINY), tmp_path / "run", overrides=given, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {k: saved[k] for k in given} == given
+    run = load_run(tmp_path / "run")
+    assert len(run.corpus().words) == 50
+    assert run.guide.embed.embedding_dim == 8
 
 
 def test_a_relative_corpus_file_is_saved_as_an_absolute_path(tmp_path, monkeypatch):
@@ -388,7 +393,7 @@ def test_a_relative_corpus_file_is_saved_as_an_absolute_path(tmp_path, monkeypat
 def test_resume_refuses_steps_not_past_the_runs_step(tmp_path):
     train_run(RunConfig(**{**TINY, "steps": 3}), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / "config.json").read_text()
-    with pytest.raises(ConfigError, match="--steps 3 is not more than the run's step 3"):
+    with pytest.raises(ConfigError, match="steps=3 is not more than the run's step 3"):
         train_run(None, tmp_path / "run", resume=True, overrides={"steps": 3}, progress=False)
     assert (tmp_path / "run" / "config.json").read_text() == before
 
@@ -406,7 +411,7 @@ def test_resume_may_name_the_corpus_file_again_by_a_relative_path(tmp_path, monk
                        progress=False)  # fmt: skip
     assert result["steps"] == 4 and load_run(tmp_path / "run").config.source == stored  # kept absolute
     (tmp_path / "other.txt").write_bytes(_sample_path().read_bytes())
-    with pytest.raises(CheckpointError, match="--source other.txt"):
+    with pytest.raises(CheckpointError, match="source=other.txt"):
         train_run(None, tmp_path / "run", resume=True, overrides={"source": "other.txt", "steps": 6},
                   progress=False)  # fmt: skip
 
@@ -446,7 +451,7 @@ def test_a_checkpoint_whose_model_spec_has_an_unknown_argument_is_a_checkpoint_e
 
 
 def test_the_final_checkpoint_is_written_once(tmp_path, monkeypatch):
-    from pyroseq.infer import rundir
+    from pyroseq.runs import rundir
 
     saves = []
     original = rundir.save_checkpoint
@@ -507,8 +512,8 @@ def test_extending_a_scheduled_sampling_run_continues_its_teacher_schedule(tmp_p
 )
 def test_default_teacher_schedules_start_and_end_where_documented(schedule, first, last):
     from pyroseq.data.vocab import Vocabulary
-    from pyroseq.infer.specs import model_spec
     from pyroseq.models.schedules import TeacherSchedule
+    from pyroseq.runs.specs import model_spec
 
     config = RunConfig(model="rnn", training="scheduled", schedule=schedule, steps=5000)
     spec = model_spec(config, Vocabulary("ab"))

@@ -5,6 +5,7 @@ runs each script cell by cell as ``docs/notebook.py`` does and checks that each 
 links to was written by this run.
 """
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -23,7 +24,18 @@ finally:
 
 
 def test_there_are_tutorials():
-    assert len(TUTORIALS) >= 1
+    assert [p.stem[:2] for p in TUTORIALS] == [f"{n:02d}" for n in range(1, len(TUTORIALS) + 1)] != []
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_each_page_shows_the_output_of_its_current_code(path):
+    """The page prints what docs/notebook.py recorded when it last ran the script: a code cell edited since
+    would show an output it no longer produces (rerun docs/notebook.py)."""
+    record = json.loads((path.parent / "img" / f"{path.stem}.outputs.json").read_text(encoding="utf-8"))
+    code = [text for kind, text, _ in notebook.cells(path.read_text(encoding="utf-8")) if kind == "code"]
+    assert [cell["source"] for cell in record["cells"]] == [notebook.digest(text) for text in code]
+    shown = FIGURE.findall(path.read_text(encoding="utf-8"))
+    assert all((path.parent / "img" / figure).is_file() for figure in shown)
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])

@@ -10,8 +10,8 @@ import torch
 from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
-from pyroseq.infer.rundir import load_run
 from pyroseq.predictive import check_words, plot_ppc
+from pyroseq.runs.rundir import load_run
 
 
 @click.command("check")

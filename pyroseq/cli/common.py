@@ -8,14 +8,15 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
 import torch
+from click.core import ParameterSource
 
 from pyroseq.data.batch import MAX_SEED
-from pyroseq.errors import PyroseqError, first_line
+from pyroseq.errors import ConfigError, PyroseqError, first_line
 
 __all__ = [
     "json_option",
@@ -30,6 +31,7 @@ __all__ = [
     "POSITIVE_FLOAT",
     "CORES",
     "threads_option",
+    "corpus_source",
 ]
 
 POSITIVE = click.IntRange(min=1)
@@ -93,24 +95,41 @@ def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         click.echo(json.dumps(to_jsonable(result)))
 
 
+def corpus_source(source: str | None, path: str | None, *, source_flag: str) -> str | None:
+    """The corpus that ``--source`` or ``--file`` names (``--file PATH`` is ``--source PATH``); both given
+    on the command line (``source_flag`` is the parameter that holds ``--source``) is a usage error."""
+    if path is None:
+        return source
+    if click.get_current_context().get_parameter_source(source_flag) == ParameterSource.COMMANDLINE:
+        raise ConfigError("give either --source or --file, not both (--file PATH is --source PATH)")
+    return path
+
+
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+def handle_errors(
+    fn: Callable[..., Any] | None = None, *, flags: Mapping[str, str] | None = None
+) -> Callable[..., Any]:
     """Turn the errors a user can cause into ``error: <message>`` on stderr and exit status 2.
 
     These are :class:`PyroseqError`, and the operating system's refusals that no pyroseq check can
     foresee: a permission denied, a full disk, an allocation that fails although the estimate fitted.
+    A library error names Python parameters; the message says the command's flags instead: ``flags``
+    maps a parameter to its flag where that is not ``--name-with-dashes``.
     """
+    if fn is None:
+        return functools.partial(handle_errors, flags=flags)
+    names = dict(flags or {})
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except PyroseqError as e:
-            _fail(str(e))
+            _fail(e.naming(names))
         except PermissionError as e:
             _fail(f"permission denied: {e.filename or e}: make it accessible, or choose another path")
         except OSError as e:

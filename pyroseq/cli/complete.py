@@ -18,7 +18,7 @@ from pyroseq.cli.common import (
 )
 from pyroseq.complete import COMPLETION_DECODERS, complete
 from pyroseq.data.words import WordCorpus
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs.rundir import load_run
 
 
 @click.command("complete")

@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import click
-from click.core import ParameterSource
 
-from pyroseq.cli.common import POSITIVE, emit, handle_errors, json_option
+from pyroseq.cli.common import POSITIVE, corpus_source, emit, handle_errors, json_option
 from pyroseq.data.polyphonic import SPLITS, load_polyphonic
 from pyroseq.data.text import load_text
 from pyroseq.data.words import load_words
-from pyroseq.errors import ConfigError
-
-
-def _source(source: str, path: str | None) -> str:
-    """The corpus named by --source or --file; both given explicitly is a usage error."""
-    if path is None:
-        return source
-    if click.get_current_context().get_parameter_source("source") == ParameterSource.COMMANDLINE:
-        raise ConfigError("give either --source or --file, not both (--file PATH is --source PATH)")
-    return path
 
 
 @click.group("data")
@@ -50,7 +39,7 @@ def words_command(
     source: str, path: str | None, top: int | None, max_length: int | None, as_json: bool
 ) -> None:
     """Words with counts: size, alphabet, length distribution, entropy H(p)."""
-    corpus = load_words(_source(source, path), top=top, max_length=max_length)
+    corpus = load_words(corpus_source(source, path, source_flag="source"), top=top, max_length=max_length)
     s = corpus.stats()
     lines = [
         f"word corpus: {s['source']}",
@@ -72,7 +61,7 @@ def words_command(
 @handle_errors
 def text_command(source: str, path: str | None, as_json: bool) -> None:
     """Running text: size, splits, alphabet."""
-    corpus = load_text(_source(source, path))
+    corpus = load_text(corpus_source(source, path, source_flag="source"))
     s = corpus.stats()
     sizes = s["split_chars"]
     lines = [

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from typing import Any
 
 import click
-import torch
 
 from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option, threads_option
-from pyroseq.data.words import WordCorpus
-from pyroseq.errors import ConfigError
-from pyroseq.evaluate import (
-    WORD_ESTIMATORS,
-    elbo_and_iwae,
-    noise_usage,
-    plot_noise_usage,
-    text_scores,
-    word_log_probs,
-    word_metrics,
-)
-from pyroseq.infer.rundir import load_run
+from pyroseq.evaluate import WORD_ESTIMATORS
+from pyroseq.evaluate.run import BOUND_KS, evaluate_run
 
 
 @click.command("evaluate")
@@ -45,7 +33,10 @@ from pyroseq.infer.rundir import load_run
     "DSSM; on text: exact for RNNs, iwae for the DSSM].",
 )
 @click.option(
-    "--bounds/--no-bounds", default=True, show_default=True, help="DSSM: ELBO and IWAE_K, K in {1, 10, 100}."
+    "--bounds/--no-bounds",
+    default=True,
+    show_default=True,
+    help=f"DSSM: ELBO and IWAE_K, K in {{{', '.join(map(str, BOUND_KS))}}}.",
 )
 @click.option(
     "--bound-words",
@@ -72,69 +63,44 @@ from pyroseq.infer.rundir import load_run
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
 @threads_option
 @json_option
-@handle_errors
+@handle_errors(flags={"num_samples": "--samples", "num_repeats": "--repeats"})
 def evaluate_command(
     run_dir: str, samples: int, repeats: int | None, jackknife: bool | None, estimator: str | None, bounds: bool, bound_words: int,
     noise: bool, noise_samples: int, device: str, seed: int, progress: bool | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure a trained run: cross-entropy against p(w), KL, vocabulary mass, bounds, noise usage
     (word task); NLL, perplexity, bits per character, accuracy on the test split (text)."""
-    show = progress if progress is not None else sys.stderr.isatty()
-    torch.manual_seed(seed)
-    run = load_run(run_dir, device=device)
-    corpus = run.corpus()
-    result: dict[str, Any] = {"run_dir": str(run.path), "model": run.config.model, "step": run.step}
-    lines = [f"run {run.path} ({run.config.model}, step {run.step})"]
-    with torch.no_grad():
-        if isinstance(corpus, WordCorpus):
-            began = time.process_time()
-            estimate = word_log_probs(
-                run.model, run.guide, corpus.encode(), estimator=estimator, num_samples=samples, progress=show,
-                num_repeats=repeats, jackknife=jackknife,
-            )  # fmt: skip
-            result.update(word_metrics(estimate, corpus.probs), cpu_seconds=time.process_time() - began)
-            lines += [
-                f"  estimator: {result['estimator']} (K={result['samples']}"
-                + (f", R={result['repeats']} runs" if result["estimator"] == "smc" else "")
-                + (", jackknife" if result["jackknife"] else "")
-                + f"), {result['cpu_seconds']:.1f} CPU s",
-                f"  CE   {result['ce_nats']:.4f} ± {result['ce_stderr']:.4f} nats/word   H(p) {result['entropy_nats']:.4f}",
-                f"  KL   {result['kl_nats']:.4f} nats/word   vocabulary mass {result['vocab_mass']:.4f}",
-            ]
-            if not run.model.autoregressive and bounds:
-                batch = corpus.draw_batch(bound_words, seed=seed, device=device)
-                result["bounds"] = elbo_and_iwae(run.model, run.guide, batch.ids, batch.mask, ks=(1, 10, 100))
-                b = result["bounds"]
-                lines.append(
-                    "  bounds (nats/word): "
-                    + "  ".join(
-                        f"{k} {v:.3f}" for k, v in b.items() if isinstance(v, float) and "stderr" not in k
-                    )
-                )
-            if not run.model.autoregressive and noise:
-                usage = noise_usage(
-                    run.model,
-                    length=corpus.max_length,
-                    num_outer=noise_samples,
-                    num_inner=noise_samples,
-                    progress=show,
-                )
-                plot = plot_noise_usage(usage, run.path / "noise_usage.png")
-                result["noise"] = {**usage.to_dict(), "plot": str(plot)}
-                mi = result["noise"]["mutual_information_nats"]
-                lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi))
-                lines.append(f"  noise plot: {plot}")
-        else:
-            if repeats is not None or jackknife is not None:
-                raise ConfigError(
-                    "--repeats, --jackknife: running text has no smc estimator (it is for words); drop them"
-                )
-            chunks = corpus.chunks("test", run.config.chunk_length).to(device)
-            result.update(
-                text_scores(
-                    run.model, run.guide, chunks, estimator=estimator, num_samples=samples, progress=show
-                )
-            )
-            lines.append(f"  test: NLL {result['nll_nats']:.4f} nats/symbol, perplexity {result['perplexity']:.3f}, "
-                         f"BPC {result['bpc']:.4f}, accuracy {result['accuracy']}")  # fmt: skip
-    emit(result, as_json, lines)
+    result = evaluate_run(
+        run_dir, num_samples=samples, num_repeats=repeats, jackknife=jackknife, estimator=estimator, bounds=bounds,
+        bound_words=bound_words, noise=noise, noise_samples=noise_samples, device=device, seed=seed,
+        progress=progress if progress is not None else sys.stderr.isatty(),
+    )  # fmt: skip
+    emit(result, as_json, _lines(result))
+
+
+def _lines(result: dict[str, Any]) -> list[str]:
+    """What a person reads of :func:`~pyroseq.evaluate.evaluate_run`'s result."""
+    lines = [f"run {result['run_dir']} ({result['model']}, step {result['step']})"]
+    if "nll_nats" in result:
+        lines.append(f"  test: NLL {result['nll_nats']:.4f} nats/symbol, perplexity {result['perplexity']:.3f}, "
+                     f"BPC {result['bpc']:.4f}, accuracy {result['accuracy']}")  # fmt: skip
+        return lines
+    lines += [
+        f"  estimator: {result['estimator']} (K={result['samples']}"
+        + (f", R={result['repeats']} runs" if result["estimator"] == "smc" else "")
+        + (", jackknife" if result["jackknife"] else "")
+        + f"), {result['cpu_seconds']:.1f} CPU s",
+        f"  CE   {result['ce_nats']:.4f} ± {result['ce_stderr']:.4f} nats/word   H(p) {result['entropy_nats']:.4f}",
+        f"  KL   {result['kl_nats']:.4f} nats/word   vocabulary mass {result['vocab_mass']:.4f}",
+    ]
+    if "bounds" in result:
+        b = result["bounds"]
+        lines.append(
+            "  bounds (nats/word): "
+            + "  ".join(f"{k} {v:.3f}" for k, v in b.items() if isinstance(v, float) and "stderr" not in k)
+        )
+    if "noise" in result:
+        mi = result["noise"]["mutual_information_nats"]
+        lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi))
+        lines.append(f"  noise plot: {result['noise']['plot']}")
+    return lines

@@ -16,7 +16,7 @@ from pyroseq.cli.common import (
 )
 from pyroseq.data.words import WordCorpus
 from pyroseq.decode import DECODERS, decode
-from pyroseq.infer.rundir import load_run
+from pyroseq.runs.rundir import load_run
 
 
 @click.command("sample")

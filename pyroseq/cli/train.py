@@ -15,15 +15,15 @@ from pyroseq.cli.common import (
     POSITIVE_FLOAT,
     SEED,
     Finite,
+    corpus_source,
     emit,
     handle_errors,
     json_option,
     threads_option,
 )
-from pyroseq.errors import ConfigError
-from pyroseq.infer.config import DATA, MODELS, TRAINING, RunConfig
 from pyroseq.infer.objectives import OBJECTIVES
-from pyroseq.infer.run import train_run
+from pyroseq.runs.config import DATA, MODELS, TRAINING, RunConfig
+from pyroseq.runs.train import train_run
 
 _DEFAULTS = RunConfig()
 
@@ -117,9 +117,9 @@ def train_command(
     for flag, field, _, _ in _OPTIONS:
         key = f"opt_{flag[2:].replace('-', '_')}"
         if ctx.get_parameter_source(key) == ParameterSource.COMMANDLINE:
-            if field in given:  # --source and --file both name the corpus
-                raise ConfigError("give either --source or --file, not both (--file PATH is --source PATH)")
             given[field] = opts[key]
+    if ctx.get_parameter_source("opt_file") == ParameterSource.COMMANDLINE:  # --file PATH is --source PATH
+        given["source"] = corpus_source(opts["opt_source"], opts["opt_file"], source_flag="opt_source")
     if jit is not None:
         given["jit"] = jit
     config = None if resume else dataclasses.replace(_DEFAULTS)

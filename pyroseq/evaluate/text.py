@@ -149,7 +149,7 @@ def text_scores(
             if model.autoregressive
             else ("a state-space model's text NLL is an IWAE bound with its guide")
         )
-        raise ConfigError(f"--estimator {estimator}: {why}; use {fits}")
+        raise ConfigError(f"estimator {estimator}: {why}; use {fits}", params=("estimator",))
     if model.autoregressive:
         return evaluate_text(model, batch, progress=progress)
     return evaluate_text_latent(model, guide, batch, num_samples=num_samples, progress=progress)

@@ -6,7 +6,7 @@ Four ways to get ``log q(w)`` (definitions, bias and standard errors in ``docs/e
 * :func:`prior_word_log_probs` -- state-space models: K trajectories drawn once from the prior score
   every word, ``log q(w) ~ logsumexp_k sum_t log p(w_t | h_t^k) - log K``;
 * :func:`guide_word_log_probs` -- state-space models with a guide: IWAE with K particles per word;
-* :func:`~pyroseq.evaluate.smc.smc_word_log_probs` -- state-space models: a particle filter run down the
+* :func:`smc_word_log_probs` -- state-space models: a particle filter run down the
   words' prefix tree, R independent runs.
 
 :func:`word_log_probs` chooses among them by name (:data:`WORD_ESTIMATORS`) and refuses one that does not
@@ -30,17 +30,21 @@ from tqdm.auto import tqdm
 
 from pyroseq.checks import check_positive_sizes
 from pyroseq.data.batch import pad_batch
+from pyroseq.data.trie import PrefixTree
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate.bounds import log_weights
-from pyroseq.evaluate.trie import PrefixTree
+from pyroseq.infer.smc import MAX_PARTICLE_ROWS, prefix_tree_log_evidence
 from pyroseq.models.base import AutoregressiveModel, SequenceModel, StateSpaceModel
+from pyroseq.module import module_device
 
 __all__ = [
     "WordLogProbs",
     "exact_word_log_probs",
     "prior_word_log_probs",
     "guide_word_log_probs",
+    "smc_word_log_probs",
+    "jackknife_log_mean",
     "word_metrics",
     "WordEstimator",
     "WORD_ESTIMATORS",
@@ -93,12 +97,6 @@ def check_words(words: Sequence[Sequence[int]]) -> None:
             raise DataError(f"word {list(w)} does not end in EOS ({eos}): encode words with add_eos=True")
         if any(int(s) in (Vocabulary.pad_id, Vocabulary.bos_id, eos) for s in w[:-1]):
             raise DataError(f"word {list(w)} contains PAD, BOS or EOS before its end")
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -176,7 +174,7 @@ def prior_word_log_probs(
     """
     check_words(words)
     check_positive_sizes(num_samples=num_samples, chunk_size=chunk_size)
-    tree = PrefixTree.from_sequences(words).to(model.initial_state((1,)).device)
+    tree = PrefixTree.from_sequences(words).to(module_device(model))
     T = tree.max_depth
     lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W)
     starts = range(0, num_samples, chunk_size)
@@ -224,7 +222,7 @@ def guide_word_log_probs(
     if particle_chunk is None:
         particle_chunk = min(num_samples, max(1, MAX_WORD_PARTICLES // batch_size))
     chunk = particle_chunk
-    device = _device_of(model)
+    device = module_device(model)
     order = sorted(range(len(words)), key=lambda i: len(words[i]))  # words by length: little padding
     lw = torch.empty(num_samples, len(words), dtype=torch.float64)  # (K, W), in the words' order
     starts = range(0, len(words), batch_size)
@@ -328,18 +326,89 @@ class WordEstimator:
     options: tuple[str, ...] = ()
 
 
-def _smc_word_log_probs(
+@torch.no_grad()
+def smc_word_log_probs(
     model: StateSpaceModel,
-    guide: Callable[..., None],
     words: Sequence[Sequence[int]],
-    num_samples: int,
-    progress: bool,
-    **options: int,
+    *,
+    num_particles: int,
+    num_repeats: int = 4,
+    jackknife: bool = False,
+    ess_threshold: float = 0.5,
+    max_particle_rows: int = MAX_PARTICLE_ROWS,
+    progress: bool = True,
 ) -> WordLogProbs:
-    # Imported here: pyroseq.evaluate.smc builds on this module's WordLogProbs.
-    from pyroseq.evaluate.smc import smc_word_log_probs
+    """The prefix-tree particle-filter estimate of ``log q(w)`` for every word of a state-space model.
 
-    return smc_word_log_probs(model, words, num_particles=num_samples, progress=progress, **options)
+    R independent filter runs down the words' prefix tree (:func:`prefix_tree_log_evidence`) give
+    unbiased ``Z_r(w)``; the estimate is their mean, ``log q(w) ~ logsumexp_r log Z_r(w) - log R``, and the
+    R runs are the draws behind the standard errors of :func:`~pyroseq.evaluate.words.word_metrics`
+    (``shared``: every word of a run comes from the same filter).
+
+    Args:
+        model: a state-space model.
+        words: W id lists, each ending in EOS.
+        num_particles: N, particles per tree node and run.
+        num_repeats: R independent runs (at least 2 for a standard error).
+        jackknife: correct the log-mean's bias with the jackknife over the R runs
+            (:func:`jackknife_log_mean`; needs R >= 2).
+        ess_threshold: see :func:`prefix_tree_log_evidence`.
+        max_particle_rows: see :func:`prefix_tree_log_evidence`.
+        progress: show a tqdm progress bar over the nodes of all runs.
+
+    Returns:
+        ``WordLogProbs`` with ``estimator="smc"``, ``num_samples=N`` and ``log_weights`` the ``(R, W)``
+        per-run ``log Z_r(w)``.
+    """
+    check_words(words)
+    check_positive_sizes(num_particles=num_particles, num_repeats=num_repeats)
+    if jackknife and num_repeats < 2:
+        raise ConfigError(
+            f"the jackknife needs at least 2 filter runs (num_repeats), got {num_repeats}",
+            params=("num_repeats",),
+        )
+    tree = PrefixTree.from_sequences(words).to(module_device(model))
+    runs = [
+        prefix_tree_log_evidence(
+            model,
+            tree,
+            num_particles=num_particles,
+            ess_threshold=ess_threshold,
+            max_particle_rows=max_particle_rows,
+            progress=progress,
+        )[tree.word_end].cpu()
+        for _ in range(num_repeats)
+    ]
+    lw = torch.stack(runs)  # (R, W)
+    log_q = jackknife_log_mean(lw) if jackknife else torch.logsumexp(lw, dim=0) - math.log(num_repeats)
+    return WordLogProbs(
+        log_q, "smc", num_particles, lw, shared=True, repeats=num_repeats, jackknife=jackknife
+    )
+
+
+def jackknife_log_mean(log_z: Tensor) -> Tensor:
+    """The jackknife's bias-corrected ``log mean_r Z_r`` over the R >= 2 runs of dim 0, ``(...)``.
+
+    ``log mean_r Z_r`` of unbiased ``Z_r`` is biased down by about ``c / R`` (``c = var(Z / q) / 2``; for the
+    filter ``c`` falls as 1/N). With ``L_R`` the log-mean of all R runs and ``L_{-i}`` that of the R - 1
+    runs without run i, the jackknife ``R L_R - (R - 1) mean_i L_{-i}`` cancels the ``1/R`` term
+    (Quenouille's jackknife, used on importance-weighted bounds by Nowozin, ICLR 2018), leaving
+    ``O(1/R^2)``. Where a run gave ``Z_r = 0`` the leave-one-out terms are not all finite, and the plain
+    log-mean is kept.
+
+    Examples:
+        >>> import math, torch
+        >>> z = torch.tensor([[1.0], [3.0]]).log()  # R = 2 runs of one word
+        >>> round(float(jackknife_log_mean(z)), 6) == round(2 * math.log(2.0) - 0.5 * math.log(3.0), 6)
+        True
+    """
+    R = log_z.shape[0]
+    if R < 2:
+        raise ConfigError(f"the jackknife needs at least 2 runs, got {R}")
+    full = torch.logsumexp(log_z, dim=0) - math.log(R)
+    without = torch.stack([torch.logsumexp(torch.cat([log_z[:i], log_z[i + 1 :]]), dim=0) for i in range(R)])
+    jackknifed = R * full - (R - 1) * (without - math.log(R - 1)).mean(0)
+    return torch.where(torch.isfinite(log_z).all(0), jackknifed, full)
 
 
 WORD_ESTIMATORS: dict[str, WordEstimator] = {
@@ -352,7 +421,11 @@ WORD_ESTIMATORS: dict[str, WordEstimator] = {
     "prior": WordEstimator(
         lambda m, g, w, k, p: prior_word_log_probs(m, w, num_samples=k, progress=p), latent=True
     ),
-    "smc": WordEstimator(_smc_word_log_probs, latent=True, options=("num_repeats", "jackknife")),
+    "smc": WordEstimator(
+        lambda m, g, w, k, p, **options: smc_word_log_probs(m, w, num_particles=k, progress=p, **options),
+        latent=True,
+        options=("num_repeats", "jackknife"),
+    ),
 }
 """Name -> estimator; register a new one with one entry (its :class:`WordLogProbs` carries the name)."""
 
@@ -398,7 +471,7 @@ def word_log_probs(
             if latent
             else "an autoregressive model's log q(w) is exact"
         )
-        raise ConfigError(f"--estimator {estimator}: {why}; use {' or '.join(fits)}")
+        raise ConfigError(f"estimator {estimator}: {why}; use {' or '.join(fits)}", params=("estimator",))
     given = {name: value for name, value in options.items() if value is not None}
     for name in given:
         if name not in WORD_ESTIMATORS[estimator].options:

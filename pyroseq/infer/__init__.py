@@ -1,29 +1,27 @@
-"""Inference: SVI objectives, the training loop, checkpoints and training runs.
+"""Inference: SVI objectives, KL annealing, the training loop and the particle filter.
 
-* :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss;
+* :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss, and
+  :func:`~pyroseq.infer.objectives.importance_log_weights`, the one computation of importance log-weights;
 * :mod:`~pyroseq.infer.dreg`: :class:`DReG`, IWAE with doubly reparameterised guide gradients;
 * :mod:`~pyroseq.infer.freebits`: :class:`FreeBitsELBO`, the ELBO with a floor under each KL term;
 * :mod:`~pyroseq.infer.fivo`: :class:`FIVO`, a particle filter's bound with the guide proposing;
 * :mod:`~pyroseq.infer.annealing`: :class:`ScaleLatents`, KL annealing as a Pyro effect handler;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
-* :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
-* :mod:`~pyroseq.infer.specs`: model and guide specs and :func:`build_from_specs`;
-* :mod:`~pyroseq.infer.checkpoint` and :mod:`~pyroseq.infer.rundir`: atomic checkpoints and the files of
-  a run directory (:func:`load_run`, and :func:`save_run` for a model trained in a script);
-* :mod:`~pyroseq.infer.run`: :func:`train_run`, which wires them together for ``pyroseq train``.
+* :mod:`~pyroseq.infer.smc`: the particle filter of a state-space model, along sequences
+  (:func:`~pyroseq.infer.smc.filter_prefixes`) and down a prefix tree
+  (:func:`~pyroseq.infer.smc.prefix_tree_log_evidence`).
+
+A training run's configuration, checkpoints and directory live in :mod:`pyroseq.runs` (they were here
+before; the old paths still import, with a ``DeprecationWarning``, for one release).
 """
 
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
-from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
-from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
 from pyroseq.infer.dreg import DReG
 from pyroseq.infer.fivo import FIVO
 from pyroseq.infer.freebits import FreeBitsELBO
 from pyroseq.infer.objectives import IWAE, OBJECTIVES, make_objective
-from pyroseq.infer.run import train_run
-from pyroseq.infer.rundir import LoadedRun, load_run, save_run
-from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
+from pyroseq.moved import alias_modules, moved_names
 
 __all__ = [
     "OBJECTIVES",
@@ -36,16 +34,19 @@ __all__ = [
     "warmup_factor",
     "Trainer",
     "NonFiniteLossError",
-    "RunConfig",
-    "load_corpus",
-    "resolve_device",
-    "model_spec",
-    "guide_spec",
-    "build_from_specs",
-    "LoadedRun",
-    "train_run",
-    "load_run",
-    "save_run",
-    "save_checkpoint",
-    "load_checkpoint",
 ]
+
+_RUNS = {m: m for m in ("config", "specs", "checkpoint", "rundir", "guard", "memory", "distributed")}
+alias_modules(
+    {f"pyroseq.infer.{old}": f"pyroseq.runs.{new}" for old, new in (_RUNS | {"run": "train"}).items()}
+)
+__getattr__ = moved_names(
+    "pyroseq.infer",
+    {
+        **dict.fromkeys(("RunConfig", "load_corpus", "resolve_device"), "pyroseq.runs.config"),
+        **dict.fromkeys(("model_spec", "guide_spec", "build_from_specs"), "pyroseq.runs.specs"),
+        **dict.fromkeys(("save_checkpoint", "load_checkpoint"), "pyroseq.runs.checkpoint"),
+        **dict.fromkeys(("LoadedRun", "load_run", "save_run"), "pyroseq.runs.rundir"),
+        "train_run": "pyroseq.runs.train",
+    },
+)

@@ -72,7 +72,7 @@ from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
 from torch import Tensor
 
 from pyroseq.errors import ConfigError
-from pyroseq.infer.objectives import IWAE
+from pyroseq.infer.importance import IWAE
 
 __all__ = ["DReG"]
 

@@ -41,7 +41,7 @@ from torch import Tensor
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.flows.trajectory import StateTrajectory
-from pyroseq.infer.objectives import DifferentiableObjective
+from pyroseq.infer.importance import DifferentiableObjective
 from pyroseq.infer.smc import check_ess_threshold, resample_below
 from pyroseq.models.base import StateSpaceModel
 

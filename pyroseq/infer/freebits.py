@@ -42,7 +42,7 @@ from pyro.util import warn_if_nan
 from torch import Tensor
 
 from pyroseq.errors import ConfigError
-from pyroseq.infer.objectives import DifferentiableObjective
+from pyroseq.infer.importance import DifferentiableObjective
 
 __all__ = ["FreeBitsELBO"]
 

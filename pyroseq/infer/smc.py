@@ -18,6 +18,20 @@ of streams would share one weight and one resampling decision), it renormalises 
 maximum without keeping the normaliser (so it gives no ``Z``), it cannot branch one cloud into several
 children (the prefix tree), and it traces model and guide at every step. See ``docs/evaluation.md``.
 
+Words that share a prefix share the filter up to its end, so :func:`prefix_tree_log_evidence` runs it
+down a :class:`~pyroseq.data.trie.PrefixTree` of many words at once:
+
+* the root holds N copies of ``h_0`` with ``Z = 1``;
+* a node's (resampled) particles are moved once by the transition, ``h^i ~ p(h | h_parent^i)``, and the
+  moved cloud is shared by all its children: child ``c`` with symbol ``s`` gets the weights
+  ``wbar^i p(s | h^i)`` (normalised) and ``Z(c) = Z(node) sum_i wbar^i p(s | h^i)``;
+* a child is resampled (systematically) when its ESS is below ``ess_threshold * N``, then expanded in turn.
+
+Along any one word this is exactly the filter of :func:`filter_prefixes`, so each ``Z(w)`` is unbiased;
+siblings share their parent's moves, so words are correlated. The cost is one transition and one emission
+per particle per internal node (``O(nodes x N)``), against one per step per particle per word for the IWAE
+estimator.
+
 References:
     A. Doucet, A. M. Johansen. A tutorial on particle filtering and smoothing: fifteen years later.
     Handbook of Nonlinear Filtering, 2011.
@@ -32,8 +46,10 @@ from dataclasses import dataclass
 import torch
 from pyro.distributions import TorchDistribution
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from pyroseq.checks import check_positive_sizes
+from pyroseq.data.trie import PrefixTree
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import StateSpaceModel
 
@@ -48,6 +64,8 @@ __all__ = [
     "resample_below",
     "filter_prefixes",
     "check_ess_threshold",
+    "prefix_tree_log_evidence",
+    "MAX_PARTICLE_ROWS",
 ]
 
 # A proposal r(h_t | h_{t-1}, w_t): called with (h_prev (B, N, D), symbols (B,), t); returns a distribution
@@ -222,3 +240,87 @@ def filter_prefixes(
         log_z = torch.where(live, log_z + increment, log_z)
         ess_history[:, t] = torch.where(live, ess, math.nan)
     return Particles(states, log_w, log_z), ess_history
+
+
+# Particles moved per model call: 2^16 rows of a D = 16 DSSM take about 30 MB for the states and the
+# emission log-probabilities together; the total live memory is about the tree depth times this.
+MAX_PARTICLE_ROWS = 65_536
+
+
+def _children(tree: PrefixTree) -> tuple[Tensor, Tensor, Tensor]:
+    """Children of every node in CSR form: ``(order, start, count)``; node ``n``'s children are
+    ``order[start[n] : start[n] + count[n]]``."""
+    order = torch.argsort(tree.parent[1:], stable=True) + 1  # non-root nodes grouped by parent
+    count = torch.bincount(tree.parent[1:], minlength=tree.num_nodes)
+    start = torch.cumsum(count, 0) - count
+    return order, start, count
+
+
+@torch.no_grad()
+def prefix_tree_log_evidence(
+    model: StateSpaceModel,
+    tree: PrefixTree,
+    *,
+    num_particles: int,
+    ess_threshold: float = 0.5,
+    max_particle_rows: int = MAX_PARTICLE_ROWS,
+    progress: bool = True,
+) -> Tensor:
+    """``log Z`` at every node of ``tree``: the filter's estimate of ``log q(prefix)`` for each prefix.
+
+    ``q(prefix)`` is the probability that a sequence starts with the prefix; at a node whose last symbol
+    is EOS it is the probability of the whole sequence, ``q(w)``. ``exp(log Z)`` is unbiased.
+
+    The tree is walked depth first in blocks of at most ``max(1, max_particle_rows // N)`` nodes, so
+    memory stays about ``depth x max_particle_rows x (D + V)`` floats whatever the number of words.
+
+    Args:
+        model: a state-space model.
+        tree: the prefix tree (on the model's device).
+        num_particles: N, particles per node.
+        ess_threshold: resample a node's cloud when its ESS is below this fraction of N (0: never, which
+            gives the shared-prior-trajectory estimate of each word, with N trajectories per node).
+        max_particle_rows: bounds the particles moved per model call.
+        progress: show a tqdm progress bar over the tree's nodes.
+
+    Returns:
+        ``(num_nodes,)`` float64 (0 at the root).
+    """
+    check_positive_sizes(num_particles=num_particles, max_particle_rows=max_particle_rows)
+    check_ess_threshold(ess_threshold)
+    N = num_particles
+    block_nodes = max(1, max_particle_rows // N)
+    order, start, count = _children(tree)
+    root = initial_particles(model, 1, N)
+    device = root.states.device
+    # A node below one that no particle could emit is never expanded: its estimate stays Z = 0.
+    log_z = torch.full((tree.num_nodes,), -math.inf, dtype=torch.float64, device=device)
+    log_z[0] = 0.0
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    # Pending work: (moved cloud (m, N, D), row of each node's cloud in it (n,), nodes (n,), weights (n, N)).
+    stack = [(root.states, zero, zero, root.log_weights)]
+    with tqdm(total=tree.num_nodes, desc="SMC prefix tree", unit="node", disable=not progress) as bar:
+        bar.update(1)
+        while stack:
+            cloud, rows, nodes, log_w = stack.pop()
+            if nodes.numel() > block_nodes:
+                stack.append((cloud, rows[block_nodes:], nodes[block_nodes:], log_w[block_nodes:]))
+                rows, nodes, log_w = rows[:block_nodes], nodes[:block_nodes], log_w[:block_nodes]
+            states, log_w, _ = resample_below(cloud[rows], log_w, ess_threshold)  # (n, N, D)
+            moved = model.transition(states).sample()  # (n, N, D): shared by each node's children
+            log_p = torch.log_softmax(model.emission_logits(moved), dim=-1)  # (n, N, V)
+            per_node = count[nodes]
+            child_rows = torch.repeat_interleave(torch.arange(nodes.numel(), device=device), per_node)
+            offset = (
+                torch.arange(child_rows.numel(), device=device)
+                - (torch.cumsum(per_node, 0) - per_node)[child_rows]
+            )
+            children = order[start[nodes][child_rows] + offset]  # (c,)
+            log_g = log_p[child_rows, :, tree.symbol[children]]  # (c, N)
+            child_log_w, increment = reweight(log_w[child_rows], log_g)
+            log_z[children] = log_z[nodes][child_rows] + increment
+            bar.update(children.numel())
+            go_on = ~tree.is_leaf[children] & torch.isfinite(increment)
+            if go_on.any():
+                stack.append((moved, child_rows[go_on], children[go_on], child_log_w[go_on]))
+    return log_z

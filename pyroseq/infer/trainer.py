@@ -3,7 +3,7 @@
 The trainer knows nothing of the model: it asks the objective for a differentiable loss
 (``ELBO.differentiable_loss``, whose gradient is the one ``SVI.step`` takes), calls ``backward`` on it,
 then updates the parameters with a torch optimiser, which keeps the optimiser's state in one
-``state_dict`` a checkpoint can hold. With a Lightning ``Fabric`` (see :mod:`pyroseq.infer.distributed`)
+``state_dict`` a checkpoint can hold. With a Lightning ``Fabric`` (see :mod:`pyroseq.runs.distributed`)
 the same loop runs on every rank: the loss is a module that ``DistributedDataParallel`` wraps, so the
 backward pass averages the gradients over the ranks.
 """
@@ -28,8 +28,9 @@ from pyroseq.errors import ConfigError, PyroseqError
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
 from pyroseq.infer.objectives import make_objective
 from pyroseq.models.base import SequenceModel
+from pyroseq.module import load_modules
 
-__all__ = ["Trainer", "DivergenceError", "NonFiniteLossError", "load_modules"]
+__all__ = ["Trainer", "DivergenceError", "NonFiniteLossError"]
 
 SUMMARY_STEPS = 20  # the initial and final losses average this many steps of the whole run
 # Ctrl-C, and what schedulers, `timeout` and container stops send.
@@ -69,14 +70,6 @@ class ObjectiveModule(torch.nn.Module):
             return math.nan * sum(p.sum() for p in self.parameters() if p.requires_grad)
 
 
-def load_modules(model: SequenceModel, guide: Callable[..., Any], state: dict[str, Any]) -> None:
-    """Load the model's and guide's weights (and the model's extra state) from a checkpoint's ``state``."""
-    model.load_state_dict(state["model"])
-    if isinstance(guide, torch.nn.Module):
-        guide.load_state_dict(state["guide"])
-    model.load_extra_state_dict(state.get("model_extra", {}))
-
-
 class Trainer:
     """Fits a model and its guide by stochastic variational inference.
 
@@ -106,7 +99,7 @@ class Trainer:
             (:meth:`evaluate_loss`) always computes the unscaled bound.
         max_param: the largest absolute parameter value taken as sane (Adam moves a parameter by at
             most about ``lr`` per step, so a trained model's stay far below the default).
-        fabric: a Lightning ``Fabric`` of several processes (:func:`pyroseq.infer.distributed.launch`):
+        fabric: a Lightning ``Fabric`` of several processes (:func:`pyroseq.runs.distributed.launch`):
             each step's gradients and loss are averaged over its ranks, and a stop (Ctrl-C) on any rank
             stops all of them at the same step. ``None``: one process.
 
@@ -143,14 +136,16 @@ class Trainer:
             raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
         if jit and kl_warmup:
             raise ConfigError(
-                "--jit cannot be combined with --kl-warmup: the trace would freeze the annealing factor "
-                "of its first step; drop one"
+                "jit=True cannot be combined with kl_warmup: the trace would freeze the annealing factor "
+                "of its first step; drop one",
+                params=("jit", "kl_warmup"),
             )
         if jit and not model.supports_jit:
             raise ConfigError(
-                f"--jit cannot trace {type(model).__name__} as configured: its training depends on Python "
+                f"jit=True cannot trace {type(model).__name__} as configured: its training depends on Python "
                 "values (a teacher probability, a discriminator's accuracy) that a trace would freeze; "
-                "drop --jit"
+                "drop jit=True",
+                params=("jit",),
             )
         self.model = model
         self.guide = guide
@@ -375,12 +370,11 @@ class Trainer:
                 raise
             last = saved_at if saved_at is not None else (start or None)  # a resumed run began at one
             advice = (
-                "no checkpoint was written: start the run again with a lower --lr"
+                "no checkpoint was written: start the run again with a lower lr"
                 if last is None
-                else f"the checkpoint of step {last} is from before it: resume with a lower --lr "
-                "(or --clip-norm)"
+                else f"the checkpoint of step {last} is from before it: resume with a lower lr (or clip_norm)"
             )
-            raise type(e)(f"{e}; {advice}") from None
+            raise type(e)(f"{e}; {advice}", params=("lr", "clip_norm")) from None
         finally:
             bar.close()
             for sig, handler in previous_handlers.items():

@@ -37,7 +37,7 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import Batch, first_eos
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, mask_special_logits
@@ -181,9 +181,7 @@ class RNNLM(AutoregressiveModel):
             return own
 
         outputs, logits = self._unroll(batch_size, length, next_input)
-        ended = torch.stack(drawn, dim=1) == Vocabulary.eos_id  # (B, T)
-        first_eos = ended.int().argmax(dim=1)  # the first True's index (0 where there is none)
-        lengths = torch.where(ended.any(dim=1), first_eos + 1, torch.full_like(first_eos, length))
+        lengths = (first_eos(torch.stack(drawn, dim=1)) + 1).clamp(max=length)  # (B,)
         return outputs, logits, lengths
 
     def _fit_run(self, ids: Tensor) -> tuple[Tensor, Tensor]:

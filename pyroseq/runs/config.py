@@ -9,6 +9,8 @@ corpus and device a configuration names (:func:`load_corpus`, :func:`resolve_dev
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +21,11 @@ import torch
 from pyroseq.data.batch import check_seed
 from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
-from pyroseq.errors import CheckpointError, ConfigError, DeviceError
+from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
+from pyroseq.guides import FutureGuide
 from pyroseq.infer.objectives import OBJECTIVES
+from pyroseq.models import DSSM, RNNLM, ProfessorForcing
+from pyroseq.runs.checkpoint import CONFIG
 
 __all__ = [
     "DATA",
@@ -35,6 +40,7 @@ __all__ = [
     "RunConfig",
     "check_applicable",
     "resume_differences",
+    "check_config_file",
     "resolve_device",
     "resolve_source",
     "resolve_kl_warmup",
@@ -49,6 +55,12 @@ MODELS = ("dssm", "rnn")
 TRAINING = ("teacher", "scheduled", "professor")
 
 
+def _default(cls: type, argument: str) -> Any:
+    """The default of ``cls``'s constructor ``argument``: a model or guide option's default is set there
+    alone, and a run's configuration takes it from there."""
+    return inspect.signature(cls).parameters[argument].default
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run; saved as ``config.json`` and inside the checkpoint."""
@@ -59,22 +71,22 @@ class RunConfig:
     top: int | None = None  # words: keep the N most frequent (default 10,000 for symspell)
     max_length: int | None = None  # words: drop longer words (default 12 for named sources)
     chunk_length: int = 64  # text: symbols per training sequence
-    # model
+    # model: each default is the constructor's (the one place it is set; model_spec passes the field on)
     model: str = "dssm"  # dssm | rnn
-    state_dim: int = 16  # D, the state size (the paper used 8 and 16); the RNN's hidden size
-    flow: str = "coupling+coupling"  # DSSM transition flow f_G (four affine couplings)
-    flow_hidden: int = 64
-    emitter_hidden: int = 64  # 0: a linear emitter
+    state_dim: int = _default(DSSM, "state_dim")  # D, the state size; the RNN's hidden size
+    flow: str = _default(DSSM, "flow")  # DSSM transition flow f_G
+    flow_hidden: int = _default(DSSM, "flow_hidden")
+    emitter_hidden: int = _default(DSSM, "emitter_hidden")  # 0: a linear emitter
     guide: str = "future"  # future | gaussian
-    guide_flow: str = "diagonal"  # the guide's own flow f_Q ("none" for none)
-    guide_hidden: int = 64  # the guide's backward-RNN size
-    cell: str = "gru"  # rnn: gru | lstm
-    embed_dim: int = 16
-    layers: int = 1
+    guide_flow: str = _default(FutureGuide, "flow")  # the guide's own flow f_Q ("none" for none)
+    guide_hidden: int = _default(FutureGuide, "rnn_hidden")  # the guide's backward-RNN size
+    cell: str = _default(RNNLM, "cell")  # rnn: gru | lstm
+    embed_dim: int = _default(RNNLM, "embed_dim")
+    layers: int = _default(RNNLM, "num_layers")
     training: str = "teacher"  # rnn: teacher | scheduled | professor
     schedule: str = "invsigmoid"  # scheduled sampling: linear | exp | invsigmoid
     schedule_k: float | None = None  # the schedule's rate (default: set from --steps)
-    adversarial_weight: float = 1.0  # professor forcing
+    adversarial_weight: float = _default(ProfessorForcing, "adversarial_weight")  # professor forcing
     # a run directory whose model and guide weights a new run starts from (see INHERITED)
     init_from: str | None = None
     init_from_step: int | None = None  # the step of init_from's checkpoint (set by train_run, not an option)
@@ -113,29 +125,27 @@ class RunConfig:
                     "batch_size", "chunk_length", "valid_size", "devices", "num_nodes")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}", params=(name,))
         for name in ("valid_every", "checkpoint_every", "emitter_hidden", "kl_warmup"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", params=(name,))
         for name in ("lr", "clip_norm"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} must be a positive finite number, got {getattr(self, name)}"
+                    f"{name} must be a positive finite number, got {getattr(self, name)}", params=(name,)
                 )
         if not 0 < self.lr_decay <= 1:
-            raise ConfigError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
-        try:
-            check_seed(self.seed)
-        except ConfigError as e:
-            raise ConfigError(f"--seed: {e}") from None
+            raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
+        check_seed(self.seed)
         if self.model == "rnn" and self.objective == "iwae" and self.particles > 1:
             raise ConfigError(
                 "the RNN has no latent variables: IWAE with K > 1 is the same as the exact ELBO"
             )
         if self.world_size > 1 and self.training == "professor" and self.model == "rnn":
             raise ConfigError(
-                "--training professor updates its discriminator outside the SVI step, which data-parallel "
-                "training does not average: train it with --devices 1 --num-nodes 1"
+                "training professor updates its discriminator outside the SVI step, which data-parallel "
+                "training does not average: train it with devices=1 num_nodes=1",
+                params=("training", "devices", "num_nodes"),
             )
 
     @property
@@ -183,11 +193,40 @@ def same_path(stored: Any, given: Any) -> bool:
     return stored == given or Path(stored).resolve() == Path(given).resolve()
 
 
+def check_config_file(run_dir: Path, config: RunConfig, checkpoint: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``run_dir/config.json`` (if present) describes the run whose
+    checkpoint holds ``config``: a checkpoint copied over from another run would otherwise be taken for
+    this one. Options that a resume may change (:data:`~pyroseq.runs.config.RESUMABLE`) may differ."""
+    path = run_dir / CONFIG
+    if not path.is_file():
+        return
+    try:
+        on_disk = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, AttributeError, CheckpointError) as e:
+        raise CheckpointError(
+            f"{path} is not a pyroseq run config ({first_line(e, limit=120)}); restore it, or delete it to "
+            f"trust {checkpoint.name}"
+        ) from None
+    differ = [
+        f.name
+        for f in dataclasses.fields(RunConfig)
+        if f.name not in RESUMABLE and getattr(on_disk, f.name) != getattr(config, f.name)
+    ][:3]
+    if differ:
+        shown = "; ".join(f"{name} {getattr(on_disk, name)} vs {getattr(config, name)}" for name in differ)
+        raise CheckpointError(
+            f"{checkpoint} is not the checkpoint of the run {path} describes ({shown}): "
+            "it was replaced by another run's; restore the run's own checkpoint, or use the other run's "
+            "directory",
+            params=differ,
+        )
+
+
 def resume_differences(saved: RunConfig, given: dict[str, Any]) -> list[str]:
     """The options in ``given`` that differ from the saved run's and may not change on resume, each as
-    ``--option VALUE (the run has SAVED)``."""
+    ``option=VALUE (the run has SAVED)``."""
     return [
-        f"--{k.replace('_', '-')} {v} (the run has {getattr(saved, k)})"
+        f"{k}={v} (the run has {getattr(saved, k)})"
         for k, v in given.items()
         if k not in RESUMABLE and getattr(saved, k) != v
     ]
@@ -202,19 +241,21 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
     """
     rules: list[tuple[tuple[str, ...], bool, str]] = [
         (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
-         config.model == "dssm", "applies to --model rnn only"),
+         config.model == "dssm", ("model", "applies to model rnn only")),
         (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "kl_warmup"),
-         config.model == "rnn", "applies to --model dssm only"),
-        (("top", "max_length"), config.data == "text", "applies to --data words only"),
-        (("chunk_length",), config.data == "words", "applies to --data text only"),
-        (("guide_flow",), config.guide == "gaussian", "has no effect: --guide gaussian has no flow"),
-        (("schedule", "schedule_k"), config.training != "scheduled", "applies to --training scheduled only"),
-        (("adversarial_weight",), config.training != "professor", "applies to --training professor only"),
+         config.model == "rnn", ("model", "applies to model dssm only")),
+        (("top", "max_length"), config.data == "text", ("data", "applies to data words only")),
+        (("chunk_length",), config.data == "words", ("data", "applies to data text only")),
+        (("guide_flow",), config.guide == "gaussian", ("guide", "has no effect: guide gaussian has no flow")),
+        (("schedule", "schedule_k"), config.training != "scheduled",
+         ("training", "applies to training scheduled only")),
+        (("adversarial_weight",), config.training != "professor",
+         ("training", "applies to training professor only")),
     ]  # fmt: skip
-    for names, unused, why in rules:
+    for names, unused, (by, why) in rules:
         for name in names:
             if unused and name in given:
-                raise ConfigError(f"--{name.replace('_', '-')} {why}")
+                raise ConfigError(f"{name} {why}", params=(name, by))
 
 
 DEFAULT_KL_WARMUP = 1000
@@ -244,8 +285,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}: use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(
-            f"--device {name} was asked for but no CUDA GPU is available to PyTorch "
-            f"(torch {torch.__version__}); use --device cpu"
+            f"device={name} was asked for but no CUDA GPU is available to PyTorch "
+            f"(torch {torch.__version__}); use device=cpu",
+            params=("device",),
         )
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r}: use cpu or cuda")

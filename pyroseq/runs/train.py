@@ -1,8 +1,8 @@
 """Training runs: from a configuration to a trained model in a run directory.
 
 This is what ``pyroseq train`` calls. The pieces live beside it: the configuration and its option rules
-in :mod:`pyroseq.infer.config`, the model and guide specs in :mod:`pyroseq.infer.specs`, the run
-directory's files in :mod:`pyroseq.infer.rundir`, the loop in :mod:`pyroseq.infer.trainer`.
+in :mod:`pyroseq.runs.config`, the model and guide specs in :mod:`pyroseq.runs.specs`, the run
+directory's files in :mod:`pyroseq.runs.rundir`, the loop in :mod:`pyroseq.infer.trainer`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from pyroseq.data.batch import Batch
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
-from pyroseq.infer.checkpoint import CHECKPOINT
-from pyroseq.infer.config import (
+from pyroseq.infer.trainer import Trainer
+from pyroseq.runs.checkpoint import CHECKPOINT
+from pyroseq.runs.config import (
     CORPUS,
     INHERITED,
     PATHS,
@@ -36,13 +37,12 @@ from pyroseq.infer.config import (
     resume_differences,
     same_path,
 )
-from pyroseq.infer.distributed import gather_objects, launch, launched_externally, leads_run, rank_seed
-from pyroseq.infer.guard import claim_new_run, lock_run, training_holder
-from pyroseq.infer.memory import check_training_memory
-from pyroseq.infer.rundir import (
+from pyroseq.runs.distributed import gather_objects, launch, launched_externally, leads_run, rank_seed
+from pyroseq.runs.guard import claim_new_run, lock_run, training_holder
+from pyroseq.runs.memory import check_training_memory
+from pyroseq.runs.rundir import (
     MetricsLog,
     SavedRun,
-    check_config_file,
     check_same_data,
     corpus_fingerprint,
     read_run_checkpoint,
@@ -50,28 +50,30 @@ from pyroseq.infer.rundir import (
     trim_metrics,
     write_config,
 )
-from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
-from pyroseq.infer.trainer import Trainer
+from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
 
 __all__ = ["train_run"]
 
 
 def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]:
     """The checkpoint in ``out`` and its config with ``overrides`` applied, checked against the resume
-    rules (only :data:`~pyroseq.infer.config.RESUMABLE` options change; ``steps`` only grows)."""
+    rules (only :data:`~pyroseq.runs.config.RESUMABLE` options change; ``steps`` only grows)."""
     saved = read_run_checkpoint(out / CHECKPOINT, require=("sampler", "rng"))
-    check_config_file(out, saved.config, saved.path)
     # A corpus file or source run named again by another path (relative, through a link) is no change.
     overrides = {
         k: v for k, v in overrides.items() if not (k in PATHS and same_path(getattr(saved.config, k), v))
     }
     diffs = resume_differences(saved.config, overrides)
     if diffs:
-        raise CheckpointError(f"--resume: options differ from the saved run: {'; '.join(diffs)}")
+        raise CheckpointError(
+            f"resume=True: options differ from the saved run: {'; '.join(diffs)}",
+            params=("resume", *overrides),
+        )
     if "steps" in overrides and overrides["steps"] <= saved.step:
         raise ConfigError(
-            f"--steps {overrides['steps']} is not more than the run's step {saved.step}; "
-            "pass a larger --steps to train on"
+            f"steps={overrides['steps']} is not more than the run's step {saved.step}; "
+            "pass a larger steps to train on",
+            params=("steps",),
         )
     config = saved.config
     if config.kl_warmup is None:  # saved before the option existed: trained without warm-up
@@ -81,7 +83,7 @@ def _resumed(out: Path, overrides: dict[str, Any]) -> tuple[SavedRun, RunConfig]
 
 def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
     """The config of a new run: ``config`` with ``overrides`` applied, and, when it starts from another
-    run's weights, the :data:`~pyroseq.infer.config.INHERITED` options neither given in ``overrides`` nor
+    run's weights, the :data:`~pyroseq.runs.config.INHERITED` options neither given in ``overrides`` nor
     set away from their defaults taken from that run (the corpus options only when no corpus other
     than its own is named), its path made absolute and the step of its checkpoint recorded."""
     if config is None:
@@ -112,17 +114,16 @@ def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
 
 def _init_source(path: str) -> SavedRun:
     """The checkpoint that ``--init-from`` names: a run directory's (checked against its ``config.json``,
-    as :func:`~pyroseq.infer.rundir.load_run` checks it), or a checkpoint file."""
+    as :func:`~pyroseq.runs.rundir.load_run` checks it), or a checkpoint file."""
     given = Path(path).resolve()
     checkpoint = given if given.is_file() else given / CHECKPOINT
     if not checkpoint.is_file():
         raise CheckpointError(
-            f"--init-from {path}: no {CHECKPOINT} there; name a run directory written by pyroseq train "
-            "(or by save_run), or its checkpoint file"
+            f"init_from={path}: no {CHECKPOINT} there; name a run directory written by pyroseq train "
+            "(or by save_run), or its checkpoint file",
+            params=("init_from",),
         )
-    saved = read_run_checkpoint(checkpoint)
-    check_config_file(checkpoint.parent, saved.config, checkpoint)
-    return saved
+    return read_run_checkpoint(checkpoint)
 
 
 def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tuple[int, str | None]:
@@ -134,13 +135,15 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
     source = _init_source(path)
     if source.step != config.init_from_step:
         raise CheckpointError(
-            f"--init-from {path}: its checkpoint moved from step {config.init_from_step} to {source.step} "
-            "while this run started (it is training); start from a run that is not, or from a copy of it"
+            f"init_from={path}: its checkpoint moved from step {config.init_from_step} to {source.step} "
+            "while this run started (it is training); start from a run that is not, or from a copy of it",
+            params=("init_from",),
         )
     if source.vocab != vocab:
         raise CheckpointError(
-            f"--init-from {path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
-            f"against {len(vocab)}), so its weights mean other symbols here; train on its corpus"
+            f"init_from={path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
+            f"against {len(vocab)}), so its weights mean other symbols here; train on its corpus",
+            params=("init_from",),
         )
     try:
         model.load_state_dict(source.state["model"])
@@ -149,14 +152,15 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
         ours, theirs = config, source.config
         differ = [
-            f"--{name.replace('_', '-')} {getattr(ours, name)} (that run has {getattr(theirs, name)})"
+            f"{name}={getattr(ours, name)} (that run has {getattr(theirs, name)})"
             for name in SHAPES
             if getattr(ours, name) != getattr(theirs, name)
         ]
         why = "; ".join(differ) if differ else first_line(e, limit=160)
         raise CheckpointError(
-            f"--init-from {path}: its weights do not fit this run's model and guide: {why}; leave the "
-            "options that shape them at that run's values"
+            f"init_from={path}: its weights do not fit this run's model and guide: {why}; leave the "
+            "options that shape them at that run's values",
+            params=("init_from", *SHAPES),
         ) from None
     return source.step, training_holder(source.path.parent)
 
@@ -201,15 +205,15 @@ def train_run(
             With ``init_from`` (a run directory, or its checkpoint file) the new run starts from that run's
             model and guide weights, with a fresh optimiser, step count and schedules (and no KL warm-up
             unless ``kl_warmup`` is set): to train on under another objective (IWAE with more particles), step
-            size or horizon. Its data and model options (:data:`~pyroseq.infer.config.INHERITED`) are that
+            size or horizon. Its data and model options (:data:`~pyroseq.runs.config.INHERITED`) are that
             run's, except those given in ``overrides`` or set away from their defaults (and the corpus
-            options, :data:`~pyroseq.infer.config.CORPUS`, when a corpus other than its own is named), which
+            options, :data:`~pyroseq.runs.config.CORPUS`, when a corpus other than its own is named), which
             must fit its weights (its vocabulary, too), or it is a :class:`CheckpointError`. The path is
             recorded absolute, with ``init_from_step``, the step of the checkpoint the weights came from.
         out: the run directory. A new run goes only into a new or empty directory, or one where a
-            pyroseq run failed before its first checkpoint (:func:`~pyroseq.infer.guard.claim_new_run`);
+            pyroseq run failed before its first checkpoint (:func:`~pyroseq.runs.guard.claim_new_run`);
             while a run trains, its directory is locked against other processes
-            (:func:`~pyroseq.infer.guard.lock_run`).
+            (:func:`~pyroseq.runs.guard.lock_run`).
         resume: continue from ``out/checkpoint.pt``. ``overrides`` may change ``steps`` (to train
             longer, past the run's step), ``device``, the logging intervals, and the step size: ``lr``,
             ``lr_decay`` and ``clip_norm`` (to get past non-finite losses); any other differing option is
@@ -230,7 +234,8 @@ def train_run(
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise CheckpointError(
-                f"--resume: {out} holds no checkpoint to resume; drop --resume to start a run"
+                f"resume=True: {out} holds no checkpoint to resume; drop resume=True to start a run",
+                params=("resume",),
             )
         # Of a run on several nodes (or under torchrun), the first process claims and locks the directory.
         with lock_run(out) if leads_run() else contextlib.nullcontext():
@@ -251,9 +256,10 @@ def _launch(
     device = resolve_device(config.device)
     if saved is not None and saved.config.world_size != config.world_size:
         raise CheckpointError(
-            f"--resume: the run trains on {saved.config.world_size} processes (--devices "
-            f"{saved.config.devices} --num-nodes {saved.config.num_nodes}), each with its own word stream; "
-            "resume it on as many"
+            f"resume=True: the run trains on {saved.config.world_size} processes (devices="
+            f"{saved.config.devices} num_nodes={saved.config.num_nodes}), each with its own word stream; "
+            "resume it on as many",
+            params=("resume", "devices", "num_nodes"),
         )
     if config.world_size == 1 and not launched_externally():
         return _train(None, config, out, saved, progress)
@@ -274,9 +280,11 @@ def _train(
     corpus = load_corpus(config)
     vocab = corpus.vocab
     if saved is not None and saved.vocab != vocab:
-        raise CheckpointError(f"--resume: the corpus's alphabet changed since {out} was trained")
+        raise CheckpointError(
+            f"resume=True: the corpus's alphabet changed since {out} was trained", params=("resume",)
+        )
     if saved is not None:
-        check_same_data(saved.data, corpus, doing="--resume")
+        check_same_data(saved.data, corpus, doing="resuming")
     data = corpus_fingerprint(corpus)
     specs = (
         (saved.model_spec, saved.guide_spec)
@@ -295,7 +303,8 @@ def _train(
         )
         raise ResourceError(
             f"the model's parameters do not fit in memory ({what}, which the allocator refused): lower "
-            "--state-dim or the hidden sizes"
+            "state_dim or the hidden sizes",
+            params=("state_dim",),
         ) from None
     started_from = None
     if saved is None and config.init_from is not None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from pyroseq.errors import CheckpointError, RunLockedError, StorageError
-from pyroseq.infer.checkpoint import CHECKPOINT
+from pyroseq.runs.checkpoint import CHECKPOINT
 
 __all__ = ["LOCK", "RunLock", "lock_run", "claim_new_run", "training_holder"]
 
@@ -58,7 +58,8 @@ def _holder(path: Path) -> str:
 
 def _not_writable(directory: Path, doing: str) -> StorageError:
     return StorageError(
-        f"cannot {doing} {directory}: permission denied; make it writable (chmod u+w) or choose another --out"
+        f"cannot {doing} {directory}: permission denied; make it writable (chmod u+w) or choose another out",
+        params=("out",),
     )
 
 
@@ -81,7 +82,8 @@ def lock_run(directory: str | Path) -> RunLock:
         os.close(fd)
         raise RunLockedError(
             f"{directory} is being trained by another process ({_holder(path)}); wait for it to end, "
-            "stop it, or choose another --out"
+            "stop it, or choose another out",
+            params=("out",),
         ) from None
     except BaseException:
         os.close(fd)
@@ -126,10 +128,11 @@ def claim_new_run(directory: str | Path) -> RunLock:
     directory = Path(directory)
     if directory.resolve() == Path.cwd().resolve():
         raise StorageError(
-            "--out names the current directory; give the run a directory of its own (e.g. --out runs/NAME)"
+            "out names the current directory; give the run a directory of its own (e.g. out=runs/NAME)",
+            params=("out",),
         )
     if directory.exists() and not directory.is_dir():
-        raise StorageError(f"--out {directory} is a file; give the run a directory")
+        raise StorageError(f"out={directory} is a file; give the run a directory", params=("out",))
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except PermissionError:
@@ -138,18 +141,22 @@ def claim_new_run(directory: str | Path) -> RunLock:
         try:
             foreign = sorted(p.name for p in directory.iterdir())
         except PermissionError:
-            raise StorageError(f"cannot list {directory}: permission denied; choose another --out") from None
+            raise StorageError(
+                f"cannot list {directory}: permission denied; choose another out", params=("out",)
+            ) from None
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise StorageError(
                 f"{directory} is not empty and is not a pyroseq run (it holds {shown}); pyroseq writes "
-                "only into a new or empty directory: choose another --out"
+                "only into a new or empty directory: choose another out",
+                params=("out",),
             )
     lock = lock_run(directory)
     # Checked under the lock: a run started here meanwhile by another process is seen.
     if (directory / CHECKPOINT).exists():
         lock.release()
         raise CheckpointError(
-            f"{directory} already holds a run; pass --resume to continue it, or choose another --out"
+            f"{directory} already holds a run; pass resume=True to continue it, or choose another out",
+            params=("resume", "out"),
         )
     return lock

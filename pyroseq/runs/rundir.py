@@ -2,20 +2,20 @@
 
 A run directory holds ``checkpoint.pt`` (the trainer's state plus what rebuilds the run: its config,
 vocabulary, model and guide specs, the sampler's and random-number states, and the fingerprint of its
-corpus), ``config.json`` and ``metrics.jsonl`` (see :mod:`pyroseq.infer.checkpoint` for the atomic
-writes), and the lock file of :mod:`pyroseq.infer.guard`. :func:`load_run` rebuilds the trained model and
+corpus), ``config.json`` and ``metrics.jsonl`` (see :mod:`pyroseq.runs.checkpoint` for the atomic
+writes), and the lock file of :mod:`pyroseq.runs.guard`. :func:`load_run` rebuilds the trained model and
 guide for evaluation, decoding and predictive checks; :func:`read_run_checkpoint` reads the fields a
 resumed run needs.
 
 Provenance: the checkpoint records a SHA-256 of the corpus as the run loaded it (the words and counts
 after filtering, or the three splits of the text), so a corpus file edited, replaced or re-filtered since
 is seen (:func:`check_same_data`) before a resumed run trains on it or an evaluation scores against it;
-and a checkpoint must belong to the run its ``config.json`` describes (:func:`check_config_file`).
+and a checkpoint must belong to the run its ``config.json`` describes
+(:func:`~pyroseq.runs.config.check_config_file`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -30,7 +30,9 @@ from pyroseq.data.text import TextCorpus
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, first_line
-from pyroseq.infer.checkpoint import (
+from pyroseq.models import SequenceModel
+from pyroseq.module import load_modules
+from pyroseq.runs.checkpoint import (
     CHECKPOINT,
     CONFIG,
     METRICS,
@@ -39,15 +41,12 @@ from pyroseq.infer.checkpoint import (
     write_json_atomic,
     write_text_atomic,
 )
-from pyroseq.infer.config import RESUMABLE, RunConfig, load_corpus, resolve_device
-from pyroseq.infer.specs import build_from_specs, guide_spec, model_spec
-from pyroseq.infer.trainer import load_modules
-from pyroseq.models import SequenceModel
+from pyroseq.runs.config import RunConfig, check_config_file, load_corpus, resolve_device
+from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
 
 __all__ = [
     "corpus_fingerprint",
     "check_same_data",
-    "check_config_file",
     "SavedRun",
     "read_run_checkpoint",
     "save_run_checkpoint",
@@ -88,33 +87,6 @@ def check_same_data(saved: dict[str, str] | None, corpus: WordCorpus | TextCorpu
         )
 
 
-def check_config_file(run_dir: Path, config: RunConfig, checkpoint: Path) -> None:
-    """Raise :class:`CheckpointError` unless ``run_dir/config.json`` (if present) describes the run whose
-    checkpoint holds ``config``: a checkpoint copied over from another run would otherwise be taken for
-    this one. Options that a resume may change (:data:`~pyroseq.infer.config.RESUMABLE`) may differ."""
-    path = run_dir / CONFIG
-    if not path.is_file():
-        return
-    try:
-        on_disk = RunConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, AttributeError, CheckpointError) as e:
-        raise CheckpointError(
-            f"{path} is not a pyroseq run config ({first_line(e, limit=120)}); restore it, or delete it to "
-            f"trust {checkpoint.name}"
-        ) from None
-    differ = [
-        f"--{f.name.replace('_', '-')} {getattr(on_disk, f.name)} vs {getattr(config, f.name)}"
-        for f in dataclasses.fields(RunConfig)
-        if f.name not in RESUMABLE and getattr(on_disk, f.name) != getattr(config, f.name)
-    ]
-    if differ:
-        raise CheckpointError(
-            f"{checkpoint} is not the checkpoint of the run {path} describes ({'; '.join(differ[:3])}): "
-            "it was replaced by another run's; restore the run's own checkpoint, or use the other run's "
-            "directory"
-        )
-
-
 @dataclass
 class SavedRun:
     """A run checkpoint as read from disk: the raw ``state`` and the fields parsed from it."""
@@ -143,22 +115,23 @@ def read_run_checkpoint(
     path: str | Path, *, map_location: str | torch.device = "cpu", require: tuple[str, ...] = ()
 ) -> SavedRun:
     """Read the run checkpoint at ``path`` (a file); the fields every run checkpoint holds and those in
-    ``require`` (e.g. ``"sampler"``, ``"rng"`` to resume) must be present and well formed, or it is a
+    ``require`` (e.g. ``"sampler"``, ``"rng"`` to resume) must be present and well formed, and the
+    ``config.json`` beside it must describe it (:func:`check_config_file`), or it is a
     :class:`CheckpointError`."""
     path = Path(path)
     state = load_checkpoint(path, map_location=map_location)
     for name in ("model_spec", "guide_spec", *require, "config", "vocab", "step"):
         if name not in state and state.get("written_by") == "save_run":
             raise CheckpointError(
-                f"{path} was written by pyroseq.infer.save_run from a script and holds no training state "
+                f"{path} was written by pyroseq.runs.save_run from a script and holds no training state "
                 f"({name!r}) to resume: start a new run from its weights (pyroseq train --init-from), "
                 "or load it with load_run and train on in a script"
             )
         if name not in state:
             raise CheckpointError(f"{path} lacks {name!r}: not a complete pyroseq checkpoint")
     try:
-        config = RunConfig.from_dict(state["config"])
         vocab = Vocabulary.from_dict(state["vocab"])
+        config = RunConfig.from_dict(state["config"])
         step = int(state["step"])
         for name in ("model_spec", "guide_spec"):
             if not isinstance(state[name], dict) or not isinstance(state[name].get("kwargs"), dict):
@@ -167,6 +140,7 @@ def read_run_checkpoint(
         raise CheckpointError(f"{path} lacks {e.args[0]!r}: not a complete pyroseq checkpoint") from None
     except (TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path} is not a valid pyroseq checkpoint: {first_line(e)}") from None
+    check_config_file(path.parent, config, path)
     data = state.get("data")
     return SavedRun(path, state, config, vocab, state["model_spec"], state["guide_spec"], step, data)
 
@@ -307,9 +281,9 @@ def load_run(path: str | Path, *, device: str = "cpu") -> LoadedRun:
     ckpt = run_dir / CHECKPOINT if run_dir == path else path
     where = resolve_device(device)
     saved = read_run_checkpoint(ckpt, map_location=where)
-    check_config_file(run_dir, saved.config, ckpt)
-    model, guide = build_from_specs(saved.model_spec, saved.guide_spec, device=where, saved_in=ckpt)
-    saved.restore(lambda s: load_modules(model, guide, s), saved.state)
+    model, guide = build_from_specs(
+        saved.model_spec, saved.guide_spec, device=where, saved_in=ckpt, state=saved.state
+    )
     model.eval()
     if isinstance(guide, torch.nn.Module):
         guide.eval()

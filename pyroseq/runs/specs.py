@@ -16,8 +16,9 @@ import torch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import CheckpointError, ConfigError, first_line
 from pyroseq.guides import build_guide
-from pyroseq.infer.config import RunConfig
 from pyroseq.models import SequenceModel, build_model
+from pyroseq.module import load_modules
+from pyroseq.runs.config import RunConfig
 
 __all__ = ["model_spec", "guide_spec", "build_from_specs"]
 
@@ -66,15 +67,19 @@ def build_from_specs(
     *,
     device: str | torch.device = "cpu",
     saved_in: str | Path | None = None,
+    state: dict[str, Any] | None = None,
 ) -> tuple[SequenceModel, Callable[..., Any]]:
-    """The model and guide that the specs ``model`` and ``guide`` describe, newly initialised on ``device``.
+    """The model and guide that the specs ``model`` and ``guide`` describe, on ``device``: newly initialised,
+    or with the weights in ``state``.
 
     Args:
         model: a model spec, as :func:`model_spec` makes it.
         guide: a guide spec, as :func:`guide_spec` makes it.
         device: where to put their parameters.
         saved_in: the checkpoint the specs were read from, if any: a spec there that this version cannot
-            build (an unknown argument, a bad value) is then a :class:`CheckpointError` naming it.
+            build (an unknown argument, a bad value), or weights that do not fit, are then a
+            :class:`CheckpointError` naming it.
+        state: a checkpoint's state, whose weights (:func:`~pyroseq.module.load_modules`) are loaded.
     """
     try:
         built_model = build_model(model["name"], **model["kwargs"]).to(device)
@@ -87,4 +92,11 @@ def build_from_specs(
         ) from None
     if isinstance(built_guide, torch.nn.Module):
         built_guide = built_guide.to(device)
+    if state is not None:
+        try:
+            load_modules(built_model, built_guide, state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise CheckpointError(
+                f"{saved_in} does not match the model its config describes: {first_line(e)}"
+            ) from None
     return built_model, built_guide

@@ -76,13 +76,15 @@ def launch(
         from lightning_fabric.strategies import DDPStrategy
     except ImportError:
         raise ConfigError(
-            "--devices/--num-nodes need Lightning Fabric: pip install 'pyroseq[distributed]' "
-            "(or pip install lightning-fabric)"
+            "devices/num_nodes need Lightning Fabric: pip install 'pyroseq[distributed]' "
+            "(or pip install lightning-fabric)",
+            params=("devices", "num_nodes"),
         ) from None
     if device.type == "cuda" and devices > torch.cuda.device_count():
         raise DeviceError(
-            f"--devices {devices} asks for {devices} GPUs but this node has {torch.cuda.device_count()}; "
-            "lower --devices"
+            f"devices={devices} asks for {devices} GPUs but this node has {torch.cuda.device_count()}; "
+            "lower devices",
+            params=("devices",),
         )
     external = launched_externally()
     cuda = device.type == "cuda"

@@ -1,0 +1,75 @@
+"""``evaluate_run``: the library call behind ``pyroseq evaluate``, and the command as its printer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from pyroseq.cli.common import to_jsonable
+from pyroseq.cli.main import cli
+from pyroseq.errors import ConfigError
+from pyroseq.evaluate import evaluate_run
+from pyroseq.runs import RunConfig, train_run
+
+TINY = dict(
+    source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8,
+    valid_every=3, valid_size=16, checkpoint_every=3, steps=3,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dssm_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "dssm"
+    train_run(RunConfig(**TINY), out, progress=False)
+    return out
+
+
+def _figures(result: dict) -> dict:
+    return {k: v for k, v in to_jsonable(result).items() if k != "cpu_seconds"}
+
+
+def test_the_command_prints_what_evaluate_run_returns(dssm_run):
+    options = dict(num_samples=3, bound_words=8, bound_ks=(1, 10, 100), noise_samples=2, seed=5)
+    result = evaluate_run(dssm_run, **options)
+    assert {"ce_nats", "kl_nats", "vocab_mass", "bounds", "noise"} <= set(result)
+    assert set(result["bounds"]) >= {"elbo", "iwae_10", "iwae_100"}
+    assert result["noise"]["plot"] == str(dssm_run / "noise_usage.png")
+    out = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(dssm_run),
+            "-k",
+            "3",
+            "--bound-words",
+            "8",
+            "--noise-samples",
+            "2",
+            "--seed",
+            "5",
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    printed = json.loads(out.output.strip().splitlines()[-1])
+    assert _figures(printed) == _figures(result)
+    assert f"CE   {result['ce_nats']:.4f}" in out.output
+
+
+def test_evaluate_run_leaves_out_what_is_not_asked_for(dssm_run):
+    result = evaluate_run(dssm_run, num_samples=2, bounds=False, noise=False, estimator="prior")
+    assert "bounds" not in result and "noise" not in result and result["estimator"] == "prior"
+
+
+def test_the_library_names_parameters_and_the_command_its_flags(dssm_run):
+    with pytest.raises(
+        ConfigError, match=r"^the jackknife needs at least 2 filter runs \(num_repeats\), got 1"
+    ):
+        evaluate_run(dssm_run, estimator="smc", num_repeats=1, jackknife=True, bounds=False, noise=False)
+    out = CliRunner().invoke(
+        cli, ["evaluate", str(dssm_run), "--estimator", "smc", "--repeats", "1", "--jackknife", "--no-noise"]
+    )
+    assert out.exit_code == 2
+    assert "error: the jackknife needs at least 2 filter runs (--repeats), got 1" in out.output
