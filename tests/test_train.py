@@ -1,5 +1,6 @@
 """Training runs: reproducibility, resume, checkpoints, bad input, the train command."""
 
+import dataclasses
 import json
 import math
 import os
@@ -16,7 +17,7 @@ from pyroseq.data.text import load_text
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, PyroseqError
 from pyroseq.guides import build_guide
 from pyroseq.infer.trainer import NonFiniteLossError, Trainer
-from pyroseq.models import build_model
+from pyroseq.models import build_model, emitter_output_layer, unigram_log_frequencies
 from pyroseq.runs.checkpoint import save_checkpoint
 from pyroseq.runs.config import RunConfig
 from pyroseq.runs.rundir import corpus_fingerprint, load_run
@@ -563,3 +564,28 @@ def test_a_signal_that_arrives_while_the_ranks_agree_on_stopping_is_not_lost(tmp
     monkeypatch.setattr(Trainer, "_agreed_stop", agreeing)
     stopped = train_run(RunConfig(**{**TINY, "checkpoint_every": 0}), tmp_path / "run", progress=False)
     assert stopped["stopped_by"] == "SIGTERM" and stopped["steps"] == 3
+
+
+@pytest.mark.parametrize("model", ["dssm", "rnn"])
+@pytest.mark.parametrize("data", ["words", "text"])
+def test_a_new_run_starts_its_emitter_at_the_unigram_law(tmp_path, model, data):
+    """emitter_bias="unigram" (the default) sets the logit layer's bias to the training data's log symbol
+    frequencies (words weighted by p(w)) before the first step, for every model alike; "default" leaves
+    nn.Linear's own draw."""
+    extra = {"source": "sample", "chunk_length": 16} if data == "text" else {}
+    config = RunConfig(**{**TINY, "model": model, "data": data, "steps": 1, "lr": 1e-9, **extra})
+    train_run(config, tmp_path / "unigram", progress=False)
+    run = load_run(tmp_path / "unigram")
+    corpus = run.corpus()
+    if data == "words":
+        expected = unigram_log_frequencies(
+            corpus.batch().ids, len(corpus.vocab), weights=torch.as_tensor(corpus.counts, dtype=torch.float64)
+        )
+    else:
+        expected = unigram_log_frequencies(corpus.ids("train"), len(corpus.vocab))
+    bias = emitter_output_layer(run.model).bias.detach()
+    real = torch.isfinite(expected)
+    assert torch.allclose(bias[real], expected[real], atol=1e-4)  # one step at lr 1e-9 moves nothing
+    train_run(dataclasses.replace(config, emitter_bias="default"), tmp_path / "default", progress=False)
+    drawn = emitter_output_layer(load_run(tmp_path / "default").model).bias.detach()
+    assert not torch.allclose(drawn[real], expected[real], atol=0.1)

@@ -22,7 +22,7 @@ from pyroseq.cli.common import (
     threads_option,
 )
 from pyroseq.infer.objectives import OBJECTIVES
-from pyroseq.runs.config import DATA, MODELS, TRAINING, RunConfig
+from pyroseq.runs.config import DATA, EMITTER_BIASES, MODELS, TRAINING, RunConfig
 from pyroseq.runs.train import train_run
 
 _DEFAULTS = RunConfig()
@@ -51,7 +51,8 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--schedule-k", "schedule_k", POSITIVE_FLOAT, "The schedule's rate parameter (default: set from --steps)."),
     ("--adversarial-weight", "adversarial_weight", Finite(min=0), "Professor forcing: weight of the generator's adversarial term."),
     ("--init-from", "init_from", str, "A new run starting from the weights of the run in this directory (or of this checkpoint file): its data and model options unless given, a fresh optimiser, step count and schedules, no KL warm-up unless given."),
-    ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO) or iwae (the importance-weighted bound, K = --particles)."),
+    ("--emitter-bias", "emitter_bias", click.Choice(EMITTER_BIASES), "A new run's emitter output bias: unigram (the symbols' log frequencies in the training data, every model alike) or default (nn.Linear's own draw)."),
+    ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO), iwae (the importance-weighted bound, K = --particles) or dreg (IWAE with doubly reparameterised guide gradients)."),
     ("--particles", "particles", POSITIVE, "K, the number of vectorised particles."),
     ("--kl-warmup", "kl_warmup", NON_NEGATIVE, "DSSM: KL annealing over N steps, the latent sites scaled by min(1, step/N) (0: none; default 1000, or half of --steps if fewer)."),
     ("--steps", "steps", POSITIVE, "Total optimisation steps (on --resume: train on to this many; see below)."),

@@ -30,6 +30,7 @@ from pyroseq.runs.checkpoint import CONFIG
 __all__ = [
     "DATA",
     "MODELS",
+    "EMITTER_BIASES",
     "TRAINING",
     "CORPUS",
     "INHERITED",
@@ -52,6 +53,7 @@ __all__ = [
 
 DATA = ("words", "text")
 MODELS = ("dssm", "rnn")
+EMITTER_BIASES = ("unigram", "default")
 TRAINING = ("teacher", "scheduled", "professor")
 
 
@@ -90,8 +92,11 @@ class RunConfig:
     # a run directory whose model and guide weights a new run starts from (see INHERITED)
     init_from: str | None = None
     init_from_step: int | None = None  # the step of init_from's checkpoint (set by train_run, not an option)
+    # a new run's emitter output bias: the symbols' log unigram frequencies in the training data
+    # (init_emitter_bias, every model alike) or "default", nn.Linear's own draw (runs saved before the option)
+    emitter_bias: str = "unigram"
     # optimisation
-    objective: str = "elbo"  # elbo | iwae
+    objective: str = "elbo"  # elbo | iwae | dreg
     particles: int = 1  # K
     # dssm: KL annealing over this many steps (0: none). None, in a new run: DEFAULT_KL_WARMUP steps, or
     # half of --steps if that is fewer, and none from --init-from (see resolve_kl_warmup); a run saved
@@ -118,6 +123,7 @@ class RunConfig:
             ("model", MODELS),
             ("objective", OBJECTIVES),
             ("training", TRAINING),
+            ("emitter_bias", EMITTER_BIASES),
         ):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(valid)}")
@@ -137,9 +143,11 @@ class RunConfig:
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
         check_seed(self.seed)
-        if self.model == "rnn" and self.objective == "iwae" and self.particles > 1:
+        if self.model == "rnn" and self.objective in ("iwae", "dreg") and self.particles > 1:
             raise ConfigError(
-                "the RNN has no latent variables: IWAE with K > 1 is the same as the exact ELBO"
+                f"the RNN has no latent variables: {self.objective.upper()} with K > 1 is the same as the "
+                "exact ELBO",
+                params=("objective", "particles"),
             )
         if self.world_size > 1 and self.training == "professor" and self.model == "rnn":
             raise ConfigError(

@@ -21,6 +21,7 @@ from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
 from pyroseq.infer.trainer import Trainer
+from pyroseq.models.init import init_emitter_bias
 from pyroseq.runs.checkpoint import CHECKPOINT
 from pyroseq.runs.config import (
     CORPUS,
@@ -190,6 +191,16 @@ def _probe(config: RunConfig, corpus: WordCorpus | TextCorpus) -> Batch:
     return Batch(chunks.ids[:2], chunks.mask[:2], chunks.lengths[:2])
 
 
+def _unigram_emitter_bias(model: torch.nn.Module, corpus: WordCorpus | TextCorpus) -> None:
+    """Start the emitter at the symbols' unigram law in the training data (words weighted by p(w))."""
+    if isinstance(corpus, WordCorpus):
+        init_emitter_bias(
+            model, corpus.batch().ids, weights=torch.as_tensor(corpus.counts, dtype=torch.float64)
+        )
+    else:
+        init_emitter_bias(model, corpus.ids("train"))
+
+
 def train_run(
     config: RunConfig | None,
     out: str | Path,
@@ -309,6 +320,8 @@ def _train(
     started_from = None
     if saved is None and config.init_from is not None:
         started_from = _load_weights(config, model, guide, vocab)
+    elif saved is None and config.emitter_bias == "unigram":
+        _unigram_emitter_bias(model, corpus)
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
