@@ -1,0 +1,113 @@
+"""Screen the DSSM's learning levers at a fixed budget, beside the teacher-forced GRU (issue 27).
+
+One call trains one configuration from step 0 with the library's own pieces (the ``Trainer``, the word
+estimators), evaluates the cross-entropy against p(w) every ``--every`` steps by the same estimator, and
+appends one JSON line to ``--out`` (default ``benchmarks/results/levers.jsonl``): the options, the final
+CE (guide IWAE with ``--eval-k`` particles for a DSSM, exact for the GRU), its standard error, the
+vocabulary mass, the training CPU seconds (evaluations excluded) and the learning curve
+``[[step, train CPU s, CE], ...]``. Every figure in docs/results.md's lever tables is a line of that file.
+
+    python benchmarks/levers.py --objective dreg --particles 4            # DSSM, D = 16, symspell
+    python benchmarks/levers.py --model rnn --source german               # the GRU on the second list
+    python benchmarks/levers.py --emitter-bias default --objective elbo   # the README's old recipe
+
+The learning rate decays geometrically towards lr * 0.1 over ``--horizon`` steps (20,000: the study's
+horizon), so a screen at 1,000 or 3,000 steps sees the start of a long run, not a run squeezed into the budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+from pyroseq.data.words import load_words
+from pyroseq.evaluate.words import word_log_probs, word_metrics
+from pyroseq.guides import FutureGuide, empty_guide
+from pyroseq.infer import FreeBitsELBO
+from pyroseq.infer.trainer import ObjectiveModule, Trainer
+from pyroseq.models import DSSM, RNNLM, init_emitter_bias
+
+RESULTS = Path(__file__).parent / "results" / "levers.jsonl"
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=["dssm", "rnn"], default="dssm")
+    p.add_argument("--source", default="symspell", help="symspell, german, or a word-count file")
+    p.add_argument("--top", type=int, default=10_000)
+    p.add_argument("--state-dim", type=int, default=16)
+    p.add_argument("--objective", choices=["elbo", "iwae", "dreg"], default="elbo")
+    p.add_argument("--particles", type=int, default=1)
+    p.add_argument(
+        "--free-bits", type=float, default=0.0, help="FreeBitsELBO's floor per word (nats); 0: off"
+    )
+    p.add_argument("--kl-warmup", type=int, default=500)
+    p.add_argument("--emitter-bias", choices=["unigram", "default"], default="unigram")
+    p.add_argument("--lr", type=float, default=6e-3)
+    p.add_argument("--horizon", type=int, default=20_000, help="steps over which the lr decays to lr * 0.1")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--every", type=int, default=500, help="evaluate the CE every N steps")
+    p.add_argument("--eval-k", type=int, default=100, help="guide IWAE particles per word for a DSSM's CE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse()
+    torch.set_num_threads(1)
+    pyro.set_rng_seed(args.seed)
+    corpus = load_words(args.source, top=args.top)
+    V, D = len(corpus.vocab), args.state_dim
+    if args.model == "dssm":
+        model, guide = DSSM(vocab_size=V, state_dim=D), FutureGuide(vocab_size=V, state_dim=D)
+    else:
+        model, guide = RNNLM(vocab_size=V, state_dim=D), empty_guide
+    if args.emitter_bias == "unigram":
+        init_emitter_bias(
+            model, corpus.batch().ids, weights=torch.as_tensor(corpus.counts, dtype=torch.float64)
+        )
+    warmup = args.kl_warmup if args.model == "dssm" else 0
+    trainer = Trainer(model, guide, objective=args.objective, particles=args.particles, lr=args.lr,
+                      total_steps=args.horizon, kl_warmup=warmup)  # fmt: skip
+    if args.free_bits:
+        trainer.loss = FreeBitsELBO(free_nats=args.free_bits, num_particles=args.particles)
+        trainer.objective = ObjectiveModule(model, guide, trainer.loss)
+    words = corpus.encode()
+
+    def evaluate() -> dict:
+        with torch.no_grad():
+            estimate = word_log_probs(model, guide, words, num_samples=args.eval_k)
+        return word_metrics(estimate, corpus.probs)
+
+    batches = corpus.sampler(args.batch_size, seed=args.seed)
+    curve, train_cpu = [], 0.0
+    for step in range(1, args.steps + 1):
+        began = time.process_time()
+        figures = trainer.step(next(batches))
+        train_cpu += time.process_time() - began
+        if step % args.every == 0 or step == args.steps:
+            metrics = evaluate()
+            curve.append([step, round(train_cpu, 1), metrics["ce_nats"]])
+            print(f"step {step}  loss {figures['loss']:.3f}  CE {metrics['ce_nats']:.3f}  {train_cpu:.0f} CPU s",
+                  flush=True)  # fmt: skip
+    record = {
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "ce": metrics["ce_nats"], "ce_stderr": metrics["ce_stderr"], "vocab_mass": metrics["vocab_mass"],
+        "estimator": metrics["estimator"], "k": metrics["samples"], "train_cpu_s": round(train_cpu, 1),
+        "curve": curve, "torch": torch.__version__,
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps({k: record[k] for k in ("ce", "ce_stderr", "vocab_mass", "train_cpu_s")}))
+
+
+if __name__ == "__main__":
+    main()
