@@ -1,0 +1,48 @@
+"""The lever screen (benchmarks/levers.py) and its plot (benchmarks/plot_levers.py) at a tiny size."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+def screen(tmp_path, *options):
+    out = tmp_path / "levers.jsonl"
+    command = [sys.executable, str(BENCHMARKS / "levers.py"), "--source", "sample", "--top", "50",
+               "--state-dim", "4", "--steps", "4", "--every", "2", "--batch-size", "8", "--eval-k", "3",
+               "--out", str(out), *options]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "options, estimator",
+    [
+        (("--model", "rnn"), "exact"),
+        (("--objective", "dreg", "--particles", "2"), "iwae"),
+        (("--free-bits", "1", "--kl-warmup", "0"), "iwae"),
+    ],
+)
+def test_a_screen_appends_its_curve_and_figures(tmp_path, options, estimator):
+    (record,) = screen(tmp_path, *options)
+    assert record["estimator"] == estimator
+    assert [point[0] for point in record["curve"]] == [2, 4]  # every 2 steps, up to the budget
+    assert record["ce"] == record["curve"][-1][2] > 0
+    assert record["curve"][0][1] <= record["curve"][1][1] == record["train_cpu_s"]
+    assert record["options"]["steps"] == 4 and record["options"]["source"] == "sample"
+
+
+def test_the_plot_draws_every_recorded_run(tmp_path):
+    screen(tmp_path, "--model", "rnn")
+    screen(tmp_path, "--objective", "dreg", "--particles", "2")
+    png = tmp_path / "curves.png"
+    subprocess.run(
+        [sys.executable, str(BENCHMARKS / "plot_levers.py"), "--results", str(tmp_path / "levers.jsonl"),
+         "--state-dim", "4", "--steps", "4", "--out", str(png)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert png.stat().st_size > 10_000
