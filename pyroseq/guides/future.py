@@ -52,6 +52,8 @@ class FutureGuide(PyroseqModule):
         flow_hidden: hidden width of a named flow's networks.
         embed_dim: dimension of the symbol embedding fed to the backward GRU.
         rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+        name: the prefix of its parameters in Pyro's param store; ``None``: ``guide``, ``guide_2``, ... in
+            order of construction (see :mod:`pyroseq.module`). Pass it where parameters are saved and loaded.
     """
 
     def __init__(
@@ -63,12 +65,13 @@ class FutureGuide(PyroseqModule):
         flow_hidden: int = 64,
         embed_dim: int = 16,
         rnn_hidden: int = 64,
+        name: str | None = None,
     ) -> None:
         check_vocab_size(vocab_size)
         check_positive_sizes(
             state_dim=state_dim, flow_hidden=flow_hidden, embed_dim=embed_dim, rnn_hidden=rnn_hidden
         )
-        super().__init__(role="guide", vocab_size=vocab_size)
+        super().__init__(role="guide", vocab_size=vocab_size, name=name)
         self.state_dim = state_dim
         self.rnn_hidden = rnn_hidden
         self.h_0 = nn.Parameter(torch.zeros(state_dim))
@@ -192,11 +195,23 @@ class GaussianGuide(FutureGuide):
         state_dim: D, the dimension of the state (must equal the model's).
         embed_dim: dimension of the symbol embedding fed to the backward GRU.
         rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+        name: as for :class:`FutureGuide`.
     """
 
     def __init__(
-        self, *, vocab_size: int, state_dim: int = 16, embed_dim: int = 16, rnn_hidden: int = 64
+        self,
+        *,
+        vocab_size: int,
+        state_dim: int = 16,
+        embed_dim: int = 16,
+        rnn_hidden: int = 64,
+        name: str | None = None,
     ) -> None:
         super().__init__(
-            vocab_size=vocab_size, state_dim=state_dim, flow=None, embed_dim=embed_dim, rnn_hidden=rnn_hidden
+            vocab_size=vocab_size,
+            state_dim=state_dim,
+            flow=None,
+            embed_dim=embed_dim,
+            rnn_hidden=rnn_hidden,
+            name=name,
         )

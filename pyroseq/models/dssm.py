@@ -123,6 +123,8 @@ class DSSM(StateSpaceModel):
         flow_hidden: hidden width of a named flow's networks.
         emitter_hidden: hidden width of the emitter MLP ``D -> emitter_hidden -> V``; ``None`` for a linear
             emitter ``D -> V``.
+        name: the prefix of its parameters in Pyro's param store; ``None``: ``model``, ``model_2``, ... in
+            order of construction (see :mod:`pyroseq.module`). Pass it where parameters are saved and loaded.
     """
 
     def __init__(
@@ -133,10 +135,11 @@ class DSSM(StateSpaceModel):
         flow: str | ConditionalTransformModule = "coupling+coupling",
         flow_hidden: int = 64,
         emitter_hidden: int | None = 64,
+        name: str | None = None,
     ) -> None:
         check_vocab_size(vocab_size)
         check_positive_sizes(state_dim=state_dim, flow_hidden=flow_hidden, emitter_hidden=emitter_hidden)
-        super().__init__(vocab_size=vocab_size)
+        super().__init__(vocab_size=vocab_size, name=name)
         self.state_dim = state_dim
         self.h_0 = nn.Parameter(torch.zeros(state_dim))
         self.transition_flow = resolve_flow(
