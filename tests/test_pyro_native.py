@@ -157,6 +157,22 @@ BAD_INPUTS = {
     "PAD on a real step": (lambda b: (b.ids.masked_fill(b.mask, 0), b.mask), "PAD=0"),
     "float ids": (lambda b: (b.ids.float(), b.mask), "ids must be an integer tensor"),
     "mask of 2s": (lambda b: (b.ids, b.mask.long() * 2), "only 0 and 1"),
+    # PyTorch's ignore_index habit, and any other id outside the vocabulary on padded steps
+    "padding -100": (
+        lambda b: (b.ids.masked_fill(~b.mask, -100), b.mask),
+        r"ids\[\d+, \d+\] = -100 on a padded step .* pad with PAD = 0",
+    ),
+    "padding 999": (lambda b: (b.ids.masked_fill(~b.mask, 999), b.mask), r"= 999 on a padded step"),
+    "B = 0": (lambda b: (b.ids[:0], b.mask[:0]), r"the batch is empty \(mask \(0, \d+\)\)"),
+    "T = 0": (lambda b: (b.ids[:, :0], b.mask[:, :0]), r"no steps \(mask \(4, 0\)\)"),
+    "words without EOS": (
+        lambda b: (b.ids.masked_fill(b.ids == 2, 3), b.mask),
+        r"word 0 ends with ids\[0, \d+\] = 3, not EOS \(2\)",
+    ),
+    "mask one column too many": (
+        lambda b: (b.ids, torch.cat([b.mask, b.mask[:, :1]], dim=1)),
+        r"ids \(4, (\d+)\) and mask \(4, \d+\) must have the same shape",
+    ),
 }
 
 
