@@ -51,7 +51,7 @@ class RunLockedError(PyroseqError, RuntimeError):
     """Another process is training the run directory (the message names its PID)."""
 
 
-class NonFiniteError(PyroseqError, ValueError):
+class NonFiniteError(PyroseqError, FloatingPointError):
     """Training diverged: a parameter or a latent sample became NaN or infinite (the message names it)."""
 
 

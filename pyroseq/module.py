@@ -46,6 +46,7 @@ from pyro.params.param_store import param_with_module_name
 from pyro.poutine.replay_messenger import ReplayMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.trace_struct import Trace
+from pyro.poutine.util import site_is_subsample
 from torch import Tensor
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -60,13 +61,17 @@ _LIVE: weakref.WeakSet[PyroseqModule] = weakref.WeakSet()  # every module built,
 
 
 def _count_optimiser_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """After any torch optimiser's step: one more step for every live module whose parameters it holds."""
-    if not _LIVE:
+    """After any torch optimiser's step: one more step for every live module whose parameters it holds and
+    that ran with gradients since its latest counted step (``PyroOptim`` steps one torch optimiser per
+    parameter: all of them together are one step)."""
+    waiting = [module for module in list(_LIVE) if module._ran_since_step]
+    if not waiting:
         return
     held = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    for module in list(_LIVE):
+    for module in waiting:
         if any(id(p) in held for p in module.optimised_parameters()):
             module.optimiser_steps += 1
+            module._ran_since_step = False
 
 
 register_optimizer_step_post_hook(_count_optimiser_step)
@@ -114,8 +119,8 @@ class PyroseqModule(PyroModule):
             ``None``: ``role``, ``role_2``, ... in order of construction in this process.
 
     Attributes:
-        optimiser_steps: the torch optimiser steps taken on the module's parameters, plus the
-            :meth:`advance` calls.
+        optimiser_steps: the torch optimiser steps taken on the module's parameters after a call with
+            gradients, plus the :meth:`advance` calls.
     """
 
     def __init__(self, *, role: str, vocab_size: int, name: str | None = None) -> None:
@@ -124,6 +129,7 @@ class PyroseqModule(PyroModule):
         super().__init__(name=_instance_name(role) if name is None else name)
         self.vocab_size = vocab_size
         self.optimiser_steps = 0
+        self._ran_since_step = False
         self._warned_store = False
         _LIVE.add(self)
 
@@ -133,6 +139,7 @@ class PyroseqModule(PyroModule):
         self._restore_from_param_store()
         if torch.is_grad_enabled():
             self._check_finite_parameters()
+            self._ran_since_step = True
         self._check_replayed_sites(mask)
         return super().__call__(ids, mask, **kwargs)
 
@@ -181,7 +188,11 @@ class PyroseqModule(PyroModule):
                         "optimisation steps: training diverged; lower the learning rate"
                     )
                 continue
-            drawn = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
+            drawn = [
+                n
+                for n, s in trace.nodes.items()
+                if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+            ]
             if drawn:
                 listed = ", ".join(repr(n) for n in drawn[:3]) + (", ..." if len(drawn) > 3 else "")
                 raise ConfigError(
@@ -231,8 +242,8 @@ class PyroseqModule(PyroModule):
         if foreign:
             self._warned_store = True
             warnings.warn(
-                f"the Pyro param store holds parameters of a {type(self).__name__} under "
+                f"the Pyro param store holds {type(self).__name__} parameters under "
                 f"{', '.join(repr(n) for n in foreign)} but none under this one's name "
                 f"{self._pyro_name!r}, so it loads nothing: build it with name={foreign[0]!r}",
-                stacklevel=3,
+                stacklevel=1,
             )
