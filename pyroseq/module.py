@@ -58,6 +58,8 @@ __all__ = ["PyroseqModule", "param_store_names"]
 _COUNTERS: dict[str, Iterator[int]] = {}
 _LOCK = threading.Lock()
 _LIVE: weakref.WeakSet[PyroseqModule] = weakref.WeakSet()  # every module built, while it lives
+# id -> parameter, for every parameter a module handed the param store, while it lives
+_OWNED: weakref.WeakValueDictionary[int, Tensor] = weakref.WeakValueDictionary()
 
 
 def _count_optimiser_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -205,11 +207,12 @@ class PyroseqModule(PyroModule):
     def _restore_from_param_store(self) -> None:
         """Copy values that the param store holds under this module's names but in other tensors (a
         loaded store) into the module, and give the store the module's own tensors back."""
+        own = dict(param_store_names(self))
+        _OWNED.update((id(p), p) for p in own.values())
         store = pyro.get_param_store()
         if not len(store):
             return
         stored = dict(store.named_parameters())  # unconstrained values, as the module holds them
-        own = dict(param_store_names(self))
         if not own.keys() & stored.keys():
             self._warn_foreign_names(stored, own)
         for name, p in own.items():
@@ -226,19 +229,17 @@ class PyroseqModule(PyroModule):
             del store[name]  # the module's next pyro.param statement registers ``p`` itself
 
     def _warn_foreign_names(self, stored: dict[str, Tensor], own: dict[str, Tensor]) -> None:
-        """Warn (once) if the store holds, under another module's name, values that no live module owns
-        (a loaded store) for parameters this module has: they were saved from a module with another name."""
+        """Warn (once) if the store holds, under another module's name, values that no module owns (a
+        loaded store) for every parameter this module has: they were saved from a module with another name."""
         if self._warned_store:
             return
-        live = {id(p) for module in list(_LIVE) for p in module.parameters()}
         suffixes = {name[len(self._pyro_name) :] for name in own}  # ".emitter.bias", ...
-        foreign = sorted(
-            {
-                name.split(".", 1)[0]
-                for name, value in stored.items()
-                if "." in name and name[name.index(".") :] in suffixes and id(value) not in live
-            }
-        )
+        by_prefix: dict[str, set[str]] = {}
+        for name, value in stored.items():
+            if "." in name and _OWNED.get(id(value)) is not value:  # not a module's own tensor: loaded
+                prefix, suffix = name.split(".", 1)
+                by_prefix.setdefault(prefix, set()).add(f".{suffix}")
+        foreign = sorted(prefix for prefix, held in by_prefix.items() if suffixes <= held)
         if foreign:
             self._warned_store = True
             warnings.warn(

@@ -185,8 +185,10 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
     with torch.no_grad():
         next(iter(model.parameters())).view(-1)[0] = math.nan  # every loss is now NaN
     poisoned = {k: v.clone() for k, v in model.state_dict().items()}
-    for _ in range(2):
-        trainer.step(batch)  # skipped, parameters untouched
+    for step in (1, 2):
+        message = rf"^step {step}: non-finite loss .*parameter '.*' is not finite.* lower the learning rate"
+        with pytest.warns(UserWarning, match=message + r" \(lr=0.003\)$"):
+            trainer.step(batch)  # skipped, parameters untouched
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, poisoned[k], equal_nan=True)
     assert trainer.optimizer.param_groups[0]["lr"] == trainer.lr  # and the schedule where it was
@@ -196,6 +198,30 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
         save_checkpoint(tmp_path / "bad.pt", trainer.state_dict())
     assert not (tmp_path / "bad.pt").exists()
     assert trainer.step_count == 2  # the third, failing step is not counted
+
+
+def test_a_non_finite_loss_names_its_site(tmp_path):
+    """A guide whose log-density is NaN at finite parameters: the warning names the guide's site 'h'."""
+    import pyro
+    import pyro.distributions as dist
+
+    from pyroseq.data.words import load_words
+
+    corpus = load_words("sample")
+    model = build_model("dssm", vocab_size=len(corpus.vocab), state_dim=4, flow_hidden=8, emitter_hidden=8)
+    batch = next(corpus.sampler(4))
+    T = batch.ids.shape[1]
+
+    def guide(ids, mask):
+        loc = pyro.param("zero_scale_loc", torch.zeros(T, 4))
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            pyro.sample("h", dist.Normal(loc, torch.zeros(T, 4), validate_args=False).to_event(2))
+
+    trainer = Trainer(model, guide)
+    with pytest.warns(
+        UserWarning, match=r"^step 1: non-finite loss .* at the guide's site 'h' \(log-density nan\)"
+    ):
+        trainer.step(batch)
 
 
 def test_train_command_json(tmp_path):

@@ -3,6 +3,7 @@
 * :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss;
 * :mod:`~pyroseq.infer.annealing`: :class:`ScaleLatents`, KL annealing as a Pyro effect handler;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
+* :mod:`~pyroseq.infer.diagnostics`: :func:`check_collapse` (do the states carry anything?) for any loop;
 * :mod:`~pyroseq.infer.config`: :class:`RunConfig`, a run's options and the rules between them;
 * :mod:`~pyroseq.infer.specs`: model and guide specs and :func:`build_from_specs`;
 * :mod:`~pyroseq.infer.checkpoint` and :mod:`~pyroseq.infer.rundir`: atomic checkpoints and the files of
@@ -13,6 +14,7 @@
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
 from pyroseq.infer.checkpoint import load_checkpoint, save_checkpoint
 from pyroseq.infer.config import RunConfig, load_corpus, resolve_device
+from pyroseq.infer.diagnostics import PosteriorCollapseWarning, check_collapse, latent_kl
 from pyroseq.infer.objectives import IWAE, OBJECTIVES, make_objective
 from pyroseq.infer.run import train_run
 from pyroseq.infer.rundir import LoadedRun, load_run, save_run
@@ -27,6 +29,9 @@ __all__ = [
     "warmup_factor",
     "Trainer",
     "NonFiniteLossError",
+    "check_collapse",
+    "latent_kl",
+    "PosteriorCollapseWarning",
     "RunConfig",
     "load_corpus",
     "resolve_device",
