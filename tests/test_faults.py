@@ -170,6 +170,24 @@ def test_tiny_temperatures_decode_as_their_limit_greedy():
     assert all(math.isfinite(score) for _, score in hot)
 
 
+def test_sample_at_a_subnormal_temperature_is_the_documented_greedy_limit(tmp_path):
+    """``pyroseq sample --temperature 1e-320`` is defined (and says so in its help): the greedy limit."""
+    run = tmp_path / "run"
+    config = RunConfig(
+        model="rnn", source="sample", state_dim=4, embed_dim=4, batch_size=8, steps=2, valid_size=8
+    )
+    train_run(config, run, progress=False)
+    help_text = " ".join(invoke("sample", "--help").output.split())
+    assert "subnormals such as 1e-320) picks the most probable symbol" in help_text
+    cold = invoke("sample", str(run), "-n", "3", "--temperature", "1e-320", "--json")
+    greedy = invoke("sample", str(run), "-n", "3", "--decoder", "greedy", "--json")
+    assert cold.exit_code == 0 and greedy.exit_code == 0, cold.output + greedy.output
+    assert (
+        json.loads(cold.output.splitlines()[-1])["samples"]
+        == json.loads(greedy.output.splitlines()[-1])["samples"]
+    )
+
+
 def test_decoding_more_than_fits_is_refused_with_an_estimate(monkeypatch):
     model = MarkovModel(seed=5, eos_bias=0.5)
     with pytest.raises(ResourceError, match=r"decoding 10000000000 sequences .* needs about .* available"):
