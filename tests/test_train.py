@@ -584,3 +584,29 @@ def test_a_signal_that_arrives_while_the_ranks_agree_on_stopping_is_not_lost(tmp
     monkeypatch.setattr(Trainer, "_agreed_stop", agreeing)
     stopped = train_run(RunConfig(**{**TINY, "checkpoint_every": 0}), tmp_path / "run", progress=False)
     assert stopped["stopped_by"] == "SIGTERM" and stopped["steps"] == 3
+
+
+@pytest.mark.parametrize("source", ["sample", "text"])
+def test_data_parallel_ranks_draw_streams_of_their_own_apart_from_validation(source, tmp_path):
+    """Four ranks of one run: each draws other training batches than every other rank and than the
+    validation batch (a rank seeded like validation, or two ranks seeded alike, would train on copies)."""
+    from pyroseq.infer.config import load_corpus
+    from pyroseq.infer.run import _training_data
+
+    if source == "text":
+        path = tmp_path / "text.txt"
+        path.write_text("".join(f"line {i} of a text with some words in it\n" for i in range(400)))
+        config = RunConfig(
+            model="rnn", data="text", source=str(path), batch_size=8, valid_size=8, chunk_length=16
+        )
+    else:
+        config = RunConfig(source="sample", batch_size=64, valid_size=64)  # frequent words repeat
+    corpus = load_corpus(config)
+    streams, valid = [], None
+    for rank in range(4):
+        sampler, valid, _, _ = _training_data(config, corpus, torch.device("cpu"), rank=rank)
+        streams.append([next(sampler).ids for _ in range(3)])
+    batches = [batch for stream in streams for batch in stream]
+    assert not any(a.shape == valid.ids.shape and torch.equal(a, valid.ids) for a in batches)
+    for i, a in enumerate(batches):
+        assert not any(a.shape == b.shape and torch.equal(a, b) for b in batches[i + 1 :])
