@@ -490,6 +490,24 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, args, fra
 
 # --- kill -9 ---------------------------------------------------------------------------------------
 
+
+def test_stale_checkpoint_temporaries_are_removed_when_the_run_next_starts(tmp_path):
+    """A kill -9 mid-write leaves ``.checkpoint.pt.<random>`` (resume is unaffected); the next start of
+    the run removes it, and leaves other files alone."""
+    run = tmp_path / "run"
+    config = RunConfig(
+        model="rnn", source="sample", state_dim=4, embed_dim=4, batch_size=8, steps=2, valid_size=8
+    )
+    train_run(config, run, progress=False)
+    stale = [run / ".checkpoint.pt.k9x_2ab", run / ".config.json.q1w2e3r4"]
+    for path in stale:
+        path.write_bytes(b"half a write")
+    (run / "notes.txt").write_text("mine")
+    train_run(None, run, resume=True, overrides={"steps": 3}, progress=False)
+    assert not any(path.exists() for path in stale)
+    assert (run / "notes.txt").read_text() == "mine"
+
+
 KILL_TRIALS = int(os.environ.get("PYROSEQ_KILL_TRIALS", "4"))  # a seeded handful in CI; more by hand
 
 

@@ -20,7 +20,7 @@ from pyroseq.data.batch import Batch
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
-from pyroseq.infer.checkpoint import CHECKPOINT
+from pyroseq.infer.checkpoint import CHECKPOINT, remove_stale_temporaries
 from pyroseq.infer.config import (
     CORPUS,
     INHERITED,
@@ -234,11 +234,15 @@ def train_run(
             )
         # Of a run on several nodes (or under torchrun), the first process claims and locks the directory.
         with lock_run(out) if leads_run() else contextlib.nullcontext():
+            if leads_run():
+                remove_stale_temporaries(out)  # left by a kill -9 during a checkpoint write
             saved, config = _resumed(out, overrides)
             return _launch(config, out, saved, overrides, progress)
     config = _fresh(config, overrides)
     config.validate()  # before the directory is claimed: a mistyped option leaves nothing behind
     with claim_new_run(out) if leads_run() else contextlib.nullcontext():
+        if leads_run():
+            remove_stale_temporaries(out)  # of a run that was killed writing its first checkpoint
         return _launch(config, out, None, overrides, progress)
 
 
