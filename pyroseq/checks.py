@@ -104,8 +104,8 @@ def check_inputs(
     ``mask`` must be a ``(B, T)`` bool tensor with ``B, T >= 1`` (0/1 integers are accepted and converted)
     whose rows are prefixes of Trues (right padding); ``ids``, unless ``None``, integer symbol ids of the
     same shape, in ``[0, vocab_size)`` at every step (padded steps too: the models embed them) and neither
-    PAD nor BOS on real steps. Words (a batch with padding, or with EOS on a real step) must end with EOS
-    on their last real step; a batch without either is running text. Each failure is a
+    PAD nor BOS on real steps. A padded row is a whole word and must end with EOS on its last real step
+    (rows without padding may be running text or cut words). Each failure is a
     :class:`DataError` that names the problem, prefixed by ``who`` (the model's or guide's class).
     """
     if not isinstance(mask, Tensor) or mask.dim() != 2:
@@ -171,9 +171,9 @@ def check_inputs(
             "appear on real steps); encode with the model's vocabulary"
         )
     lengths = mask.sum(-1)  # (B,)
-    if not mask.all() or (mask & (ids == Vocabulary.eos_id)).any():  # words, not running text
+    if not mask.all():  # a padded row is a whole word (a full row may be running text or a cut word)
         last = ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)  # (B,)
-        unended = (lengths > 0) & (last != Vocabulary.eos_id)
+        unended = (lengths > 0) & (lengths < T) & (last != Vocabulary.eos_id)
         if unended.any():
             row = int(unended.nonzero()[0])
             step = int(lengths[row]) - 1

@@ -314,7 +314,7 @@ BAD_INPUTS = {
     "T = 0": (lambda b: (b.ids[:, :0], b.mask[:, :0]), r"no steps \(mask \(4, 0\)\)"),
     "words without EOS": (
         lambda b: (b.ids.masked_fill(b.ids == 2, 3), b.mask),
-        r"word 0 ends with ids\[0, \d+\] = 3, not EOS \(2\)",
+        r"word (\d+) ends with ids\[\1, \d+\] = 3, not EOS \(2\)",
     ),
     "mask one column too many": (
         lambda b: (b.ids, torch.cat([b.mask, b.mask[:, :1]], dim=1)),
