@@ -17,7 +17,7 @@ CHECKS = {
     "dssm_svi": lambda loss: math.isfinite(loss) and loss > 0,
     # -ELBO per word of discrete data is a bound: never below 0, whatever the guide
     "autoguide_fixed_batch": lambda losses: (
-        set(losses) == {"AutoNormal", "FutureGuide"} and all(v > 0 for v in losses.values())
+        set(losses) == {"AutoNormal", "AutoIAFNormal", "FutureGuide"} and all(v > 0 for v in losses.values())
     ),
     "own_guide": lambda losses: len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses.values()),
     "swap_transition_flow": lambda losses: (
