@@ -61,8 +61,10 @@ def latent_kl(
     """``E_q[log q(h | w) - log p(h)]`` per sequence (nats per word), from one draw of the guide.
 
     Args:
-        model, guide: a Pyro model and guide called as ``(ids, mask)``.
-        ids: ``(B, T)`` symbol ids; mask: ``(B, T)`` bool, True on real steps.
+        model: a Pyro model called as ``model(ids, mask)``.
+        guide: its guide, called with the same arguments.
+        ids: ``(B, T)`` symbol ids.
+        mask: ``(B, T)`` bool, True on real steps.
 
     Returns:
         The KL estimate averaged over the batch, or ``None`` when the model has no latent site (the RNNs).
