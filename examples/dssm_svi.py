@@ -2,7 +2,9 @@
 
 The model is a Pyro model (conditional-flow transitions, observed symbols), the guide a Pyro guide
 (a backward RNN over the future, a Gaussian base and its own flow). Everything else is ordinary Pyro:
-``SVI``, ``pyro.optim``, ``Trace_ELBO`` or ``RenyiELBO``, and ``Predictive`` to draw words.
+``SVI``, ``pyro.optim``, ``Trace_ELBO`` or ``RenyiELBO``, and ``Predictive`` to draw words. The KL term
+is warmed up over the first half of the steps (:class:`pyroseq.infer.ScaleLatents`, as ``pyroseq train``
+does), without which the states collapse to the prior; :func:`pyroseq.infer.check_collapse` says if they did.
 
     python examples/dssm_svi.py --steps 500
     python examples/dssm_svi.py --smoke        # seconds: tiny sizes, a few steps
@@ -17,6 +19,7 @@ from pyro.optim import ClippedAdam
 
 from pyroseq.data.words import load_words
 from pyroseq.guides import FutureGuide
+from pyroseq.infer import ScaleLatents, check_collapse, warmup_factor
 from pyroseq.models import DSSM
 
 
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, help="KL warm-up steps (default: half of --steps)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 3 steps, for tests")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -55,13 +59,16 @@ def main(argv: list[str] | None = None) -> float:
         loss = Trace_ELBO(max_plate_nesting=1)
     svi = SVI(model, guide, ClippedAdam({"lr": args.lr, "clip_norm": 10.0}), loss)
 
+    warmup = args.steps // 2 if args.warmup is None else args.warmup
     batches = corpus.sampler(args.batch_size, seed=args.seed)
     losses = []
     for step in range(1, args.steps + 1):
         batch = next(batches)
-        losses.append(svi.step(batch.ids, batch.mask) / len(batch))
+        with ScaleLatents(warmup_factor(step - 1, warmup)):  # the bound itself from step `warmup` on
+            losses.append(svi.step(batch.ids, batch.mask) / len(batch))
         if step % max(1, args.steps // 10) == 0 or step == args.steps:
             print(f"step {step:5d}  -ELBO {losses[-1]:8.3f} nats/word")
+    check_collapse(model, guide, batch.ids, batch.mask)  # a warning if the states carry nothing
 
     # Draw words from the model: no observations, so every w_t is sampled.
     T = corpus.max_length

@@ -8,7 +8,10 @@ gives a valid bound: it only pays for its mismatch there.
 
 The guide written here is a small amortised one: a bidirectional GRU reads the word and gives every step
 a Gaussian ``q(h_t | w) = N(mu_t(w), diag sigma_t(w)^2)``, independent over steps (mean-field in time). It
-is a ``PyroModule``, so Pyro's SVI finds its parameters, and pyroseq's ``Trainer`` would too.
+is a ``PyroModule``, so Pyro's SVI finds its parameters, and pyroseq's ``Trainer`` would too. Both guides
+are trained with the KL term warmed up over the first half of the steps (:class:`pyroseq.infer.ScaleLatents`,
+as ``pyroseq train`` does): by the plain ELBO from the start the states collapse to the prior and the guides
+cannot be told apart; :func:`pyroseq.infer.check_collapse` warns if that happened.
 
     python examples/own_guide.py --steps 300
     python examples/own_guide.py --smoke        # seconds: tiny sizes, a few steps
@@ -26,6 +29,7 @@ from torch import nn
 
 from pyroseq.data.words import load_words
 from pyroseq.guides import FutureGuide
+from pyroseq.infer import ScaleLatents, check_collapse, warmup_factor
 from pyroseq.models import DSSM
 
 
@@ -47,12 +51,18 @@ class BiGRUGuide(PyroModule):
             pyro.sample("h", dist.Normal(loc, scale).to_event(2))  # event (T, D), like the model's site
 
 
-def train(model, guide, corpus, *, steps: int, batch_size: int, lr: float, seed: int) -> float:
-    """Plain SVI; returns the mean -ELBO (nats/word) of the last steps."""
+def train(model, guide, corpus, *, steps: int, warmup: int, batch_size: int, lr: float, seed: int) -> float:
+    """Plain SVI with the KL term warmed up over ``warmup`` steps; returns the mean -ELBO (nats/word) of
+    the last steps."""
     pyro.set_rng_seed(seed)
     svi = SVI(model, guide, ClippedAdam({"lr": lr, "clip_norm": 10.0}), Trace_ELBO(max_plate_nesting=1))
     batches = corpus.sampler(batch_size, seed=seed)
-    losses = [svi.step(b.ids, b.mask) / len(b) for b in (next(batches) for _ in range(steps))]
+    losses = []
+    for step in range(steps):
+        batch = next(batches)
+        with ScaleLatents(warmup_factor(step, warmup)):
+            losses.append(svi.step(batch.ids, batch.mask) / len(batch))
+    check_collapse(model, guide, batch.ids, batch.mask)  # a warning if the states carry nothing
     last = losses[-min(20, len(losses)) :]
     return sum(last) / len(last)
 
@@ -70,11 +80,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, help="KL warm-up steps (default: half of --steps)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 2 steps, for tests")
     args = parser.parse_args(argv)
     if args.smoke:
         args.state_dim, args.steps, args.batch_size = 2, 2, 4
 
+    warmup = args.steps // 2 if args.warmup is None else args.warmup
     corpus = load_words(args.source)
     V, D = len(corpus.vocab), args.state_dim
     results = {}
@@ -84,8 +96,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ):
         torch.manual_seed(args.seed)
         model, guide = DSSM(vocab_size=V, state_dim=D), make_guide()
-        results[name] = train(model, guide, corpus, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed)  # fmt: skip
+        sizes = {"steps": args.steps, "warmup": warmup, "batch_size": args.batch_size}
+        results[name] = train(model, guide, corpus, **sizes, lr=args.lr, seed=args.seed)
         print(f"{name:>24}: -ELBO {results[name]:7.3f} nats/word after {args.steps} steps")
     return results
 

@@ -28,6 +28,7 @@ from pyro.optim import ClippedAdam
 
 from pyroseq.data.words import load_words
 from pyroseq.guides import FutureGuide
+from pyroseq.infer import ScaleLatents, check_collapse, warmup_factor
 from pyroseq.models import DSSM
 from pyroseq.predictive import plot_ppc, posterior_predictive, prior_predictive
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         "--out", type=Path, default=None, help="where the plots go (default: a temporary dir)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, help="KL warm-up steps (default: half of --steps)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and 2 steps, for tests")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -62,11 +64,14 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     model = DSSM(vocab_size=V, state_dim=args.state_dim)
     guide = FutureGuide(vocab_size=V, state_dim=args.state_dim)
     svi = SVI(model, guide, ClippedAdam({"lr": 3e-3, "clip_norm": 10.0}), Trace_ELBO(max_plate_nesting=1))
+    warmup = args.steps // 2 if args.warmup is None else args.warmup
     batches = corpus.sampler(args.batch_size, seed=args.seed)
-    for _ in range(args.steps):
+    for step in range(args.steps):
         batch = next(batches)
-        loss = svi.step(batch.ids, batch.mask) / len(batch)
+        with ScaleLatents(warmup_factor(step, warmup)):  # KL warm-up, as pyroseq train does
+            loss = svi.step(batch.ids, batch.mask) / len(batch)
     print(f"trained {args.steps} steps, last -ELBO {loss:.3f} nats/word")
+    check_collapse(model, guide, batch.ids, batch.mask)  # a warning if the states carry nothing
 
     model.eval()
     guide.eval()

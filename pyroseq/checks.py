@@ -101,14 +101,36 @@ def check_inputs(
 ) -> tuple[Tensor | None, Tensor]:
     """The ``(ids, mask)`` a model or guide was called with, checked; returns them as long and bool.
 
-    ``mask`` must be a ``(B, T)`` bool tensor (0/1 integers are accepted and converted) whose rows are
-    prefixes of Trues (right padding); ``ids``, unless ``None``, integer symbol ids of the same shape, in
-    ``[0, vocab_size)`` and neither PAD nor BOS on real steps. Each failure is a :class:`DataError` that
-    names the problem, prefixed by ``who`` (the model's or guide's class).
+    ``mask`` must be a ``(B, T)`` bool tensor with ``B, T >= 1`` (0/1 integers are accepted and converted)
+    whose rows are prefixes of Trues (right padding); ``ids``, unless ``None``, integer symbol ids of the
+    same shape, in ``[0, vocab_size)`` at every step (padded steps too: the models embed them) and neither
+    PAD nor BOS on real steps. A padded row is a whole word and must end with EOS on its last real step
+    (rows without padding may be running text or cut words). Each failure is a
+    :class:`DataError` that names the problem, prefixed by ``who`` (the model's or guide's class).
     """
     if not isinstance(mask, Tensor) or mask.dim() != 2:
         shape = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
         raise DataError(f"{who}: mask must be a (B, T) tensor, got {shape}")
+    B, T = mask.shape
+    if B == 0:
+        raise DataError(f"{who}: the batch is empty (mask {tuple(mask.shape)}): pass at least one sequence")
+    if T == 0:
+        raise DataError(
+            f"{who}: the sequences have no steps (mask {tuple(mask.shape)}): every word has at least its EOS"
+        )
+    if ids is not None:
+        if (
+            not isinstance(ids, Tensor)
+            or ids.dtype.is_floating_point
+            or ids.dtype.is_complex
+            or ids.dtype == torch.bool
+        ):
+            kind = ids.dtype if isinstance(ids, Tensor) else type(ids).__name__
+            raise DataError(f"{who}: ids must be an integer tensor of symbol ids, got {kind}")
+        if ids.shape != mask.shape:
+            raise DataError(
+                f"{who}: ids {tuple(ids.shape)} and mask {tuple(mask.shape)} must have the same shape (B, T)"
+            )
     if mask.dtype != torch.bool:
         if mask.dtype.is_floating_point or mask.dtype.is_complex:
             raise DataError(
@@ -120,7 +142,7 @@ def check_inputs(
                 f"{who}: an integer mask must hold only 0 and 1, got values {mask.unique().tolist()}"
             )
         mask = mask.bool()
-    if mask.shape[1] > 1:
+    if T > 1:
         holes = mask[:, 1:] & ~mask[:, :-1]  # (B, T-1): a real step right after a padded one
         if holes.any():
             row = int(holes.any(dim=1).nonzero()[0])
@@ -130,20 +152,17 @@ def check_inputs(
             )
     if ids is None:
         return None, mask
-    if (
-        not isinstance(ids, Tensor)
-        or ids.dtype.is_floating_point
-        or ids.dtype.is_complex
-        or ids.dtype == torch.bool
-    ):
-        kind = ids.dtype if isinstance(ids, Tensor) else type(ids).__name__
-        raise DataError(f"{who}: ids must be an integer tensor of symbol ids, got {kind}")
-    if ids.shape != mask.shape:
-        raise DataError(
-            f"{who}: ids {tuple(ids.shape)} and mask {tuple(mask.shape)} must have the same shape (B, T)"
-        )
     ids = ids.long()
-    bad = mask & ((ids < 0) | (ids >= vocab_size) | (ids == Vocabulary.pad_id) | (ids == Vocabulary.bos_id))
+    outside = (ids < 0) | (ids >= vocab_size)  # (B, T)
+    if outside.any():
+        row, step = (int(i) for i in outside.nonzero()[0])
+        if not mask[row, step]:
+            raise DataError(
+                f"{who}: ids[{row}, {step}] = {int(ids[row, step])} on a padded step is not a symbol id "
+                f"(a vocabulary of size {vocab_size}): pad with PAD = {Vocabulary.pad_id} "
+                "as pyroseq.data.pad_batch does: the mask, not the id, marks a padded step"
+            )
+    bad = mask & (outside | (ids == Vocabulary.pad_id) | (ids == Vocabulary.bos_id))
     if bad.any():
         row, step = (int(i) for i in bad.nonzero()[0])
         raise DataError(
@@ -151,4 +170,16 @@ def check_inputs(
             f"vocabulary of size {vocab_size} (PAD={Vocabulary.pad_id} and BOS={Vocabulary.bos_id} never "
             "appear on real steps); encode with the model's vocabulary"
         )
+    lengths = mask.sum(-1)  # (B,)
+    if not mask.all():  # a padded row is a whole word (a full row may be running text or a cut word)
+        last = ids.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(1)  # (B,)
+        unended = (lengths > 0) & (lengths < T) & (last != Vocabulary.eos_id)
+        if unended.any():
+            row = int(unended.nonzero()[0])
+            step = int(lengths[row]) - 1
+            raise DataError(
+                f"{who}: word {row} ends with ids[{row}, {step}] = {int(last[row])}, not EOS "
+                f"({Vocabulary.eos_id}): end every word with EOS on its last real step "
+                "(Vocabulary.encode adds it; pass add_eos=True to your own encoder)"
+            )
     return ids, mask

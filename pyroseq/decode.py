@@ -61,7 +61,11 @@ def decode(
         max_length: the most symbols per sequence, EOS included; longer ones are cut there (no EOS).
         decoder: one of :data:`DECODERS`.
         temperature: divides the logits before sampling (ancestral, topk, nucleus, sampled beam
-            expansions); greedy and deterministic beam search ignore it.
+            expansions); greedy and deterministic beam search ignore it. Any positive float is defined,
+            subnormals such as ``1e-320`` included: the logits are shifted so that the largest is 0 and
+            divided in float64, so a temperature too small for any other symbol to keep mass picks the
+            most probable symbol, the limit ``decoder="greedy"`` (a DSSM's trajectories are still drawn
+            from the prior, so its words still vary).
         top_k: for ``"topk"``, how many symbols to keep (>= 1).
         top_p: for ``"nucleus"``, the mass to reach, in (0, 1].
         beam_size: for ``"beam"``, the beam width B (default ``num``; ``num <= B``).

@@ -17,6 +17,7 @@ __all__ = [
     "ResourceError",
     "StorageError",
     "RunLockedError",
+    "NonFiniteError",
     "first_line",
 ]
 
@@ -71,6 +72,10 @@ class StorageError(PyroseqError, OSError):
 
 class RunLockedError(PyroseqError, RuntimeError):
     """Another process is training the run directory (the message names its PID)."""
+
+
+class NonFiniteError(PyroseqError, FloatingPointError):
+    """Training diverged: a parameter or a latent sample became NaN or infinite (the message names it)."""
 
 
 def first_line(error: BaseException, *, limit: int = 300) -> str:

@@ -1,7 +1,10 @@
 """KL annealing: ScaleLatents weights the latent sites only, and the Trainer warms beta up to 1."""
 
 import json
+import warnings
 
+import pyro
+import pyro.distributions as dist
 import pytest
 import torch
 from click.testing import CliRunner
@@ -12,9 +15,17 @@ from pyro.optim import Adam
 from pyroseq.cli.main import cli
 from pyroseq.data.words import load_words
 from pyroseq.errors import ConfigError
-from pyroseq.guides import FutureGuide
-from pyroseq.infer import IWAE, ScaleLatents, Trainer, warmup_factor
-from pyroseq.models import DSSM
+from pyroseq.guides import FutureGuide, empty_guide
+from pyroseq.infer import (
+    IWAE,
+    PosteriorCollapseWarning,
+    ScaleLatents,
+    Trainer,
+    check_collapse,
+    latent_kl,
+    warmup_factor,
+)
+from pyroseq.models import DSSM, RNNLM
 
 
 @pytest.fixture
@@ -164,3 +175,53 @@ def test_new_dssm_runs_warm_up_by_default_and_runs_saved_before_the_option_resum
     assert resumed["steps"] == 6
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert "kl_scale" not in records[-1]
+
+
+# The collapse check
+
+
+def test_latent_kl_is_the_objectives_kl_term_per_word(setup):
+    model, guide, batch = setup
+    torch.manual_seed(3)
+    kl = latent_kl(model, guide, batch.ids, batch.mask)
+    torch.manual_seed(3)
+    _, latent = _terms(model, guide, batch)
+    assert kl == pytest.approx(-latent / len(batch), rel=1e-5)
+
+
+def test_check_collapse_warns_for_a_guide_that_is_the_prior_and_names_the_remedy(setup):
+    """A guide that draws h from the model's own transition carries nothing: KL exactly 0."""
+    model, _, batch = setup
+    prior_guide = poutine.block(model, expose=["h"])
+    with pytest.warns(PosteriorCollapseWarning, match=r"carry 0.000 nats per word.*ScaleLatents.*kl_warmup"):
+        assert check_collapse(model, prior_guide, batch.ids, batch.mask) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_check_collapse_is_quiet_when_the_states_carry_the_words(setup):
+    model, _, batch = setup
+    T = batch.ids.shape[1]
+
+    def sharp_guide(ids, mask):  # a narrow posterior far from the prior: many nats per word
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            pyro.sample("h", dist.Normal(torch.full((T, 4), 3.0), 0.01).to_event(2))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_collapse(model, sharp_guide, batch.ids, batch.mask) > 10
+        assert check_collapse(RNNLM(vocab_size=model.vocab_size), empty_guide, batch.ids, batch.mask) is None
+
+
+def test_trainer_checks_for_collapse_once_after_the_warmup(setup, monkeypatch):
+    """Every collapse_every steps after the warm-up, warned once; the threshold is raised here so that
+    any model counts as collapsed."""
+    import pyroseq.infer.trainer as trainer_module
+
+    model, guide, batch = setup
+    monkeypatch.setattr(trainer_module, "COLLAPSE_THRESHOLD", 1e9)
+    trainer = Trainer(model, guide, kl_warmup=3, collapse_every=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(9):
+            trainer.step(batch)
+    collapse = [str(w.message) for w in caught if w.category is PosteriorCollapseWarning]
+    assert len(collapse) == 1 and collapse[0].startswith("step 5: the latent states carry")

@@ -17,6 +17,7 @@ from pyroseq.cli.main import cli
 from pyroseq.data.batch import Batch
 from pyroseq.errors import CheckpointError, ConfigError
 from pyroseq.infer.trainer import Trainer
+from pyroseq.models import init_emitter_bias
 from pyroseq.runs.config import RunConfig, load_corpus
 from pyroseq.runs.distributed import rank_seed
 from pyroseq.runs.rundir import load_run
@@ -40,6 +41,10 @@ def one_process_on_the_ranks_words(config: RunConfig, ranks: int) -> dict[str, t
     corpus = load_corpus(config)
     torch.manual_seed(config.seed)
     model, guide = build_from_specs(model_spec(config, corpus.vocab), guide_spec(config, corpus.vocab))
+    if config.emitter_bias == "unigram":  # as train_run starts a new run
+        init_emitter_bias(
+            model, corpus.batch().ids, weights=torch.as_tensor(corpus.counts, dtype=torch.float64)
+        )
     trainer = Trainer(model, guide, lr=config.lr, lr_decay=config.lr_decay, total_steps=config.steps)
     samplers = [corpus.sampler(config.batch_size, seed=rank_seed(config.seed, r)) for r in range(ranks)]
     for _ in range(config.steps):

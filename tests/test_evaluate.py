@@ -99,6 +99,10 @@ class RandomWalkModel(StateSpaceModel):
     def emission_logits(self, h: torch.Tensor) -> torch.Tensor:
         return mask_special_logits(h @ self.weight.T + self.bias)
 
+    def latent_shapes(self, mask: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """One site per step (not the DSSM's one trajectory site ``h``)."""
+        return {f"h_{t}": (mask.shape[0], self.state_dim) for t in range(1, mask.shape[1] + 1)}
+
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
         B, T = mask.shape
         h = self.initial_state((B,))
@@ -621,7 +625,7 @@ def test_latent_text_nll_of_a_known_model(num_samples):
     from pyroseq.evaluate import evaluate_text_latent
 
     model = random_walk(slope=0.0)
-    chunks = [[LETTER_A, LETTER_B, LETTER_A], [LETTER_B, LETTER_B], [EOS, LETTER_A, LETTER_A]]
+    chunks = [[LETTER_A, LETTER_B, LETTER_A], [LETTER_B, EOS], [EOS, LETTER_A, LETTER_A]]  # padded: a word
     batch = pad_batch(chunks)
     pi = torch.log_softmax(model.emission_logits(torch.zeros(1)), dim=-1).double()
     nll = -sum(float(pi[c].sum()) for c in chunks) / 8

@@ -170,6 +170,24 @@ def test_tiny_temperatures_decode_as_their_limit_greedy():
     assert all(math.isfinite(score) for _, score in hot)
 
 
+def test_sample_at_a_subnormal_temperature_is_the_documented_greedy_limit(tmp_path):
+    """``pyroseq sample --temperature 1e-320`` is defined (and says so in its help): the greedy limit."""
+    run = tmp_path / "run"
+    config = RunConfig(
+        model="rnn", source="sample", state_dim=4, embed_dim=4, batch_size=8, steps=2, valid_size=8
+    )
+    train_run(config, run, progress=False)
+    help_text = " ".join(invoke("sample", "--help").output.split())
+    assert "subnormals such as 1e-320) picks the most probable symbol" in help_text
+    cold = invoke("sample", str(run), "-n", "3", "--temperature", "1e-320", "--json")
+    greedy = invoke("sample", str(run), "-n", "3", "--decoder", "greedy", "--json")
+    assert cold.exit_code == 0 and greedy.exit_code == 0, cold.output + greedy.output
+    assert (
+        json.loads(cold.output.splitlines()[-1])["samples"]
+        == json.loads(greedy.output.splitlines()[-1])["samples"]
+    )
+
+
 def test_decoding_more_than_fits_is_refused_with_an_estimate(monkeypatch):
     model = MarkovModel(seed=5, eos_bias=0.5)
     with pytest.raises(ResourceError, match=r"decoding 10000000000 sequences .* needs about .* available"):
@@ -471,6 +489,24 @@ def test_sizes_that_cannot_fit_are_refused_before_allocating(tmp_path, args, fra
 
 
 # --- kill -9 ---------------------------------------------------------------------------------------
+
+
+def test_stale_checkpoint_temporaries_are_removed_when_the_run_next_starts(tmp_path):
+    """A kill -9 mid-write leaves ``.checkpoint.pt.<random>`` (resume is unaffected); the next start of
+    the run removes it, and leaves other files alone."""
+    run = tmp_path / "run"
+    config = RunConfig(
+        model="rnn", source="sample", state_dim=4, embed_dim=4, batch_size=8, steps=2, valid_size=8
+    )
+    train_run(config, run, progress=False)
+    stale = [run / ".checkpoint.pt.k9x_2ab", run / ".config.json.q1w2e3r4"]
+    for path in stale:
+        path.write_bytes(b"half a write")
+    (run / "notes.txt").write_text("mine")
+    train_run(None, run, resume=True, overrides={"steps": 3}, progress=False)
+    assert not any(path.exists() for path in stale)
+    assert (run / "notes.txt").read_text() == "mine"
+
 
 KILL_TRIALS = int(os.environ.get("PYROSEQ_KILL_TRIALS", "4"))  # a seeded handful in CI; more by hand
 

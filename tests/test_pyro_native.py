@@ -14,7 +14,7 @@ from pyro.optim import Adam
 
 from pyroseq.data import pad_batch
 from pyroseq.data.words import load_words
-from pyroseq.errors import ConfigError, DataError
+from pyroseq.errors import ConfigError, DataError, NonFiniteError
 from pyroseq.guides import FutureGuide
 from pyroseq.infer import Trainer, make_objective
 from pyroseq.models import DSSM, RNNLM
@@ -102,6 +102,153 @@ def test_loading_a_store_of_another_configuration_is_a_clear_error(corpus, tmp_p
         model(batch.ids, batch.mask)
 
 
+def test_name_is_the_param_store_prefix_of_models_and_guides(corpus):
+    V = len(corpus.vocab)
+    modules = [
+        DSSM(vocab_size=V, state_dim=4, name="words_dssm"),
+        FutureGuide(vocab_size=V, state_dim=4, name="words_guide"),
+        RNNLM(vocab_size=V, name="words_gru"),
+    ]
+    batch = corpus.batch(range(4))
+    for module in modules:
+        trace = poutine.trace(module).get_trace(batch.ids, batch.mask)
+        params = [n for n, site in trace.nodes.items() if site["type"] == "param"]
+        assert params and all(n.startswith(f"{module._pyro_name}.") for n in params)
+        assert module._pyro_name.startswith("words_")
+    with pytest.raises(ConfigError, match="name must be a non-empty string without '.'"):
+        RNNLM(vocab_size=V, name="a.b")
+
+
+SAVE_IN_ANOTHER_PROCESS = """
+import pyro
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+from pyroseq.data.words import load_words
+from pyroseq.guides import empty_guide
+from pyroseq.models import RNNLM
+pyro.set_rng_seed(0)
+batch = load_words("sample").batch(range(8))
+model = RNNLM(vocab_size={V}, state_dim=4, name="lm")
+svi = SVI(model, empty_guide, Adam({{"lr": 5e-2}}), Trace_ELBO())
+for _ in range(30):
+    svi.step(batch.ids, batch.mask)
+print(svi.evaluate_loss(batch.ids, batch.mask))
+pyro.get_param_store().save({path!r})
+"""
+
+
+def test_a_named_model_loads_a_store_saved_by_another_process_after_other_models(corpus, tmp_path):
+    """The counter names (model, model_2, ...) depend on what a process built before; name= does not."""
+    import subprocess
+    import sys
+
+    from pyroseq.guides import empty_guide
+
+    V = len(corpus.vocab)
+    path = tmp_path / "params.pt"
+    code = SAVE_IN_ANOTHER_PROCESS.format(V=V, path=str(path))
+    saved = float(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True).stdout)
+    RNNLM(vocab_size=V, state_dim=4)  # other models built first
+    RNNLM(vocab_size=V, state_dim=4, name="other")
+    model = RNNLM(vocab_size=V, state_dim=4, name="lm")
+    pyro.clear_param_store()
+    pyro.get_param_store().load(path)
+    batch = corpus.batch(range(8))
+    assert Trace_ELBO().loss(model, empty_guide, batch.ids, batch.mask) == pytest.approx(saved, rel=1e-5)
+
+
+def test_loading_a_store_saved_under_another_name_warns(corpus, tmp_path):
+    V = len(corpus.vocab)
+    batch = corpus.batch(range(4))
+    saved = DSSM(vocab_size=V, state_dim=4, name="saved_as")
+    poutine.trace(saved).get_trace(batch.ids, batch.mask)
+    pyro.get_param_store().save(tmp_path / "params.pt")
+    pyro.clear_param_store()
+    del saved
+    model = DSSM(vocab_size=V, state_dim=4, name="loaded_as")
+    pyro.get_param_store().load(tmp_path / "params.pt")
+    with pytest.warns(UserWarning, match="under 'saved_as' but none under .*'loaded_as'.* name='saved_as'"):
+        poutine.trace(model).get_trace(batch.ids, batch.mask)
+
+
+def test_two_live_models_in_one_store_do_not_warn(corpus):
+    import warnings
+
+    V = len(corpus.vocab)
+    batch = corpus.batch(range(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for model in (DSSM(vocab_size=V, state_dim=4), DSSM(vocab_size=V, state_dim=4)):
+            poutine.trace(model).get_trace(batch.ids, batch.mask)
+
+
+def per_step_guide(ids, mask):
+    """A guide written like Pyro's examples/dmm.py: one site per step."""
+    loc = pyro.param("ps_loc", torch.zeros(4))
+    with pyro.plate("seqs", mask.shape[0], dim=-1):
+        for t in range(mask.shape[1]):
+            pyro.sample(f"h_{t + 1}", dist.Normal(loc, 1.0).to_event(1))
+
+
+def misspelt_guide(ids, mask):
+    with pyro.plate("seqs", mask.shape[0], dim=-1):
+        pyro.sample("hh", dist.Normal(0.0, 1.0).expand([mask.shape[1], 4]).to_event(2))
+
+
+@pytest.mark.parametrize("guide", [per_step_guide, misspelt_guide], ids=["per-step h_t", "misspelt"])
+def test_a_guide_without_the_models_site_h_is_refused_in_one_line(corpus, guide):
+    V = len(corpus.vocab)
+    model, _ = dssm_and_guide(V)
+    batch = corpus.batch(range(4))
+    T = batch.ids.shape[1]
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
+    with pytest.raises(ConfigError) as info:
+        svi.step(batch.ids, batch.mask)
+    message = str(info.value).splitlines()[0]  # Pyro's trace adds the (empty) trace shapes below it
+    assert f"latent site 'h', the whole state trajectory of shape (4, {T}, 4)" in message
+    assert ("'h_1'" if guide is per_step_guide else "'hh'") in message
+
+
+def test_a_guide_with_no_latent_site_proposes_from_the_prior(corpus):
+    """Not refused: the model draws h from its own transition, a valid (loose) bound."""
+    V = len(corpus.vocab)
+    model, _ = dssm_and_guide(V)
+    batch = corpus.batch(range(4))
+    assert math.isfinite(
+        Trace_ELBO(max_plate_nesting=1).loss(model, lambda ids, mask: None, batch.ids, batch.mask)
+    )
+
+
+def test_a_non_finite_parameter_is_named_with_the_step_and_the_remedy(corpus):
+    V = len(corpus.vocab)
+    model, guide = dssm_and_guide(V)
+    batch = corpus.batch(range(4))
+    svi = SVI(model, guide, Adam({"lr": 1e-2}), Trace_ELBO(max_plate_nesting=1))
+    svi.step(batch.ids, batch.mask)
+    with torch.no_grad():
+        model.h_0[1] = math.nan
+    with pytest.raises(
+        NonFiniteError,
+        match=r"DSSM .*parameter 'h_0' is not finite after 1 optimisation "
+        r"steps: training diverged; lower the learning rate",
+    ):
+        svi.step(batch.ids, batch.mask)
+
+
+def test_a_non_finite_guide_sample_is_named_at_the_models_site(corpus):
+    V = len(corpus.vocab)
+    model, _ = dssm_and_guide(V)
+    batch = corpus.batch(range(4))
+    loc = torch.full((batch.ids.shape[1], 4), math.inf, requires_grad=True)
+
+    def guide(ids, mask):
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            pyro.sample("h", dist.Delta(loc, event_dim=2))
+
+    with pytest.raises(NonFiniteError, match=r"the guide's sample at site 'h' is not finite after 0 "):
+        Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, batch.ids, batch.mask)
+
+
 def function_guide(ids, mask):
     """A hand-written guide whose parameters live in the param store: q(h_t) = N(loc_t, scale_t)."""
     B, T = mask.shape
@@ -157,6 +304,22 @@ BAD_INPUTS = {
     "PAD on a real step": (lambda b: (b.ids.masked_fill(b.mask, 0), b.mask), "PAD=0"),
     "float ids": (lambda b: (b.ids.float(), b.mask), "ids must be an integer tensor"),
     "mask of 2s": (lambda b: (b.ids, b.mask.long() * 2), "only 0 and 1"),
+    # PyTorch's ignore_index habit, and any other id outside the vocabulary on padded steps
+    "padding -100": (
+        lambda b: (b.ids.masked_fill(~b.mask, -100), b.mask),
+        r"ids\[\d+, \d+\] = -100 on a padded step .* pad with PAD = 0",
+    ),
+    "padding 999": (lambda b: (b.ids.masked_fill(~b.mask, 999), b.mask), r"= 999 on a padded step"),
+    "B = 0": (lambda b: (b.ids[:0], b.mask[:0]), r"the batch is empty \(mask \(0, \d+\)\)"),
+    "T = 0": (lambda b: (b.ids[:, :0], b.mask[:, :0]), r"no steps \(mask \(4, 0\)\)"),
+    "words without EOS": (
+        lambda b: (b.ids.masked_fill(b.ids == 2, 3), b.mask),
+        r"word (\d+) ends with ids\[\1, \d+\] = 3, not EOS \(2\)",
+    ),
+    "mask one column too many": (
+        lambda b: (b.ids, torch.cat([b.mask, b.mask[:, :1]], dim=1)),
+        r"ids \(4, (\d+)\) and mask \(4, \d+\) must have the same shape",
+    ),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -49,3 +50,23 @@ def test_readme_main_job_runs_as_written_at_a_tiny_size(tmp_path):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, (args, result.output)
     assert (tmp_path / "quickstart" / "checkpoint.pt").is_file()
+
+
+def bash_blocks() -> list[str]:
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)\n\s*```", README.read_text(), re.S)]
+
+
+def test_readme_test_command_installs_what_the_tests_need_and_ci_runs_it_as_written():
+    """In a fresh environment ``python -m pytest -q`` alone fails ("No module named pytest"): the command
+    installs the test extras first, and .ci/run runs that very line from the README."""
+    command = bash_blocks()[1]
+    parts = [shlex.split(part) for part in command.split("&&")]
+    assert parts[-1] == ["python", "-m", "pytest", "-q"]
+    installs = [p for p in parts[:-1] if p[:2] == ["pip", "install"]]
+    assert ["pip", "install", "-e", ".[test]"] in installs
+    assert installs[0] == ["pip", "install", "torch==2.13.0"]  # the CPU wheel first, as in command 1
+    ci = (README.parent / ".ci" / "run").read_text()
+    extract = re.search(r'^eval "\$\((.*)\)"$', ci, re.M)
+    assert extract, ".ci/run does not run the README's test command"
+    found = subprocess.run(["bash", "-c", extract[1]], cwd=README.parent, capture_output=True, text=True)
+    assert found.stdout.strip() == command

@@ -225,6 +225,93 @@ def test_schedule_follows_plain_svi_steps(vectorize, batch):
     assert loaded.teacher_prob == pytest.approx(0.6)
 
 
+# Every way a Pyro user steps an optimiser; each holds torch optimisers that write the parameters their own
+# way (ClippedAdam through p.data, which no version counter sees).
+PYRO_OPTIMISERS = {
+    "Adam": lambda: Adam({"lr": 0.01}),
+    "ClippedAdam": lambda: ClippedAdam({"lr": 0.01, "clip_norm": 10.0}),
+    "SGD": lambda: pyro.optim.SGD({"lr": 0.01}),
+    "RMSprop": lambda: pyro.optim.RMSprop({"lr": 0.01}),
+    "ExponentialLR": lambda: pyro.optim.ExponentialLR(
+        {"optimizer": torch.optim.Adam, "optim_args": {"lr": 0.01}, "gamma": 0.9}
+    ),
+}
+
+
+def stepped_model(kind: str) -> RNNLM:
+    if kind == "scheduled":
+        return RNNLM(vocab_size=V, schedule={"kind": "linear", "c": 0.1})
+    return ProfessorForcing(vocab_size=V, state_dim=8, disc_hidden=8)
+
+
+def discriminator_weights(model: RNNLM) -> list[torch.Tensor]:
+    return (
+        [p.detach().clone() for p in model.discriminator.parameters()]
+        if hasattr(model, "discriminator_optimizer")
+        else []
+    )
+
+
+def assert_three_steps_after_the_first(model: RNNLM, disc_before: list[torch.Tensor]) -> None:
+    assert model.training_step == 3
+    if isinstance(model, ProfessorForcing):  # one discriminator update per step after the first
+        state = model.discriminator_optimizer.state_dict()["state"]
+        assert state and all(s["step"] == 3 for s in state.values())
+        assert not any(
+            torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters(), strict=True)
+        )
+    else:
+        assert model.teacher_prob == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("optimiser", list(PYRO_OPTIMISERS))
+@pytest.mark.parametrize("kind", ["scheduled", "professor"])
+def test_steps_advance_under_every_pyro_optimiser(kind, optimiser, batch):
+    """Four SVI steps are training steps 0..3 whatever the optimiser, without a warning."""
+    model = stepped_model(kind)
+    disc_before = discriminator_weights(model)
+    svi = SVI(model, empty_guide, PYRO_OPTIMISERS[optimiser](), Trace_ELBO())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(4):
+            svi.step(batch.ids, batch.mask)
+    assert_three_steps_after_the_first(model, disc_before)
+
+
+@pytest.mark.parametrize("kind", ["scheduled", "professor"])
+def test_steps_advance_under_a_torch_optimiser_over_differentiable_loss(kind, batch):
+    model = stepped_model(kind)
+    disc_before = discriminator_weights(model)
+    optimizer = torch.optim.Adam(model.optimised_parameters(), lr=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(4):
+            optimizer.zero_grad()
+            Trace_ELBO().differentiable_loss(model, empty_guide, batch.ids, batch.mask).backward()
+            optimizer.step()
+    assert_three_steps_after_the_first(model, disc_before)
+
+
+@pytest.mark.parametrize("advance", [True, False])
+def test_a_hand_written_update_is_counted_by_advance_or_warns(advance, batch):
+    """An update that is no torch optimiser's step: model.advance() counts it; without it the model sees
+    the changed parameters, says so and counts the step anyway."""
+    model = stepped_model("scheduled")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            loss = Trace_ELBO().differentiable_loss(model, empty_guide, batch.ids, batch.mask)
+            grads = torch.autograd.grad(loss, list(model.parameters()))
+            with torch.no_grad():
+                for p, g in zip(model.parameters(), grads, strict=True):
+                    p -= 0.01 * g
+            if advance:
+                model.advance()
+    messages = [str(w.message) for w in caught if "advance()" in str(w.message)]
+    assert model.training_step == 3 and model.teacher_prob == pytest.approx(0.7)
+    assert len(messages) == (0 if advance else 3)
+
+
 @pytest.mark.parametrize("kind", ["scheduled", "professor"])
 def test_training_in_eval_mode_warns(kind, batch):
     """load_run hands models back in eval mode, where scheduled sampling and professor forcing are off

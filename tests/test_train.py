@@ -186,8 +186,10 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
     with torch.no_grad():
         next(iter(model.parameters())).view(-1)[0] = math.nan  # every loss is now NaN
     poisoned = {k: v.clone() for k, v in model.state_dict().items()}
-    for _ in range(2):
-        trainer.step(batch)  # skipped, parameters untouched
+    for step in (1, 2):
+        message = rf"^step {step}: non-finite loss .*parameter '.*' is not finite.* lower the learning rate"
+        with pytest.warns(UserWarning, match=message + r" \(lr=0.003\)$"):
+            trainer.step(batch)  # skipped, parameters untouched
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, poisoned[k], equal_nan=True)
     assert trainer.optimizer.param_groups[0]["lr"] == trainer.lr  # and the schedule where it was
@@ -197,6 +199,30 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
         save_checkpoint(tmp_path / "bad.pt", trainer.state_dict())
     assert not (tmp_path / "bad.pt").exists()
     assert trainer.step_count == 2  # the third, failing step is not counted
+
+
+def test_a_non_finite_loss_names_its_site(tmp_path):
+    """A guide whose log-density is NaN at finite parameters: the warning names the guide's site 'h'."""
+    import pyro
+    import pyro.distributions as dist
+
+    from pyroseq.data.words import load_words
+
+    corpus = load_words("sample")
+    model = build_model("dssm", vocab_size=len(corpus.vocab), state_dim=4, flow_hidden=8, emitter_hidden=8)
+    batch = next(corpus.sampler(4))
+    T = batch.ids.shape[1]
+
+    def guide(ids, mask):
+        loc = pyro.param("zero_scale_loc", torch.zeros(T, 4))
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            pyro.sample("h", dist.Normal(loc, torch.zeros(T, 4), validate_args=False).to_event(2))
+
+    trainer = Trainer(model, guide)
+    with pytest.warns(
+        UserWarning, match=r"^step 1: non-finite loss .* at the guide's site 'h' \(log-density nan\)"
+    ):
+        trainer.step(batch)
 
 
 def test_train_command_json(tmp_path):
@@ -589,3 +615,29 @@ def test_a_new_run_starts_its_emitter_at_the_unigram_law(tmp_path, model, data):
     train_run(dataclasses.replace(config, emitter_bias="default"), tmp_path / "default", progress=False)
     drawn = emitter_output_layer(load_run(tmp_path / "default").model).bias.detach()
     assert not torch.allclose(drawn[real], expected[real], atol=0.1)
+
+
+@pytest.mark.parametrize("source", ["sample", "text"])
+def test_data_parallel_ranks_draw_streams_of_their_own_apart_from_validation(source, tmp_path):
+    """Four ranks of one run: each draws other training batches than every other rank and than the
+    validation batch (a rank seeded like validation, or two ranks seeded alike, would train on copies)."""
+    from pyroseq.runs.config import load_corpus
+    from pyroseq.runs.train import _training_data
+
+    if source == "text":
+        path = tmp_path / "text.txt"
+        path.write_text("".join(f"line {i} of a text with some words in it\n" for i in range(400)))
+        config = RunConfig(
+            model="rnn", data="text", source=str(path), batch_size=8, valid_size=8, chunk_length=16
+        )
+    else:
+        config = RunConfig(source="sample", batch_size=64, valid_size=64)  # frequent words repeat
+    corpus = load_corpus(config)
+    streams, valid = [], None
+    for rank in range(4):
+        sampler, valid, _, _ = _training_data(config, corpus, torch.device("cpu"), rank=rank)
+        streams.append([next(sampler).ids for _ in range(3)])
+    batches = [batch for stream in streams for batch in stream]
+    assert not any(a.shape == valid.ids.shape and torch.equal(a, valid.ids) for a in batches)
+    for i, a in enumerate(batches):
+        assert not any(a.shape == b.shape and torch.equal(a, b) for b in batches[i + 1 :])

@@ -20,6 +20,7 @@ from pyroseq.data.words import load_words
 from pyroseq.errors import ConfigError
 from pyroseq.flows import FLOWS, make_flow
 from pyroseq.guides import FutureGuide, GaussianGuide
+from pyroseq.infer import ScaleLatents, warmup_factor
 from pyroseq.models import DSSM
 
 parser = argparse.ArgumentParser(description="Swapping flows and guides")
@@ -76,7 +77,8 @@ def train(model, guide):
     curve = []
     for step in range(1, STEPS + 1):
         batch = next(batches)
-        svi.step(batch.ids, batch.mask)
+        with ScaleLatents(warmup_factor(step - 1, STEPS // 2)):  # KL warm-up: else the states collapse
+            svi.step(batch.ids, batch.mask)
         if step % EVERY == 0:
             curve.append((step, svi.evaluate_loss(held_out.ids, held_out.mask) / len(held_out)))
     return curve

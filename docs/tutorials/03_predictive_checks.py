@@ -20,6 +20,7 @@ from pyro.optim import ClippedAdam
 
 from pyroseq.data.words import load_words
 from pyroseq.guides import FutureGuide
+from pyroseq.infer import ScaleLatents, warmup_factor
 from pyroseq.models import DSSM
 from pyroseq.predictive import plot_ppc, posterior_predictive, prior_predictive
 
@@ -50,7 +51,13 @@ svi = SVI(
     RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=1),
 )
 batches = corpus.sampler(BATCH, seed=0)
-losses = [svi.step(batch.ids, batch.mask) / len(batch) for batch in (next(batches) for _ in range(STEPS))]
+losses = []
+for step in range(STEPS):
+    batch = next(batches)
+    with ScaleLatents(
+        warmup_factor(step, STEPS // 2)
+    ):  # KL warm-up over the first half, as pyroseq train does
+        losses.append(svi.step(batch.ids, batch.mask) / len(batch))
 print(f"-IWAE_{K}, mean of the last steps: {sum(losses[-20:]) / len(losses[-20:]):.3f} nats/word")
 model.eval()
 guide.eval()

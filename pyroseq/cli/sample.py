@@ -24,7 +24,12 @@ from pyroseq.runs.rundir import load_run
 @click.option("-n", "num", type=POSITIVE, default=20, show_default=True, help="How many sequences.")
 @click.option("--decoder", type=click.Choice(DECODERS), default="ancestral", show_default=True)
 @click.option(
-    "--temperature", type=POSITIVE_FLOAT, default=1.0, show_default=True, help="Divides the logits."
+    "--temperature",
+    type=POSITIVE_FLOAT,
+    default=1.0,
+    show_default=True,
+    help="Divides the logits. Any positive value; a tiny one (down to subnormals such as 1e-320) picks the "
+    "most probable symbol at each step, the limit --decoder greedy.",
 )
 @click.option("--top-k", type=POSITIVE, help="topk: keep the K most probable symbols.")
 @click.option(

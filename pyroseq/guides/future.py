@@ -58,6 +58,8 @@ class FutureGuide(PyroseqModule):
         embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward GRU.
         rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
         obs_dim: F, the length of each observed frame (a model of vectors).
+        name: the prefix of its parameters in Pyro's param store; ``None``: ``guide``, ``guide_2``, ... in
+            order of construction (see :mod:`pyroseq.module`). Pass it where parameters are saved and loaded.
 
     Example:
         The guide of a DSSM of 88-key piano rolls:
@@ -79,6 +81,7 @@ class FutureGuide(PyroseqModule):
         embed_dim: int = 16,
         rnn_hidden: int = 64,
         obs_dim: int | None = None,
+        name: str | None = None,
     ) -> None:
         if (vocab_size is None) == (obs_dim is None):
             raise ConfigError(
@@ -94,7 +97,7 @@ class FutureGuide(PyroseqModule):
             rnn_hidden=rnn_hidden,
             obs_dim=obs_dim,
         )
-        super().__init__(role="guide", vocab_size=vocab_size)
+        super().__init__(role="guide", vocab_size=vocab_size, name=name)
         self.state_dim = state_dim
         self.rnn_hidden = rnn_hidden
         self.obs_dim = obs_dim
@@ -241,6 +244,7 @@ class GaussianGuide(FutureGuide):
         embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward GRU.
         rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
         obs_dim: F, the length of each observed frame (a model of vectors).
+        name: as for :class:`FutureGuide`.
     """
 
     def __init__(
@@ -251,6 +255,7 @@ class GaussianGuide(FutureGuide):
         embed_dim: int = 16,
         rnn_hidden: int = 64,
         obs_dim: int | None = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(
             vocab_size=vocab_size,
@@ -259,4 +264,5 @@ class GaussianGuide(FutureGuide):
             embed_dim=embed_dim,
             rnn_hidden=rnn_hidden,
             obs_dim=obs_dim,
+            name=name,
         )

@@ -7,6 +7,7 @@
 * :mod:`~pyroseq.infer.fivo`: :class:`FIVO`, a particle filter's bound with the guide proposing;
 * :mod:`~pyroseq.infer.annealing`: :class:`ScaleLatents`, KL annealing as a Pyro effect handler;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
+* :mod:`~pyroseq.infer.diagnostics`: :func:`check_collapse` (do the states carry anything?) for any loop;
 * :mod:`~pyroseq.infer.smc`: the particle filter of a state-space model, along sequences
   (:func:`~pyroseq.infer.smc.filter_prefixes`) and down a prefix tree
   (:func:`~pyroseq.infer.smc.prefix_tree_log_evidence`).
@@ -16,6 +17,7 @@ before; the old paths still import, with a ``DeprecationWarning``, for one relea
 """
 
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
+from pyroseq.infer.diagnostics import PosteriorCollapseWarning, check_collapse, latent_kl
 from pyroseq.infer.dreg import DReG
 from pyroseq.infer.fivo import FIVO
 from pyroseq.infer.freebits import FreeBitsELBO
@@ -34,6 +36,9 @@ __all__ = [
     "warmup_factor",
     "Trainer",
     "NonFiniteLossError",
+    "check_collapse",
+    "latent_kl",
+    "PosteriorCollapseWarning",
 ]
 
 _RUNS = {m: m for m in ("config", "specs", "checkpoint", "rundir", "guard", "memory", "distributed")}

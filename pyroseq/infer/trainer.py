@@ -15,6 +15,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -24,8 +25,9 @@ from pyro import poutine
 from tqdm.auto import tqdm
 
 from pyroseq.data.batch import Batch
-from pyroseq.errors import ConfigError, PyroseqError
+from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
+from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
 from pyroseq.infer.objectives import make_objective
 from pyroseq.models.base import SequenceModel
 from pyroseq.module import load_modules
@@ -51,7 +53,8 @@ class ObjectiveModule(torch.nn.Module):
     ``forward(ids, mask)`` is ``objective.differentiable_loss(model, guide, ids, mask)``. A batch on
     which the distributions meet invalid (NaN) values gives a NaN loss that reaches every parameter,
     rather than an exception: every rank then gets NaN gradients from the averaging, and all skip the
-    step together instead of one rank leaving the others waiting.
+    step together instead of one rank leaving the others waiting. A module's own report of where
+    (:class:`~pyroseq.errors.NonFiniteError`) is kept in :attr:`nonfinite`.
     """
 
     def __init__(self, model: SequenceModel, guide: Callable[..., Any], objective: Any) -> None:
@@ -59,15 +62,19 @@ class ObjectiveModule(torch.nn.Module):
         self.model = model
         self.guide = guide  # a submodule when it is a module; a plain function otherwise
         self.objective = objective
+        self.nonfinite: str | None = None
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.nonfinite = None
         try:
             return self.objective.differentiable_loss(self.model, self.guide, ids, mask)
+        except NonFiniteError as e:
+            self.nonfinite = first_line(e)
         except ValueError as e:
             # Distribution argument validation meets NaN states before any loss exists.
             if "invalid values" not in str(e):
                 raise
-            return math.nan * sum(p.sum() for p in self.parameters() if p.requires_grad)
+        return math.nan * sum(p.sum() for p in self.parameters() if p.requires_grad)
 
 
 class Trainer:
@@ -78,7 +85,8 @@ class Trainer:
     sequences), its gradients (averaged over the ranks with ``fabric``) clipped to ``clip_norm``, then
     Adam with a learning rate that decays geometrically from ``lr`` to ``lr * lr_decay`` over
     ``total_steps`` (a torch ``ExponentialLR`` with the per-step factor ``lr_decay ** (1 / total_steps)``).
-    A step whose loss or gradients are not finite is skipped (the parameters stay as they were);
+    A step whose loss or gradients are not finite is skipped (the parameters stay as they were) with a
+    one-line warning naming the step and the site where the loss stopped being finite;
     ``max_bad_steps`` such steps in a row stop training with :class:`NonFiniteLossError`. After each
     update the parameters are checked: one that is not finite or exceeds ``max_param`` in absolute value
     stops training at once with :class:`DivergenceError`, before anything can checkpoint it (the model
@@ -99,6 +107,11 @@ class Trainer:
             (:meth:`evaluate_loss`) always computes the unscaled bound.
         max_param: the largest absolute parameter value taken as sane (Adam moves a parameter by at
             most about ``lr`` per step, so a trained model's stay far below the default).
+        collapse_every: once the warm-up is over, every this many steps (0: never) the step's batch
+            measures what the states carry (:func:`~pyroseq.infer.diagnostics.check_collapse`): under
+            :data:`~pyroseq.infer.diagnostics.COLLAPSE_THRESHOLD` nats per word, a
+            :class:`~pyroseq.infer.diagnostics.PosteriorCollapseWarning` (once) names the remedy. Models
+            without latent sites are not checked.
         fabric: a Lightning ``Fabric`` of several processes (:func:`pyroseq.runs.distributed.launch`):
             each step's gradients and loss are averaged over its ranks, and a stop (Ctrl-C) on any rank
             stops all of them at the same step. ``None``: one process.
@@ -124,6 +137,7 @@ class Trainer:
         kl_warmup: int = 0,
         max_bad_steps: int = 20,
         max_param: float = 1e4,
+        collapse_every: int = 250,
         fabric: Any = None,
     ) -> None:
         sizes = (("lr", lr), ("clip_norm", clip_norm), ("total_steps", total_steps), ("max_param", max_param))
@@ -134,6 +148,8 @@ class Trainer:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
         if kl_warmup < 0:
             raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
+        if collapse_every < 0:
+            raise ConfigError(f"collapse_every must be >= 0 steps, got {collapse_every}")
         if jit and kl_warmup:
             raise ConfigError(
                 "jit=True cannot be combined with kl_warmup: the trace would freeze the annealing factor "
@@ -152,6 +168,7 @@ class Trainer:
         self.loss = make_objective(objective, particles=particles, jit=jit)
         self.lr, self.lr_decay = lr, lr_decay
         self.kl_warmup = kl_warmup
+        self.collapse_every = collapse_every
         self.clip_norm = clip_norm
         self.max_bad_steps = max_bad_steps
         self.max_param = max_param
@@ -168,6 +185,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self._gamma)
         self.fabric = fabric
         objective_module = ObjectiveModule(model, guide, self.loss)
+        self._objective_module = objective_module
         self.objective = objective_module if fabric is None else fabric.setup_module(objective_module)
         self.step_count = 0
         self.bad_steps = 0
@@ -212,14 +230,46 @@ class Trainer:
             self._check_parameters()
         else:
             self.bad_steps += 1
+            where = self._nonfinite_where(batch, loss)
             if self.bad_steps >= self.max_bad_steps:
                 raise NonFiniteLossError(
-                    f"{self.bad_steps} steps in a row gave a non-finite loss or gradient (skipped: the "
-                    "parameters are those from before them)"
+                    f"{self.bad_steps} steps in a row gave a non-finite loss or gradient, the latest at step "
+                    f"{self.step_count + 1} {where} (skipped: the parameters are those from before them); "
+                    f"lower the learning rate (lr={lr:g})"
                 )
+            warnings.warn(
+                f"step {self.step_count + 1}: non-finite loss or gradient {where}; the step was skipped: if "
+                f"it recurs, lower the learning rate (lr={lr:g})",
+                stacklevel=2,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
+        if (
+            self.collapse_every
+            and self.step_count > self.kl_warmup
+            and (self.step_count - self.kl_warmup) % self.collapse_every == 0
+        ):
+            self._check_collapse(batch)
         return {"loss": loss, "grad_norm": norm, "lr": lr, **figures}
+
+    def _nonfinite_where(self, batch: Batch, loss: float) -> str:
+        """Where the step's loss stopped being finite, as ``"at the guide's site 'h' (...)"``."""
+        if self._objective_module.nonfinite is not None:
+            return f"({self._objective_module.nonfinite})"
+        if math.isfinite(loss):
+            return "(the loss is finite: its gradient is not)"
+        with torch.random.fork_rng():  # the diagnosis must not move the training's random stream
+            site = nonfinite_site(self.model, self.guide, batch.ids, batch.mask)
+        return f"at {site}" if site is not None else "(every site is finite on a second draw)"
+
+    def _check_collapse(self, batch: Batch) -> None:
+        """Warn once if the states carry less than the collapse threshold on ``batch``."""
+        with torch.random.fork_rng(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            check_collapse(self.model, self.guide, batch.ids, batch.mask, threshold=COLLAPSE_THRESHOLD)
+        if caught:
+            self.collapse_every = 0  # said once
+            warnings.warn(f"step {self.step_count}: {caught[0].message}", caught[0].category, stacklevel=3)
 
     def _add_params(self, values: Iterable[torch.Tensor]) -> None:
         """Hand the optimiser the unconstrained leaves of param-site values it does not know yet."""

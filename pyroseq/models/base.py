@@ -37,14 +37,14 @@ __all__ = ["SequenceModel", "AutoregressiveModel", "StateSpaceModel", "mask_spec
 class SequenceModel(PyroseqModule):
     """Base class: a Pyro model ``forward(ids, mask)`` over padded symbol sequences.
 
-    Each instance has its own Pyro name (``model``, ``model_2``, ...; see :mod:`pyroseq.module`), and
-    its inputs are checked before ``forward`` runs.
+    Each instance has its own Pyro name (``name=``, else ``model``, ``model_2``, ...; see
+    :mod:`pyroseq.module`), and its inputs are checked before ``forward`` runs.
     """
 
     autoregressive: bool = False
 
-    def __init__(self, *, vocab_size: int) -> None:
-        super().__init__(role="model", vocab_size=vocab_size)
+    def __init__(self, *, vocab_size: int, name: str | None = None) -> None:
+        super().__init__(role="model", vocab_size=vocab_size, name=name)
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -65,10 +65,6 @@ class SequenceModel(PyroseqModule):
         """Whether ``JitTrace_ELBO`` may trace this model: False when training depends on Python values
         (a teacher probability, a discriminator's accuracy) that a trace would freeze."""
         return True
-
-    def optimised_parameters(self) -> list[torch.nn.Parameter]:
-        """The parameters the SVI optimiser trains (all by default; an adversary may train its own)."""
-        return list(self.parameters())
 
     def extra_state_dict(self) -> dict[str, Any]:
         """State beyond ``state_dict()`` that a checkpoint must keep (an auxiliary optimiser), or ``{}``."""
@@ -123,6 +119,10 @@ class StateSpaceModel(SequenceModel):
     """
 
     state_dim: int
+
+    def latent_shapes(self, mask: Tensor) -> dict[str, tuple[int, ...]]:
+        """The one latent site: ``h``, the whole state trajectory, ``(B, T, D)``."""
+        return {"h": (*mask.shape, self.state_dim)}
 
     def initial_state(self, batch_shape: torch.Size | tuple[int, ...]) -> Tensor:
         """``h_0`` expanded to ``batch_shape + (D,)``."""

@@ -131,6 +131,8 @@ class DSSM(StateSpaceModel):
         emission: the emission family, a name of :data:`pyroseq.emissions.EMISSIONS`: ``"categorical"``
             (symbols), ``"bernoulli"`` (multi-hot frames), ``"normal"`` or ``"normal_state"`` (real vectors).
         obs_dim: F, the length of each observed vector (the emissions of vectors only).
+        name: the prefix of its parameters in Pyro's param store; ``None``: ``model``, ``model_2``, ... in
+            order of construction (see :mod:`pyroseq.module`). Pass it where parameters are saved and loaded.
 
     Example:
         A DSSM of 88-key piano-roll frames:
@@ -153,10 +155,11 @@ class DSSM(StateSpaceModel):
         emitter_hidden: int | None = 64,
         emission: str = "categorical",
         obs_dim: int | None = None,
+        name: str | None = None,
     ) -> None:
         obs_dim = _emission_size(emission, vocab_size=vocab_size, obs_dim=obs_dim)
         check_positive_sizes(state_dim=state_dim, flow_hidden=flow_hidden, emitter_hidden=emitter_hidden)
-        super().__init__(vocab_size=vocab_size)
+        super().__init__(vocab_size=vocab_size, name=name)
         self.emission = emission
         self.state_dim = state_dim
         self.h_0 = nn.Parameter(torch.zeros(state_dim))

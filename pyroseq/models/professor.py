@@ -92,10 +92,19 @@ class ProfessorForcing(RNNLM):
             discriminator's latest accuracy lies in this closed interval.
         free_running_term_only: if False, also push the teacher-forced behaviour toward free-running.
 
-    Training: :meth:`train_hook` updates the discriminator on the batch before each step; under plain
-    ``SVI`` the model calls it itself at the first training pass after each optimiser step (see
-    :mod:`pyroseq.models.rnn`). The discriminator is never a Pyro param, so ``SVI`` trains the generator
-    only (:meth:`optimised_parameters`).
+        name: as for :class:`~pyroseq.models.rnn.RNNLM`.
+
+    The discriminator (:attr:`discriminator`, a plain ``nn.Module``) is the model's own business, not a
+    Pyro param: it is trained by :meth:`train_hook` with its own Adam, :attr:`discriminator_optimizer`,
+    once per training step, on that step's batch, before the generator's update. Under plain ``SVI`` (any
+    optimiser; see :mod:`pyroseq.models.rnn`) the model calls :meth:`train_hook` itself at the first
+    training pass after each optimisation step; :class:`~pyroseq.infer.Trainer` calls it before each step.
+    ``SVI`` and the Trainer train the generator only (:meth:`optimised_parameters`); the discriminator's
+    weights are in ``state_dict()``, its optimiser's state in :meth:`extra_state_dict`.
+
+    Attributes:
+        discriminator_optimizer: the discriminator's ``torch.optim.Adam`` (learning rate ``disc_lr``).
+        disc_accuracy: the discriminator's accuracy at its latest update (``None`` before the first).
     """
 
     supports_jit = False  # the adversarial factor depends on the discriminator's accuracy, a Python value
@@ -114,6 +123,7 @@ class ProfessorForcing(RNNLM):
         disc_lr: float = 1e-3,
         accuracy_window: Sequence[float] = (0.75, 0.99),
         free_running_term_only: bool = True,
+        name: str | None = None,
     ) -> None:
         if isinstance(adversarial_weight, bool) or not isinstance(adversarial_weight, int | float):
             raise ConfigError(f"adversarial_weight must be a number, got {adversarial_weight!r}")
@@ -139,20 +149,22 @@ class ProfessorForcing(RNNLM):
             embed_dim=embed_dim,
             num_layers=num_layers,
             learned_initial_state=learned_initial_state,
+            name=name,
         )
         self.adversarial_weight = float(adversarial_weight)
         self.accuracy_window = (low, high)
         self.free_running_term_only = free_running_term_only
-        # Registered with add_module and read through self._modules: a PyroModule turns a plain submodule
-        # read as an attribute into pyro.module, which would hand it to the SVI optimiser.
-        self.add_module(
-            "discriminator", Discriminator(behaviour_dim=state_dim + vocab_size, hidden_dim=disc_hidden)
+        # Into _modules directly: add_module refuses a name that the property below already answers.
+        self._modules["discriminator"] = Discriminator(
+            behaviour_dim=state_dim + vocab_size, hidden_dim=disc_hidden
         )
-        self._disc_optimizer = torch.optim.Adam(self._discriminator.parameters(), lr=disc_lr)
+        self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=disc_lr)
         self.disc_accuracy: float | None = None
 
     @property
-    def _discriminator(self) -> Discriminator:
+    def discriminator(self) -> Discriminator:
+        """``D``, a submodule read from ``_modules``: a ``PyroModule`` reads a plain submodule attribute
+        through ``pyro.module``, which would hand it to the ``SVI`` optimiser."""
         return self._modules["discriminator"]
 
     @staticmethod
@@ -180,12 +192,12 @@ class ProfessorForcing(RNNLM):
             self._observe(logits, ids, mask)
             free_outputs, free_logits, free_lengths = self._free_running(B, T)
             free = self._behaviour(free_outputs, free_logits)
-            with _frozen(self._discriminator):
+            with _frozen(self.discriminator):
                 # -log D(b_free): the discriminator should take free-running behaviour for teacher-forced
-                loss = F.softplus(-self._discriminator(free, free_lengths))
+                loss = F.softplus(-self.discriminator(free, free_lengths))
                 if not self.free_running_term_only:
                     # -log(1 - D(b_teacher))
-                    loss = loss + F.softplus(self._discriminator(self._behaviour(outputs, logits), lengths))
+                    loss = loss + F.softplus(self.discriminator(self._behaviour(outputs, logits), lengths))
             pyro.factor("professor", -self.adversarial_weight * loss)
 
     def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
@@ -201,18 +213,18 @@ class ProfessorForcing(RNNLM):
             teacher = self._behaviour(*self._teacher_forced(batch.ids))
             free_outputs, free_logits, free_lengths = self._free_running(B, T)
             free = self._behaviour(free_outputs, free_logits)
-        logits = self._discriminator(torch.cat([teacher, free]), torch.cat([batch.lengths, free_lengths]))
+        logits = self.discriminator(torch.cat([teacher, free]), torch.cat([batch.lengths, free_lengths]))
         labels = torch.cat([torch.ones(B), torch.zeros(B)]).to(logits)
         loss = F.binary_cross_entropy_with_logits(logits, labels)
-        self._disc_optimizer.zero_grad()
+        self.discriminator_optimizer.zero_grad()
         loss.backward()
-        self._disc_optimizer.step()
+        self.discriminator_optimizer.step()
         self.disc_accuracy = ((logits.detach() > 0) == (labels > 0.5)).float().mean().item()
         return {"disc_accuracy": self.disc_accuracy, "disc_loss": loss.item()}
 
     def optimised_parameters(self) -> list[nn.Parameter]:
         """The generator's parameters: everything but the discriminator."""
-        disc = {id(p) for p in self._discriminator.parameters()}
+        disc = {id(p) for p in self.discriminator.parameters()}
         return [p for p in self.parameters() if id(p) not in disc]
 
     def extra_state_dict(self) -> dict[str, Any]:
@@ -220,14 +232,14 @@ class ProfessorForcing(RNNLM):
         in ``state_dict``)."""
         return {
             **super().extra_state_dict(),
-            "disc_optimizer": self._disc_optimizer.state_dict(),
+            "disc_optimizer": self.discriminator_optimizer.state_dict(),
             "disc_accuracy": self.disc_accuracy,
         }
 
     def load_extra_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state_dict`."""
         try:
-            self._disc_optimizer.load_state_dict(state["disc_optimizer"])
+            self.discriminator_optimizer.load_state_dict(state["disc_optimizer"])
             self.disc_accuracy = state["disc_accuracy"]
             super().load_extra_state_dict(state)
         except (KeyError, TypeError, ValueError) as e:

@@ -12,12 +12,17 @@ the symbol fed at step ``t`` is the ground truth ``w_{t-1}`` with probability ``
 sample from the model's own ``q(w_{t-1} | ...)``, drawn independently per sequence and per step
 (scheduled sampling, Bengio et al. 2015).
 
-The training step ``i`` follows plain ``pyro.infer.SVI`` too: the model counts its own steps. A training
-pass (training mode, gradients on, observed ids) that finds the parameters changed since the previous one
-(an optimiser stepped in between) is the next step, and the model calls its own :meth:`RNNLM.train_hook`;
-the particles of one ``SVI.step`` see the same parameters and so share one step, and
-``SVI.evaluate_loss`` (no gradients) never counts. :class:`~pyroseq.infer.Trainer` calls the hook itself,
-with its own step count (so a resumed run continues its schedule), and the model then does not count again.
+The training step ``i`` follows plain ``pyro.infer.SVI`` too, under any optimiser: the model counts the
+torch optimiser steps taken on its parameters (:attr:`~pyroseq.module.PyroseqModule.optimiser_steps`,
+counted by a hook on every ``torch.optim.Optimizer`` step, which covers Pyro's ``Adam``, ``ClippedAdam``,
+``SGD``, every ``PyroOptim`` and ``lr_scheduler`` wrapper, and a torch optimiser over
+``differentiable_loss``). A training pass (training mode, gradients on, observed ids) that follows such a
+step is the next training step, and the model calls its own :meth:`RNNLM.train_hook`; the particles of one
+``SVI.step`` share one step, and ``SVI.evaluate_loss`` (no gradients) never counts. An update that is not a
+torch optimiser's step is counted with :meth:`~pyroseq.module.PyroseqModule.advance`; a training pass that
+finds the parameters changed without either warns, and counts the step. :class:`~pyroseq.infer.Trainer`
+calls the hook itself, with its own step count (so a resumed run continues its schedule), and the model then
+does not count again.
 
 References:
     S. Bengio, O. Vinyals, N. Jaitly, N. Shazeer. Scheduled Sampling for Sequence Prediction with
@@ -60,9 +65,23 @@ class RNNLM(AutoregressiveModel):
         learned_initial_state: learn ``h_0`` (and ``c_0``) instead of fixing it at zero.
         schedule: a teacher schedule as a JSON dict (``{"kind": "invsigmoid", "k": 100}``), or ``None`` for
             plain teacher forcing; see :class:`~pyroseq.models.schedules.TeacherSchedule`.
+        name: the prefix of its parameters in Pyro's param store; ``None``: ``model``, ``model_2``, ... in
+            order of construction (see :mod:`pyroseq.module`). Pass it where parameters are saved and loaded.
 
     The decoder state is flat, ``(B, S)`` with ``S = L H`` (GRU) or ``2 L H`` (LSTM: ``h`` then ``c``).
-    Pyro parameter names start with ``model.``.
+
+    Example:
+        >>> import pyro
+        >>> from pyro.infer import SVI, Trace_ELBO
+        >>> from pyroseq.data import pad_batch
+        >>> from pyroseq.guides import empty_guide
+        >>> batch = pad_batch([[3, 4, 2], [5, 2]])
+        >>> model = RNNLM(vocab_size=8, schedule={"kind": "linear", "c": 0.1}, name="lm")
+        >>> svi = SVI(model, empty_guide, pyro.optim.ClippedAdam({"lr": 1e-2}), Trace_ELBO())
+        >>> for _ in range(4):
+        ...     _ = svi.step(batch.ids, batch.mask)
+        >>> model.training_step, round(model.teacher_prob, 2)
+        (3, 0.7)
     """
 
     def __init__(
@@ -75,6 +94,7 @@ class RNNLM(AutoregressiveModel):
         num_layers: int = 1,
         learned_initial_state: bool = True,
         schedule: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> None:
         check_vocab_size(vocab_size)
         if cell not in _CELLS:
@@ -83,7 +103,7 @@ class RNNLM(AutoregressiveModel):
         if not isinstance(learned_initial_state, bool):
             raise ConfigError(f"learned_initial_state must be true or false, got {learned_initial_state!r}")
         schedule = None if schedule is None else TeacherSchedule.from_dict(schedule)
-        super().__init__(vocab_size=vocab_size)
+        super().__init__(vocab_size=vocab_size, name=name)
         self.schedule = schedule
         self.cell = cell
         self.state_dim = state_dim
@@ -98,10 +118,11 @@ class RNNLM(AutoregressiveModel):
             self.register_buffer("initial_hidden", torch.zeros(num_states, state_dim))
         self.teacher_prob = 1.0 if self.schedule is None else self.schedule.teacher_prob(0)
         self.training_step = 0  # the step of the latest training pass
-        self._eval_versions: tuple[int, ...] | None = None  # the versions at the latest eval-mode pass
-        # The versions of the trained parameters at that pass: None before the first one, () after a load
-        # (so the next training pass is the next step).
-        self._versions_at_step: tuple[int, ...] | None = None
+        # optimiser_steps at the latest training pass (None before the first, -1 after a load: the next
+        # pass is the next step) and at the latest eval-mode pass with gradients
+        self._steps_at_pass: int | None = None
+        self._steps_at_eval: int | None = None
+        self._emitter_at_pass: Tensor | None = None  # to see updates that no optimiser step counted
 
     # The flat decoder state and its nn.GRU / nn.LSTM form.
 
@@ -220,17 +241,17 @@ class RNNLM(AutoregressiveModel):
         self._model(ids, mask)
 
     def _check_not_trained_in_eval_mode(self) -> None:
-        """Warn if the parameters moved since the latest eval-mode pass with gradients: an optimiser is
-        training the model in eval mode, where what :meth:`_training_mode_only` names is off."""
-        versions = self._trained_versions()
-        if self._training_mode_only() is not None and self._eval_versions not in (None, versions):
+        """Warn if an optimiser stepped since the latest eval-mode pass with gradients: it is training the
+        model in eval mode, where what :meth:`_training_mode_only` names is off."""
+        steps = self.optimiser_steps
+        if self._training_mode_only() is not None and self._steps_at_eval not in (None, steps):
             warnings.warn(
                 f"{type(self).__name__} is in eval mode (as load_run returns it), so its "
                 f"{self._training_mode_only()} is off and its training step does not advance: "
                 "call model.train() before training it",
                 stacklevel=1,  # the model, not torch's module call
             )
-        self._eval_versions = versions
+        self._steps_at_eval = steps
 
     def _training_mode_only(self) -> str | None:
         """What this model's training does in training mode only (``None``: nothing)."""
@@ -248,16 +269,23 @@ class RNNLM(AutoregressiveModel):
     def supports_jit(self) -> bool:
         return self.schedule is None
 
-    def _trained_versions(self) -> tuple[int, ...]:
-        # A tensor's version counter grows with every in-place update, which is how optimisers step.
-        return tuple(p._version for p in self.optimised_parameters())
-
     def _count_training_step(self, ids: Tensor, mask: Tensor) -> None:
-        """Call :meth:`train_hook` with the next step if the parameters moved since the latest step's pass."""
-        if self._versions_at_step is None:  # the first training pass: step 0, with the model as it stands
-            self._versions_at_step = self._trained_versions()
-        elif self._trained_versions() != self._versions_at_step:
-            self.train_hook(self.training_step + 1, Batch(ids, mask, mask.sum(-1)))
+        """Call :meth:`train_hook` with the next step if an optimisation step was taken since the latest
+        training pass; warn (and count it) if the parameters changed without one."""
+        if self._steps_at_pass is None:  # the first training pass: step 0, with the model as it stands
+            self._steps_at_pass = self.optimiser_steps
+            self._emitter_at_pass = self.emitter.bias.detach().clone()
+            return
+        if self.optimiser_steps == self._steps_at_pass:
+            if self._emitter_at_pass is None or torch.equal(self.emitter.bias, self._emitter_at_pass):
+                return
+            warnings.warn(
+                f"{type(self).__name__}'s parameters changed since its latest training pass, but no torch "
+                f"optimiser stepped them: counted as training step {self.training_step + 1}; call "
+                "model.advance() after each update that is not a torch optimiser's step",
+                stacklevel=1,
+            )
+        self.train_hook(self.training_step + 1, Batch(ids, mask, mask.sum(-1)))
 
     def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
         """Prepare training step ``step`` on ``batch``: set the teacher probability of scheduled sampling.
@@ -266,7 +294,8 @@ class RNNLM(AutoregressiveModel):
         itself. Returns the figures to log, ``{}`` without a schedule.
         """
         self.training_step = step
-        self._versions_at_step = self._trained_versions()
+        self._steps_at_pass = self.optimiser_steps
+        self._emitter_at_pass = self.emitter.bias.detach().clone()
         if self.schedule is None:
             return {}
         self.teacher_prob = self.schedule.teacher_prob(step)
@@ -279,6 +308,6 @@ class RNNLM(AutoregressiveModel):
     def load_extra_state_dict(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state_dict`; the next training pass is the step after the saved one."""
         self.training_step = int(state.get("training_step", 0))  # absent from earlier checkpoints
-        self._versions_at_step = ()
+        self._steps_at_pass = -1
         if self.schedule is not None:
             self.teacher_prob = self.schedule.teacher_prob(self.training_step)

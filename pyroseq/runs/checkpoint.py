@@ -28,6 +28,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "write_json_atomic",
+    "remove_stale_temporaries",
     "write_text_atomic",
 ]
 
@@ -81,6 +82,21 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 _FULL = 64 * 2**20  # a disk with less free space than this is taken as the reason a write failed
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the temporaries (``.checkpoint.pt.<random>``, ...) that writes killed mid-way (``kill -9``)
+    left in ``run_dir``; returns them. Only for the process that holds the run's lock: a write under way
+    has a temporary of the same form."""
+    stale = [
+        path
+        for name in (CHECKPOINT, CONFIG, METRICS)
+        for path in run_dir.glob(f".{name}.*")
+        if path.is_file() and not path.is_symlink()
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:

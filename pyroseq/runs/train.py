@@ -22,7 +22,7 @@ from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
 from pyroseq.infer.trainer import Trainer
 from pyroseq.models.init import init_emitter_bias
-from pyroseq.runs.checkpoint import CHECKPOINT
+from pyroseq.runs.checkpoint import CHECKPOINT, remove_stale_temporaries
 from pyroseq.runs.config import (
     CORPUS,
     INHERITED,
@@ -250,11 +250,15 @@ def train_run(
             )
         # Of a run on several nodes (or under torchrun), the first process claims and locks the directory.
         with lock_run(out) if leads_run() else contextlib.nullcontext():
+            if leads_run():
+                remove_stale_temporaries(out)  # left by a kill -9 during a checkpoint write
             saved, config = _resumed(out, overrides)
             return _launch(config, out, saved, overrides, progress)
     config = _fresh(config, overrides)
     config.validate()  # before the directory is claimed: a mistyped option leaves nothing behind
     with claim_new_run(out) if leads_run() else contextlib.nullcontext():
+        if leads_run():
+            remove_stale_temporaries(out)  # of a run that was killed writing its first checkpoint
         return _launch(config, out, None, overrides, progress)
 
 
