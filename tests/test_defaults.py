@@ -41,3 +41,40 @@ def test_every_registered_model_and_guide_is_a_kind_of_run():
     config_models = {model_spec(RunConfig(**run), VOCAB)["name"] for run in RUNS}
     config_guides = {guide_spec(RunConfig(**run), VOCAB)["name"] for run in RUNS}
     assert config_models == set(MODELS) and config_guides == set(GUIDES)
+
+
+@pytest.mark.parametrize(
+    "model, given, objective, particles, warmup",
+    [
+        ("dssm", {}, "dreg", 4, 500),  # the recipe of docs/results.md (issue 27)
+        ("dssm", {"steps": 600}, "dreg", 4, 300),  # a short run warms up over its first half
+        ("dssm", {"objective": "iwae"}, "iwae", 1, 500),  # another objective named alone: K = 1, as ever
+        ("dssm", {"objective": "dreg", "particles": 8}, "dreg", 8, 500),
+        ("dssm", {"jit": True}, "elbo", 1, 0),  # no importance-weighted bound traces
+        ("rnn", {}, "elbo", 1, 0),  # no latent sites: the ELBO is the exact likelihood
+    ],
+)
+def test_the_training_recipe_is_the_same_from_python_and_from_a_run(
+    model, given, objective, particles, warmup
+):
+    """A new run (``pyroseq train``) and a ``Trainer`` built with the library's defaults train alike:
+    DReG with K = 4 and a 500-step KL warm-up for a DSSM, the exact ELBO for an RNN, lr 6e-3."""
+    from pyroseq.guides import empty_guide
+    from pyroseq.infer import IWAE, DReG, Trainer
+    from pyroseq.runs.config import resolve_kl_warmup, resolve_objective
+
+    config = resolve_objective(resolve_kl_warmup(RunConfig(model=model, **given)))
+    assert (config.objective, config.particles, config.kl_warmup, config.lr) == (
+        objective,
+        particles,
+        warmup,
+        6e-3,
+    )
+    built = MODELS[model](vocab_size=len(VOCAB))
+    guide = GUIDES["future"](vocab_size=len(VOCAB)) if model == "dssm" else empty_guide
+    options = {k: v for k, v in given.items() if k != "steps"}
+    trainer = Trainer(built, guide, total_steps=given.get("steps", 1000), **options)
+    kind = {"dreg": DReG, "iwae": IWAE}.get(objective)
+    assert kind is None or type(trainer.loss) is kind
+    assert getattr(trainer.loss, "num_particles", 1) == particles
+    assert (trainer.kl_warmup, trainer.lr) == (warmup, 6e-3)

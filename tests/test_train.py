@@ -181,7 +181,7 @@ def test_non_finite_loss_skips_steps_then_stops(tmp_path):
     corpus = load_words("sample")
     model = build_model("dssm", vocab_size=len(corpus.vocab), state_dim=4, flow_hidden=8, emitter_hidden=8)
     guide = build_guide("gaussian", vocab_size=len(corpus.vocab), state_dim=4, rnn_hidden=8)
-    trainer = Trainer(model, guide, max_bad_steps=3)
+    trainer = Trainer(model, guide, lr=3e-3, max_bad_steps=3)
     batch = next(corpus.sampler(4))
     with torch.no_grad():
         next(iter(model.parameters())).view(-1)[0] = math.nan  # every loss is now NaN

@@ -12,9 +12,33 @@ from pyroseq.errors import ConfigError
 from pyroseq.infer.dreg import DReG
 from pyroseq.infer.importance import IWAE, DifferentiableObjective
 
-__all__ = ["OBJECTIVES", "DifferentiableObjective", "IWAE", "ShapeJitTrace_ELBO", "make_objective"]
+__all__ = [
+    "OBJECTIVES",
+    "DEFAULT_PARTICLES",
+    "default_objective",
+    "DifferentiableObjective",
+    "IWAE",
+    "ShapeJitTrace_ELBO",
+    "make_objective",
+]
 
 OBJECTIVES = ("elbo", "iwae", "dreg")
+
+DEFAULT_PARTICLES = 4
+"""K of the default objective of a model with latent states (DReG): the lever screen's choice of bound
+against cost per step (``docs/results.md``, issue 27)."""
+
+
+def default_objective(*, latent: bool, jit: bool = False) -> tuple[str, int]:
+    """The objective name and particle count that pyroseq trains a model with by default.
+
+    DReG with :data:`DEFAULT_PARTICLES` particles for a model with latent states (the doubly
+    reparameterised importance-weighted bound trained the DSSM fastest per step in the lever screen of
+    ``docs/results.md``); the exact ELBO with one particle for a model without (any importance-weighted
+    bound is then its exact log-likelihood, K times over) and under ``jit`` (no importance-weighted bound
+    has a JIT version).
+    """
+    return ("dreg", DEFAULT_PARTICLES) if latent and not jit else ("elbo", 1)
 
 
 class ShapeJitTrace_ELBO(JitTrace_ELBO):

@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from pyroseq.data.batch import Batch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
-from pyroseq.infer.annealing import ScaleLatents, warmup_factor
+from pyroseq.infer.annealing import ScaleLatents, default_kl_warmup, warmup_factor
 from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
-from pyroseq.infer.objectives import make_objective
+from pyroseq.infer.objectives import default_objective, make_objective
 from pyroseq.models.base import SequenceModel
 from pyroseq.module import load_modules
 
@@ -98,10 +98,15 @@ class Trainer:
             ``pyro.param`` statements, or an autoguide. Parameters are collected from each step's param
             sites, as ``pyro.infer.SVI`` does; a guide with latent sites but no parameter the trainer can
             see is a :class:`ConfigError` at the first step.
-        objective: ``"elbo"`` or ``"iwae"``; ``particles`` K >= 1.
+        objective: ``"elbo"``, ``"iwae"`` or ``"dreg"``; ``particles`` K >= 1. ``None`` (each): pyroseq's
+            recipe, :func:`~pyroseq.infer.objectives.default_objective` (DReG with K = 4 for a model with
+            latent states, the ELBO with K = 1 for one without); an objective named without ``particles``
+            takes K = 1 unless it is the recipe's.
         jit: use ``JitTrace_ELBO`` (ELBO only).
-        kl_warmup: KL annealing over this many steps (0: none): step ``i`` scales every latent site of
-            the model and guide by ``beta_i = min(1, (i + 1) / kl_warmup)``
+        kl_warmup: KL annealing over this many steps (0: none; ``None``: for a model with latent states
+            :func:`~pyroseq.infer.annealing.default_kl_warmup` of ``total_steps``, i.e. 500 steps or half
+            of them if fewer, and none without latent states or under ``jit``): step ``i`` scales every
+            latent site of the model and guide by ``beta_i = min(1, (i + 1) / kl_warmup)``
             (:class:`~pyroseq.infer.annealing.ScaleLatents`), so the objective's KL term is down-weighted
             until it reaches the ordinary bound; the step's figures include ``kl_scale``. Validation
             (:meth:`evaluate_loss`) always computes the unscaled bound.
@@ -127,14 +132,14 @@ class Trainer:
         model: SequenceModel,
         guide: Callable[..., Any],
         *,
-        objective: str = "elbo",
-        particles: int = 1,
-        lr: float = 3e-3,
+        objective: str | None = None,
+        particles: int | None = None,
+        lr: float = 6e-3,
         lr_decay: float = 0.1,
         total_steps: int = 1000,
         clip_norm: float = 10.0,
         jit: bool = False,
-        kl_warmup: int = 0,
+        kl_warmup: int | None = None,
         max_bad_steps: int = 20,
         max_param: float = 1e4,
         collapse_every: int = 250,
@@ -146,6 +151,13 @@ class Trainer:
                 raise ConfigError(f"{name} must be a positive finite number, got {value}")
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
+        latent = not model.autoregressive
+        recipe, k = default_objective(latent=latent, jit=jit)
+        if particles is None:
+            particles = k if objective in (None, recipe) else 1
+        objective = recipe if objective is None else objective
+        if kl_warmup is None:
+            kl_warmup = default_kl_warmup(total_steps) if latent and not jit else 0
         if kl_warmup < 0:
             raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
         if collapse_every < 0:

@@ -23,7 +23,8 @@ from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
-from pyroseq.infer.objectives import OBJECTIVES
+from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, default_kl_warmup
+from pyroseq.infer.objectives import OBJECTIVES, default_objective
 from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
 
@@ -45,6 +46,7 @@ __all__ = [
     "resolve_device",
     "resolve_source",
     "resolve_kl_warmup",
+    "resolve_objective",
     "DEFAULT_KL_WARMUP",
     "load_corpus",
     "corpus_name",
@@ -96,15 +98,16 @@ class RunConfig:
     # (init_emitter_bias, every model alike) or "default", nn.Linear's own draw (runs saved before the option)
     emitter_bias: str = "unigram"
     # optimisation
-    objective: str = "elbo"  # elbo | iwae | dreg
-    particles: int = 1  # K
+    # elbo | iwae | dreg; None, in a new run: dreg for a DSSM, elbo for an RNN (see resolve_objective)
+    objective: str | None = None
+    particles: int | None = None  # K; None, in a new run: DEFAULT_PARTICLES for a DSSM's dreg/iwae, else 1
     # dssm: KL annealing over this many steps (0: none). None, in a new run: DEFAULT_KL_WARMUP steps, or
     # half of --steps if that is fewer, and none from --init-from (see resolve_kl_warmup); a run saved
     # before the option: none.
     kl_warmup: int | None = None
     steps: int = 1000
     batch_size: int = 64  # per process: --devices N trains on N * batch_size sequences a step
-    lr: float = 3e-3
+    lr: float = 6e-3
     lr_decay: float = 0.1  # the learning rate decays geometrically to lr * lr_decay at the first --steps
     clip_norm: float = 10.0
     jit: bool = False
@@ -125,12 +128,12 @@ class RunConfig:
             ("training", TRAINING),
             ("emitter_bias", EMITTER_BIASES),
         ):
-            if getattr(self, name) not in valid:
+            if getattr(self, name) not in valid and not (name == "objective" and self.objective is None):
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(valid)}")
         positive = ("state_dim", "flow_hidden", "guide_hidden", "embed_dim", "layers", "particles", "steps",
                     "batch_size", "chunk_length", "valid_size", "devices", "num_nodes")  # fmt: skip
         for name in positive:
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}", params=(name,))
         for name in ("valid_every", "checkpoint_every", "emitter_hidden", "kl_warmup"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
@@ -143,7 +146,7 @@ class RunConfig:
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
         check_seed(self.seed)
-        if self.model == "rnn" and self.objective in ("iwae", "dreg") and self.particles > 1:
+        if self.model == "rnn" and self.objective in ("iwae", "dreg") and (self.particles or 1) > 1:
             raise ConfigError(
                 f"the RNN has no latent variables: {self.objective.upper()} with K > 1 is the same as the "
                 "exact ELBO",
@@ -266,10 +269,18 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
                 raise ConfigError(f"{name} {why}", params=(name, by))
 
 
-DEFAULT_KL_WARMUP = 1000
-"""KL warm-up steps of a new DSSM run by default: trained by the plain ELBO the DSSM collapses (its guide's
-KL fell to 0.09 nats/word in 1,000 steps on the word task), with this warm-up it does not
-(``docs/models.md``, ``docs/results.md``)."""
+def resolve_objective(config: RunConfig) -> RunConfig:
+    """``config`` with ``objective`` and ``particles`` set where a new run left them at None, by
+    :func:`~pyroseq.infer.objectives.default_objective`: DReG with K = 4 for a DSSM, the ELBO with K = 1
+    for an RNN or under ``jit``. An objective given without ``particles`` gets K = 1 unless it is the
+    default objective."""
+    name, k = default_objective(latent=config.model == "dssm", jit=config.jit)
+    objective = name if config.objective is None else config.objective
+    if config.particles is not None:
+        k = config.particles
+    elif objective != name:  # an objective named without its K: one particle, as before the defaults
+        k = 1
+    return dataclasses.replace(config, objective=objective, particles=k)
 
 
 def resolve_kl_warmup(config: RunConfig) -> RunConfig:
@@ -281,7 +292,7 @@ def resolve_kl_warmup(config: RunConfig) -> RunConfig:
     if config.kl_warmup is not None:
         return config
     annealed = config.model == "dssm" and not config.jit and config.init_from is None
-    warmup = min(DEFAULT_KL_WARMUP, config.steps // 2) if annealed else 0
+    warmup = default_kl_warmup(config.steps) if annealed else 0
     return dataclasses.replace(config, kl_warmup=warmup)
 
 

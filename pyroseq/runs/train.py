@@ -34,6 +34,7 @@ from pyroseq.runs.config import (
     load_corpus,
     resolve_device,
     resolve_kl_warmup,
+    resolve_objective,
     resolve_source,
     resume_differences,
     same_path,
@@ -110,7 +111,7 @@ def _fresh(config: RunConfig | None, overrides: dict[str, Any]) -> RunConfig:
         }
         where = str(source.path if Path(config.init_from).is_file() else source.path.parent)
         config = dataclasses.replace(config, **taken, init_from=where, init_from_step=source.step)
-    return resolve_kl_warmup(resolve_source(config))
+    return resolve_objective(resolve_kl_warmup(resolve_source(config)))
 
 
 def _init_source(path: str) -> SavedRun:
