@@ -70,3 +70,13 @@ def test_readme_test_command_installs_what_the_tests_need_and_ci_runs_it_as_writ
     assert extract, ".ci/run does not run the README's test command"
     found = subprocess.run(["bash", "-c", extract[1]], cwd=README.parent, capture_output=True, text=True)
     assert found.stdout.strip() == command
+
+
+def test_the_readme_python_snippet_runs_as_written():
+    """The README's plain-SVI snippet, run as a user pastes it, at 2 steps on the shipped sample words."""
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    assert "range(200)" in code and 'load_words("symspell", top=10_000)' in code
+    code = code.replace("range(200)", "range(2)").replace(
+        'load_words("symspell", top=10_000)', 'load_words("sample")'
+    )
+    exec(compile(code, "README.md", "exec"), {})
