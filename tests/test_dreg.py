@@ -14,12 +14,17 @@ import pytest
 import torch
 from pyro.distributions.transforms import conditional_planar
 from pyro.infer import SVI, RenyiELBO
-from pyro.infer.autoguide import AutoNormal
 
 from pyroseq.errors import ConfigError
 from pyroseq.guides import FutureGuide
 from pyroseq.infer import IWAE, DReG, ScaleLatents, make_objective
-from tests.test_objectives import BATCH, D, dssm_and_guide, nested_plate_model, sequence_level_model
+from tests.test_objectives import (
+    BATCH,
+    LAYOUTS,
+    D,
+    dssm_and_guide,
+    layout,
+)
 
 # The Gaussian toy of benchmarks/dreg_snr.py, one independent copy per "sequence" b (so one backward pass
 # gives B draws of each estimator): z ~ N(theta, 1), x ~ N(z, 1), guide q(z) = N(loc, scale^2); the
@@ -108,30 +113,10 @@ def split_gradients(objective, model, guide, model_params, guide_params):
 
 
 @pytest.mark.parametrize("K", [1, 4])
-@pytest.mark.parametrize("layout", ["dssm", "sequence_site", "nested_plate"])
-def test_dreg_value_and_model_gradient_are_iwae_s(K, layout):
+@pytest.mark.parametrize("layout_name", LAYOUTS)
+def test_dreg_value_and_model_gradient_are_iwae_s(K, layout_name):
     """Same draws: the loss is RenyiELBO(alpha=0)'s and IWAE's, the model gradient IWAE's, the guide's not."""
-    nesting = 2 if layout == "nested_plate" else 1
-    if layout == "dssm":
-        model, guide = dssm_and_guide()
-
-        def model_params():
-            return list(model.parameters())
-
-        def guide_params():
-            return list(guide.parameters())
-    else:
-        model = sequence_level_model if layout == "sequence_site" else nested_plate_model
-        guide = AutoNormal(model, init_scale=0.3)
-        guide(BATCH.ids, BATCH.mask)
-
-        def model_params():
-            return [pyro.param("emit").unconstrained()]
-
-        def guide_params():
-            return [
-                v.unconstrained() for k, v in pyro.get_param_store().items() if k.startswith("AutoNormal")
-            ]
+    model, guide, nesting, model_params, guide_params = layout(layout_name)
 
     renyi = RenyiELBO(alpha=0, num_particles=K, vectorize_particles=True, max_plate_nesting=nesting)
     expected = split_gradients(renyi, model, guide, model_params, guide_params)

@@ -10,11 +10,15 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide import AutoNormal
 
 from pyroseq.errors import ConfigError
 from pyroseq.infer import FreeBitsELBO
-from tests.test_objectives import BATCH, dssm_and_guide, nested_plate_model, sequence_level_model
+from tests.test_objectives import (
+    BATCH,
+    LAYOUTS,
+    dssm_and_guide,
+    layout,
+)
 
 X = torch.tensor([0.3, -0.4, 1.0])
 LOC = torch.tensor([0.0, 0.5, 2.0])  # KL = -log N(loc; 0, 1) = 0.919, 1.044, 2.919
@@ -70,29 +74,20 @@ def test_kl_terms_are_per_sequence_before_the_floor():
 
 
 @pytest.mark.parametrize("K", [1, 3])
-@pytest.mark.parametrize("layout", ["dssm", "sequence_site", "nested_plate"])
-def test_free_bits_is_the_elbo_where_every_kl_term_exceeds_the_floor(K, layout):
+@pytest.mark.parametrize("layout_name", LAYOUTS)
+def test_free_bits_is_the_elbo_where_every_kl_term_exceeds_the_floor(K, layout_name):
     """Same draws: value and every gradient equal ``Trace_ELBO``'s (vectorised particles)."""
-    nesting = 2 if layout == "nested_plate" else 1
-    if layout == "dssm":
-        model, guide = dssm_and_guide()
+    model, guide, nesting, model_params, guide_params = layout(layout_name)
 
-        def params():
-            return list(model.parameters()) + list(guide.parameters())
-    else:
-        model = sequence_level_model if layout == "sequence_site" else nested_plate_model
-        guide = AutoNormal(model, init_scale=0.3)
-        guide(BATCH.ids, BATCH.mask)
-
-        def params():
-            return [v.unconstrained() for v in pyro.get_param_store().values()]
+    def params():
+        return model_params() + guide_params()
 
     free_bits = FreeBitsELBO(free_nats=0.05, num_particles=K, max_plate_nesting=nesting)
     pyro.set_rng_seed(7)
     terms = free_bits.kl_terms(model, guide, BATCH.ids, BATCH.mask)
     assert min(float(t.min()) for t in terms.values()) > 0.05  # the premise: every term above the floor
     assert list(terms) == (
-        ["h"] if layout == "dssm" else ["trajectory" if layout == "sequence_site" else "z"]
+        ["h"] if layout_name == "dssm" else ["trajectory" if layout_name == "sequence_site" else "z"]
     )
     results = []
     for objective in (
