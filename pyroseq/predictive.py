@@ -39,6 +39,7 @@ from pyroseq.data.batch import Batch, first_eos
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import SequenceModel, StateSpaceModel
+from pyroseq.module import module_device
 
 __all__ = [
     "PredictiveDraws",
@@ -47,6 +48,7 @@ __all__ = [
     "sequence_lengths",
     "check_words",
     "plot_ppc",
+    "sample_frames",
 ]
 
 
@@ -191,6 +193,32 @@ def posterior_predictive(
     log_likelihood = log_p.masked_fill(~batch.mask, 0.0).sum(-1)  # (S, B)
     drawn = "states from the guide on the observed steps, from the model's transition after the observed end"
     return PredictiveDraws("posterior", drawn, _cut_at_eos(ids), batch, states, log_likelihood)
+
+
+@torch.no_grad()
+def sample_frames(model: SequenceModel, *, num: int, length: int) -> Tensor:
+    """``num`` sequences of ``length`` frames drawn from a model of frames alone, ``(num, length, F)``:
+    the model run with no observations (a DSSM along a trajectory from its transition, an RNN fed its own
+    previous frame).
+
+    Example:
+        >>> from pyroseq.models import DSSM
+        >>> model = DSSM(emission="bernoulli", obs_dim=88, state_dim=4, flow="diagonal")
+        >>> sample_frames(model, num=2, length=16).shape
+        torch.Size([2, 16, 88])
+    """
+    _check_samples(num)
+    _check_samples(length)
+    if model.emits_symbols:
+        raise ConfigError(
+            f"sample_frames draws frames, but this {type(model).__name__} emits symbols: use "
+            "pyroseq.decode.decode",
+            params=("model",),
+        )
+    sites = [f"w_{t}" for t in range(1, length + 1)]
+    mask = torch.ones(num, length, dtype=torch.bool, device=module_device(model))
+    drawn = Predictive(model, num_samples=1, return_sites=sites)(None, mask)
+    return torch.stack([drawn[site][0] for site in sites], dim=1)  # (num, T, F)
 
 
 def sequence_lengths(ids: Tensor, mask: Tensor | None = None) -> Tensor:

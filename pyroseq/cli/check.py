@@ -37,7 +37,10 @@ def check_command(
     run = load_run(run_dir, device=device)
     corpus = run.corpus()
     if not isinstance(corpus, WordCorpus):
-        raise ConfigError(f"{run_dir} was trained on text; pyroseq check compares words with p(w)")
+        raise ConfigError(
+            f"{run_dir} was trained on {run.config.data}; pyroseq check compares words with p(w)"
+            + (" (for frames: pyroseq.predictive.check_frames)" if run.config.data == "polyphonic" else "")
+        )
     torch.manual_seed(seed)
     batch = corpus.draw_batch(num_words, seed=seed, device=device)
     summary, idata = check_words(

@@ -49,6 +49,7 @@ __all__ = [
     "FrameSampler",
     "load_polyphonic",
     "read_polyphonic_pickle",
+    "roll_pitches",
 ]
 
 LOWEST_PITCH = 21  # A0, the piano's lowest key
@@ -143,6 +144,21 @@ def _roll(sequence: object, *, where: str) -> Tensor:
     return torch.from_numpy(roll)
 
 
+def roll_pitches(roll: Tensor) -> list[list[int]]:
+    """The MIDI pitches sounding in each frame of a roll ``(T, 88)`` (the inverse of the loader's map:
+    column c is pitch c + 21); a frame with none is a rest, ``[]``.
+
+    Example:
+        >>> roll = torch.zeros(2, NUM_KEYS)
+        >>> roll[0, [39, 43, 46]] = 1  # C4 E4 G4
+        >>> roll_pitches(roll)
+        [[60, 64, 67], []]
+    """
+    if roll.dim() != 2 or roll.shape[-1] != NUM_KEYS:
+        raise DataError(f"a piano roll is (T, {NUM_KEYS}), got {tuple(roll.shape)}")
+    return [[int(c) + LOWEST_PITCH for c in frame.nonzero().flatten()] for frame in roll > 0.5]
+
+
 @dataclass(frozen=True)
 class FrameBatch:
     """A minibatch of piano rolls, right-padded with silent frames.
@@ -162,6 +178,11 @@ class FrameBatch:
 
     def __len__(self) -> int:
         return self.frames.shape[0]
+
+    @property
+    def observations(self) -> Tensor:
+        """The frames: what a model of frames is called with (a ``SequenceBatch``'s observations)."""
+        return self.frames
 
     @property
     def num_frames(self) -> int:
@@ -278,6 +299,10 @@ class PolyphonicCorpus:
     train: PolyphonicSplit
     valid: PolyphonicSplit
     test: PolyphonicSplit
+
+    # What a training run reads of any corpus: frames have no vocabulary, and loading drops nothing.
+    vocab = None
+    notes = ()
 
     def split(self, name: str) -> PolyphonicSplit:
         """The split called ``name`` (one of :data:`SPLITS`)."""

@@ -23,7 +23,7 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, PyroseqError
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
 from pyroseq.infer.objectives import make_objective
@@ -179,7 +179,7 @@ class Trainer:
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.guide) if isinstance(m, torch.nn.Module)]
 
-    def step(self, batch: Batch) -> dict[str, float]:
+    def step(self, batch: SequenceBatch) -> dict[str, float]:
         """One SVI step on ``batch``; returns ``{"loss": loss per sequence, ...hook figures}``."""
         for m in self._modules():
             m.train()
@@ -195,7 +195,7 @@ class Trainer:
             figures["kl_scale"] = beta = warmup_factor(self.step_count, self.kl_warmup)
             annealing = ScaleLatents(beta)
         with poutine.trace(param_only=True) as params, annealing:
-            loss_tensor = self.objective(batch.ids, batch.mask) / len(batch)
+            loss_tensor = self.objective(batch.observations, batch.mask) / len(batch)
         self._add_params(site["value"] for site in params.trace.nodes.values())
         if self.fabric is None:
             loss_tensor.backward()
@@ -240,11 +240,11 @@ class Trainer:
             self.params += new
             self.optimizer.add_param_group({"params": new})
 
-    def _check_guide(self, batch: Batch) -> None:
+    def _check_guide(self, batch: SequenceBatch) -> None:
         """Refuse a guide with latent sites but no parameter the trainer can see (it would stay frozen)."""
         self._checked_guide = True
         with torch.random.fork_rng(), poutine.trace(param_only=True) as params:
-            trace = poutine.trace(self.guide).get_trace(batch.ids, batch.mask)
+            trace = poutine.trace(self.guide).get_trace(batch.observations, batch.mask)
         latent = [
             name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]
         ]
@@ -279,16 +279,16 @@ class Trainer:
             )
 
     @torch.no_grad()
-    def evaluate_loss(self, batch: Batch) -> float:
+    def evaluate_loss(self, batch: SequenceBatch) -> float:
         """The objective's loss per sequence on ``batch`` (no update); models in eval mode."""
         for m in self._modules():
             m.eval()
-        loss = self.loss.loss(self.model, self.guide, batch.ids, batch.mask)
+        loss = self.loss.loss(self.model, self.guide, batch.observations, batch.mask)
         return float(loss) / len(batch)
 
     def fit(
         self,
-        batches: Iterator[Batch],
+        batches: Iterator[SequenceBatch],
         *,
         steps: int,
         validate: Callable[[], dict[str, float]] | None = None,

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from pyroseq.checks import format_bytes
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import Batch, SequenceBatch
+from pyroseq.data.polyphonic import PolyphonicCorpus
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
@@ -166,11 +167,15 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
 
 
 def _training_data(
-    config: RunConfig, corpus: WordCorpus | TextCorpus, device: torch.device, *, rank: int
-) -> tuple[Any, Batch, str, float]:
+    config: RunConfig, corpus: WordCorpus | TextCorpus | PolyphonicCorpus, device: torch.device, *, rank: int
+) -> tuple[Any, SequenceBatch, str, float]:
     """The batch sampler (rank ``rank``'s word stream), the validation batch, the unit of throughput and
     symbols per sequence."""
     seed = rank_seed(config.seed, rank)
+    if isinstance(corpus, PolyphonicCorpus):
+        sampler = corpus.train.sampler(config.batch_size, seed=seed, device=device)
+        valid = corpus.valid.batch(range(min(config.valid_size, len(corpus.valid))), device=device)
+        return sampler, valid, "sequences", 1.0
     if isinstance(corpus, WordCorpus):
         sampler = corpus.sampler(config.batch_size, seed=seed, device=device)
         valid = corpus.draw_batch(config.valid_size, seed=config.seed + 1, device=device)
@@ -182,8 +187,10 @@ def _training_data(
     return sampler, valid, "symbols", float(config.chunk_length)
 
 
-def _probe(config: RunConfig, corpus: WordCorpus | TextCorpus) -> Batch:
+def _probe(config: RunConfig, corpus: WordCorpus | TextCorpus | PolyphonicCorpus) -> SequenceBatch:
     """Two training sequences of the run's length, on which a step's memory is measured."""
+    if isinstance(corpus, PolyphonicCorpus):
+        return corpus.train.batch(range(min(2, len(corpus.train))))  # padded to the longest, as batches are
     if isinstance(corpus, WordCorpus):
         return corpus.batch(list(range(min(2, len(corpus)))))  # padded to the longest word, as batches are
     chunks = corpus.chunks("train", config.chunk_length)
@@ -338,11 +345,13 @@ def _train(
         if saved is not None:
             notes += trim_metrics(out, trainer.step_count)
     last_valid: dict[str, float] = {}
+    # Frames are validated per frame (the NLL per time step of Pyro's DMM), words and chunks per sequence.
+    valid_scale = len(valid) / valid.num_frames if isinstance(corpus, PolyphonicCorpus) else 1.0
 
     def validate() -> dict[str, float]:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed + 2)
-            loss = trainer.evaluate_loss(valid)
+            loss = trainer.evaluate_loss(valid) * valid_scale
         last_valid.update(valid_loss=loss, step=trainer.step_count)
         return {"valid_loss": loss}
 
@@ -381,7 +390,9 @@ def _train(
         "initial_loss": summary["initial_loss"],
         "final_loss": summary["final_loss"],
         "valid_loss": last_valid.get("valid_loss"),
-        "loss_unit": "nats per word" if unit == "words" else f"nats per {config.chunk_length}-symbol chunk",
+        "loss_unit": {"words": "nats per word", "sequences": "nats per sequence; valid: nats per frame"}.get(
+            unit, f"nats per {config.chunk_length}-symbol chunk"
+        ),
         f"{unit}_per_second": None if rate is None else rate * per_sequence,
         "seconds": summary["seconds"],
         "checkpoint": str(out / CHECKPOINT),
