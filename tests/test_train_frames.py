@@ -282,17 +282,30 @@ def test_the_autoregressive_predictive_is_the_emissions_mean_fed_the_true_frames
     torch.testing.assert_close(probs, torch.sigmoid(model._teacher_forced(batch.frames)[1]).detach())
 
 
-def test_the_filters_first_prediction_is_the_prior_predictive():
-    """Before any frame is seen the particle filter's p(x_1) is E_{h_1 ~ p}[sigmoid(g(h_1))]."""
+def test_the_filter_predicts_each_frame_given_the_frames_before_it():
+    """p(x_1) = E_p[sigmoid(g(h_1))] and p(x_2 | x_1) = E_p[p(x_1 | h_1) sigmoid(g(h_2))] / E_p[p(x_1 | h_1)],
+    computed here by importance sampling from the prior, on a random walk h_t = h_{t-1} + xi_t (the gated
+    flow with its gate shut and unit scale), whose states stay correlated across steps."""
     torch.manual_seed(0)
-    model = DSSM(emission="bernoulli", obs_dim=6, state_dim=3, flow="diagonal")
-    torch.nn.init.normal_(model.h_0, std=1.0)
-    batch = rolls(lengths=(2,))
-    first = predictive_key_probs(model, batch, num_particles=20_000)[0, 0]
+    model = DSSM(emission="bernoulli", obs_dim=6, state_dim=3, flow="gated")
     with torch.no_grad():
-        states = model.sample_states(20_000, 1)[:, 0]
-        expected = torch.sigmoid(model.emitter(states)).mean(0)
-    torch.testing.assert_close(first, expected, atol=0.01, rtol=0)
+        flow = model.transition_flow
+        flow.gate.layers[-1].weight.zero_()
+        flow.gate.layers[-1].bias.fill_(-30.0)
+        flow.to_scale.weight.zero_()
+        flow.to_scale.bias.fill_(math.log(math.e - 1))  # softplus: 1
+        model.emitter.net[-1].weight.mul_(3.0)
+    batch = pad_frames([torch.tensor([[1.0, 0, 1, 0, 1, 0], [0, 1, 0, 1, 0, 1]])])
+    predicted = predictive_key_probs(model, batch, num_particles=50_000)[0]  # (2, 6)
+    with torch.no_grad():
+        states = model.sample_states(50_000, 2)  # (N, 2, D)
+        seen = torch.softmax(model.emitter.distribution(states[:, 0]).log_prob(batch.frames[0, 0]), dim=0)
+        keys = torch.sigmoid(model.emitter(states))  # (N, 2, 6)
+        first, prior_second = keys[:, 0].mean(0), keys[:, 1].mean(0)
+        second = (seen[:, None] * keys[:, 1]).sum(0)
+    assert (second - prior_second).abs().max() > 0.015  # seeing x_1 matters to x_2 here
+    torch.testing.assert_close(predicted[0], first, atol=0.008, rtol=0)
+    torch.testing.assert_close(predicted[1], second, atol=0.008, rtol=0)
 
 
 def test_the_frame_scores_count_keys_of_real_frames_only(monkeypatch):
