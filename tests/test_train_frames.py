@@ -21,10 +21,10 @@ from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate.frames import frame_prediction, predictive_key_probs
 from pyroseq.flows.gated import ConditionalGatedTransition
-from pyroseq.guides import GaussianGuide
+from pyroseq.guides import FutureGuide, GaussianGuide
 from pyroseq.infer import Trainer
 from pyroseq.models import DSSM, RNNLM
-from pyroseq.predictive import sample_frames
+from pyroseq.predictive import check_frames, frame_predictive, sample_frames
 from pyroseq.runs.config import RunConfig, dmm_config
 from pyroseq.runs.rundir import load_run
 from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
@@ -205,7 +205,6 @@ def test_sample_draws_frames_as_pitch_lists(trained, model):
         (["complete", "{run}", "--prefix", "ab"], "pyroseq complete works on sequences of symbols"),
         (["sample", "{run}", "--decoder", "greedy"], "--decoder: a model of frames draws each frame"),
         (["evaluate", "{run}", "--estimator", "smc"], "a run on frames is scored by its bounds per frame"),
-        (["check", "{run}"], "was trained on polyphonic"),
     ],
 )
 def test_commands_that_cannot_serve_frames_refuse_in_one_line(trained, args, message):
@@ -359,3 +358,60 @@ def test_the_preset_is_a_starting_point_that_given_options_override(tmp_path):
     )
     code, output = run("train", "--preset", "dmm", "--resume", "--steps", 2, "--out", tmp_path / "run")
     assert code == 2 and "--preset names a new run's configuration" in output
+
+
+# --- predictive checks -------------------------------------------------------------------------------
+
+
+def full_dssm():
+    """A DSSM of 6 keys that almost surely plays all of them, whatever its state."""
+    model = DSSM(emission="bernoulli", obs_dim=6, state_dim=3, flow="diagonal")
+    with torch.no_grad():
+        model.emitter.net[-1].bias.fill_(20.0)
+    return model, FutureGuide(obs_dim=6, state_dim=3)
+
+
+def test_the_frame_check_compares_notes_per_frame_and_polyphony_with_the_data():
+    model, guide = full_dssm()
+    batch = rolls(lengths=(3, 2))
+    summary, idata = check_frames(model, guide, batch, num_samples=4)
+    notes = batch.frames.sum(-1)[batch.mask]
+    assert summary["kind"] == "posterior" and summary["num_frames"] == 5
+    assert summary["observed_mean_notes"] == pytest.approx(float(notes.double().mean()))
+    assert summary["observed_mean_polyphony"] == pytest.approx(
+        float(batch.frames.sum(-1).amax(-1).double().mean())
+    )
+    # every real frame replicated with all 6 keys on (the padded step counts for nothing)
+    assert summary["replicated_mean_notes"] == 6 and summary["p_value_mean_notes"] == 1
+    assert summary["replicated_mean_polyphony"] == 6
+    assert idata.posterior_predictive["notes"].shape == (1, 4, 5)  # chain, draw, the real frames
+    assert idata.observed_data["polyphony"].shape == (2,)
+    assert idata.log_likelihood["sequence"].shape == (1, 4, 2)
+    assert idata.posterior["h"].shape == (1, 4, 2, 3, 3)
+
+
+def test_the_posterior_predictive_of_frames_scores_each_draw_of_the_states():
+    model, guide = full_dssm()
+    batch = rolls(lengths=(3, 2))
+    draws = frame_predictive(model, guide, batch, num_samples=3)
+    law = model.emitter.distribution(draws.states)
+    expected = (law.log_prob(batch.frames) * batch.mask).sum(-1).double()
+    torch.testing.assert_close(draws.log_likelihood, expected)
+    assert (draws.frames[:, ~batch.mask] == 0).all()  # nothing after a sequence's end
+
+
+def test_a_model_without_states_replicates_frames_from_its_prior():
+    model = RNNLM(emission="bernoulli", obs_dim=6, state_dim=5)
+    draws = frame_predictive(model, None, rolls(lengths=(3, 2)), num_samples=2)
+    assert draws.kind == "prior" and draws.log_likelihood is None and draws.frames.shape == (2, 2, 3, 6)
+
+
+@pytest.mark.parametrize("model", ["dssm", "rnn"])
+def test_check_on_a_run_on_frames_plots_notes_per_frame(trained, model):
+    _, runs = trained
+    code, output = run("check", runs[model], "--words", 2, "--samples", 3, "--json")
+    assert code == 0, output
+    summary = last_json(output)
+    assert summary["num_sequences"] == 2 and "notes per frame" in output
+    assert summary["kind"] == ("posterior" if model == "dssm" else "prior")
+    assert (runs[model] / f"ppc_{summary['kind']}_notes.png").is_file()
