@@ -415,3 +415,13 @@ def test_check_on_a_run_on_frames_plots_notes_per_frame(trained, model):
     assert summary["num_sequences"] == 2 and "notes per frame" in output
     assert summary["kind"] == ("posterior" if model == "dssm" else "prior")
     assert (runs[model] / f"ppc_{summary['kind']}_notes.png").is_file()
+
+
+def test_a_run_on_frames_does_not_start_from_a_word_runs_weights(tmp_path):
+    words = tmp_path / "words"
+    code, output = run("train", "--data", "words", "--source", "sample", "--state-dim", 4, "--steps", 1,
+                       "--batch-size", 2, "--out", words)  # fmt: skip
+    assert code == 0, output
+    code, output = run("train", "--data", "polyphonic", "--file", music(tmp_path), "--init-from", words,
+                       "--steps", 1, "--out", tmp_path / "frames")  # fmt: skip
+    assert code == 2 and "(29 against frames)" in output, output

@@ -141,9 +141,10 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
             params=("init_from",),
         )
     if source.vocab != vocab:
+        sizes = ["frames" if v is None else str(len(v)) for v in (source.vocab, vocab)]  # frames: no symbols
         raise CheckpointError(
-            f"init_from={path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
-            f"against {len(vocab)}), so its weights mean other symbols here; train on its corpus",
+            f"init_from={path}: that run's symbols differ from this run's corpus's ({sizes[0]} against "
+            f"{sizes[1]}), so its weights mean other symbols here; train on its corpus",
             params=("init_from",),
         )
     try:
