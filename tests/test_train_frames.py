@@ -425,3 +425,11 @@ def test_a_run_on_frames_does_not_start_from_a_word_runs_weights(tmp_path):
     code, output = run("train", "--data", "polyphonic", "--file", music(tmp_path), "--init-from", words,
                        "--steps", 1, "--out", tmp_path / "frames")  # fmt: skip
     assert code == 2 and "(29 against frames)" in output, output
+
+
+def test_a_batch_of_symbols_and_one_of_frames_are_both_sequence_batches():
+    from pyroseq.data.batch import SequenceBatch, pad_batch
+
+    words, frames = pad_batch([[3, 2], [4, 5, 2]]), rolls()
+    assert isinstance(words, SequenceBatch) and isinstance(frames, SequenceBatch)
+    assert words.observations is words.ids and frames.observations is frames.frames

@@ -180,7 +180,9 @@ class Trainer:
         return [m for m in (self.model, self.guide) if isinstance(m, torch.nn.Module)]
 
     def step(self, batch: SequenceBatch) -> dict[str, float]:
-        """One SVI step on ``batch``; returns ``{"loss": loss per sequence, ...hook figures}``."""
+        """One SVI step on ``batch``, any :class:`~pyroseq.data.batch.SequenceBatch` (symbols or frames: the
+        model and guide are called with its ``observations`` and ``mask``); returns ``{"loss": loss per
+        sequence, ...hook figures}``."""
         for m in self._modules():
             m.train()
         figures = dict(self.model.train_hook(self.step_count, batch))

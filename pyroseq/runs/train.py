@@ -231,8 +231,9 @@ def train_run(
 
     Returns:
         a summary: ``steps``, ``initial_loss``, ``final_loss`` (per sequence, the means of the run's
-        first and last 20 steps), ``words_per_second`` (word data) or ``symbols_per_second`` (text),
-        ``checkpoint``, ``valid_loss`` (at the final step), ``interrupted`` and ``stopped_by`` (the
+        first and last 20 steps), ``words_per_second`` (word data), ``symbols_per_second`` (text) or
+        ``sequences_per_second`` (polyphonic music), ``checkpoint``, ``valid_loss`` (at the final step; per
+        frame on polyphonic music, where ``loss_unit`` says so), ``interrupted`` and ``stopped_by`` (the
         signal that stopped it, ``"SIGINT"`` or ``"SIGTERM"``, or None), ``corpus`` (the corpus
         fingerprint the checkpoint records) and ``notes`` (sentences for the user: what the corpus's
         filters dropped, damaged metrics lines skipped).
