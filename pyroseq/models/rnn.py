@@ -74,7 +74,8 @@ class RNNLM(AutoregressiveModel):
         >>> model = RNNLM(emission="bernoulli", obs_dim=88, state_dim=8, embed_dim=8)
         >>> frames, mask = torch.zeros(2, 5, 88), torch.ones(2, 5, dtype=torch.bool)
         >>> trace = pyro.poutine.trace(model).get_trace(frames, mask)
-        >>> trace.nodes["w_1"]["fn"].event_shape, trace.log_prob_sum().dtype
+        >>> first_frame = trace.nodes["w_1"]
+        >>> first_frame["fn"].event_shape, trace.log_prob_sum().dtype
         (torch.Size([88]), torch.float32)
 
     The decoder state is flat, ``(B, S)`` with ``S = L H`` (GRU) or ``2 L H`` (LSTM: ``h`` then ``c``).
