@@ -156,8 +156,8 @@ class RunConfig:
             )
         if self.data == "polyphonic" and self.source is None:
             raise ConfigError(
-                "data polyphonic needs source, the pickle to train on (e.g. jsb_chorales.pickle from "
-                "github.com/pyro-ppl/datasets, polyphonic/)",
+                "data polyphonic needs source, the pickle to train on (pyroseq train --file PATH; e.g. "
+                "jsb_chorales.pickle from github.com/pyro-ppl/datasets, polyphonic/)",
                 params=("source", "data"),
             )
         if self.world_size > 1 and self.training == "professor" and self.model == "rnn":
