@@ -433,3 +433,12 @@ def test_a_batch_of_symbols_and_one_of_frames_are_both_sequence_batches():
     words, frames = pad_batch([[3, 2], [4, 5, 2]]), rolls()
     assert isinstance(words, SequenceBatch) and isinstance(frames, SequenceBatch)
     assert words.observations is words.ids and frames.observations is frames.frames
+
+
+@pytest.mark.parametrize("jit, pad_to", [(False, "batch"), (True, "split")])
+def test_a_run_pads_each_batch_to_its_longest_chorale_unless_a_trace_needs_one_shape(tmp_path, jit, pad_to):
+    from pyroseq.runs.train import _training_data
+
+    config = RunConfig(data="polyphonic", source=str(music(tmp_path)), jit=jit, batch_size=2)
+    sampler, *_ = _training_data(config, load_polyphonic(config.source), torch.device("cpu"), rank=0)
+    assert sampler.pad_to == pad_to

@@ -174,7 +174,9 @@ def _training_data(
     symbols per sequence."""
     seed = rank_seed(config.seed, rank)
     if isinstance(corpus, PolyphonicCorpus):
-        sampler = corpus.train.sampler(config.batch_size, seed=seed, device=device)
+        # each batch as long as its longest chorale, or of one shape for a JIT-compiled loss
+        pad_to = "split" if config.jit else "batch"
+        sampler = corpus.train.sampler(config.batch_size, seed=seed, device=device, pad_to=pad_to)
         valid = corpus.valid.batch(range(min(config.valid_size, len(corpus.valid))), device=device)
         return sampler, valid, "sequences", 1.0
     if isinstance(corpus, WordCorpus):
