@@ -101,6 +101,7 @@ def complete(
     )  # fmt: skip
     if decoder not in COMPLETION_DECODERS:
         raise ConfigError(f"complete() decodes with one of {', '.join(COMPLETION_DECODERS)}, not {decoder!r}")
+    model.require_symbols("prefix completion")
     prefix = [int(s) for s in prefix]
     first = len(Vocabulary.specials)
     for s in prefix:

@@ -99,6 +99,8 @@ def decode(
         generator=generator,
         seed=seed,
     )
+    if isinstance(model, SequenceModel):
+        model.require_symbols("decoding")
     if isinstance(model, StateSpaceModel) and decoder == "beam":
         raise ConfigError(
             "beam search needs an autoregressive model: the DSSM's state does not depend on the "

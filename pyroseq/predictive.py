@@ -18,6 +18,11 @@ Both return :class:`PredictiveDraws`: the replicated ids cut at EOS, the words, 
 :meth:`PredictiveDraws.to_inferencedata` with dims ``seq`` and ``step`` and, for the posterior, a
 ``log_likelihood`` group (``log p(w_b | h^s)`` per draw and sequence) so that ``az.loo`` and ``az.waic``
 run.
+
+Frames (polyphonic music) have their own: :func:`frame_predictive` replicates each observed sequence of
+frames (:class:`FrameDraws`, with ``notes`` per frame and ``polyphony`` in its ``InferenceData``),
+:func:`check_frames` compares notes per frame and polyphony with the data, and :func:`sample_frames` draws
+from the model alone.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ from pyro import poutine
 from pyro.infer import Predictive
 from torch import Tensor
 
-from pyroseq.data.batch import Batch, first_eos
+from pyroseq.data.batch import Batch, SequenceBatch, first_eos
+from pyroseq.data.polyphonic import FrameBatch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import SequenceModel, StateSpaceModel
+from pyroseq.module import module_device
 
 __all__ = [
     "PredictiveDraws",
@@ -47,6 +54,10 @@ __all__ = [
     "sequence_lengths",
     "check_words",
     "plot_ppc",
+    "sample_frames",
+    "FrameDraws",
+    "frame_predictive",
+    "check_frames",
 ]
 
 
@@ -164,13 +175,30 @@ def posterior_predictive(
         draws = prior_predictive(model, batch, num_samples=num_samples)
         draws.drawn = "the model has no latent states: its posterior predictive is its prior predictive"
         return draws
+    model.require_symbols("posterior_predictive")
+    B, T = batch.mask.shape
+    states = _posterior_states(model, guide, batch, num_samples)  # (S, B, T, D)
+    logits = model.emission_logits(states)  # (S, B, T, V)
+    ids = dist.Categorical(logits=logits).sample()  # (S, B, T)
+    observed = batch.ids.expand(num_samples, B, T).unsqueeze(-1)  # (S, B, T, 1)
+    log_p = torch.log_softmax(logits.double(), dim=-1).gather(-1, observed).squeeze(-1)  # (S, B, T)
+    log_likelihood = log_p.masked_fill(~batch.mask, 0.0).sum(-1)  # (S, B)
+    drawn = "states from the guide on the observed steps, from the model's transition after the observed end"
+    return PredictiveDraws("posterior", drawn, _cut_at_eos(ids), batch, states, log_likelihood)
+
+
+def _posterior_states(
+    model: StateSpaceModel, guide: Callable[..., Any] | None, batch: SequenceBatch, num_samples: int
+) -> Tensor:
+    """S draws of each sequence's states ``(S, B, T, D)``: the guide's on the observed steps, the model's
+    own transition after the observed end."""
     if guide is None:
         raise ConfigError(
-            "a posterior predictive needs the guide that conditions the states on each word; "
+            "a posterior predictive needs the guide that conditions the states on each sequence; "
             "without one, use prior_predictive"
         )
     with pyro.plate("draws", num_samples, dim=-2):  # where vectorised particles put theirs
-        trace = poutine.trace(guide).get_trace(batch.ids, batch.mask)
+        trace = poutine.trace(guide).get_trace(batch.observations, batch.mask)
     if "h" not in trace.nodes:
         name = getattr(guide, "__name__", type(guide).__name__)
         raise ConfigError(f"the guide {name} does not draw the DSSM's state trajectory site 'h'")
@@ -183,14 +211,187 @@ def posterior_predictive(
         # the guide's state on observed steps; past the observed end, the model's own transition
         h = torch.where(batch.mask[:, t, None], guided[:, :, t], model.transition(h).sample())  # (S, B, D)
         states.append(h)
-    states = torch.stack(states, dim=-2)  # (S, B, T, D)
-    logits = model.emission_logits(states)  # (S, B, T, V)
-    ids = dist.Categorical(logits=logits).sample()  # (S, B, T)
-    observed = batch.ids.expand(num_samples, B, T).unsqueeze(-1)  # (S, B, T, 1)
-    log_p = torch.log_softmax(logits.double(), dim=-1).gather(-1, observed).squeeze(-1)  # (S, B, T)
-    log_likelihood = log_p.masked_fill(~batch.mask, 0.0).sum(-1)  # (S, B)
-    drawn = "states from the guide on the observed steps, from the model's transition after the observed end"
-    return PredictiveDraws("posterior", drawn, _cut_at_eos(ids), batch, states, log_likelihood)
+    return torch.stack(states, dim=-2)  # (S, B, T, D)
+
+
+@dataclass
+class FrameDraws:
+    """Replicated sequences of frames: ``S`` draws for each of ``B`` observed sequences, each as long as
+    the sequence it replicates.
+
+    Attributes:
+        kind: ``"posterior"`` or ``"prior"``.
+        drawn: a sentence saying how the replicates were drawn.
+        frames: ``(S, B, T, F)`` 0/1; zeros after each observed sequence's end.
+        observed: the observed batch.
+        states: ``(S, B, T, D)`` posterior draws of the states; ``None`` for the prior predictive.
+        log_likelihood: ``(S, B)`` float64, ``log p(x_b | h^s)``; ``None`` for the prior predictive.
+    """
+
+    kind: str
+    drawn: str
+    frames: Tensor
+    observed: FrameBatch
+    states: Tensor | None = None
+    log_likelihood: Tensor | None = None
+
+    def notes(self) -> Tensor:
+        """Notes sounding in each replicated frame, ``(S, B, T)`` (0 after each sequence's end)."""
+        return self.frames.sum(-1)
+
+    def to_inferencedata(self) -> Any:
+        """An ``arviz.InferenceData`` of one chain of ``S`` draws: ``posterior_predictive`` and
+        ``observed_data`` hold ``notes`` (notes in each real frame, dim ``frame``: the batch's real frames,
+        sequence after sequence) and ``polyphony`` (each sequence's most notes in a frame, ``seq``); for the
+        posterior, ``posterior`` holds the states ``h`` and ``log_likelihood`` holds ``sequence``, the
+        log-likelihood of each observed sequence, for ``az.loo`` and ``az.waic``."""
+        import arviz as az
+
+        mask = self.observed.mask.cpu()
+        observed_notes = self.observed.frames.sum(-1).cpu()  # (B, T)
+        notes = self.notes().cpu()  # (S, B, T)
+        groups: dict[str, Any] = {
+            "posterior_predictive": {
+                "notes": notes[:, mask].numpy()[None],  # (1, S, frames)
+                "polyphony": notes.amax(-1).numpy()[None],
+            },
+            "observed_data": {
+                "notes": observed_notes[mask].numpy(),
+                "polyphony": observed_notes.amax(-1).numpy(),
+            },
+        }
+        if self.states is not None and self.log_likelihood is not None:
+            groups["posterior"] = {"h": self.states.cpu().numpy()[None]}
+            groups["log_likelihood"] = {"sequence": self.log_likelihood.cpu().numpy()[None]}
+        dims = {"notes": ["frame"], "polyphony": ["seq"], "sequence": ["seq"], "h": ["seq", "step", "state"]}
+        return az.from_dict(**groups, dims=dims)
+
+
+@torch.no_grad()
+def frame_predictive(
+    model: SequenceModel,
+    guide: Callable[..., Any] | None,
+    batch: FrameBatch,
+    *,
+    num_samples: int,
+    posterior: bool = True,
+) -> FrameDraws:
+    """``num_samples`` replicates of each observed sequence of frames, as long as it.
+
+    The posterior predictive of a state-space model draws ``h ~ q(h | x)`` from the guide and
+    ``x_rep_t ~ p(x_t | h_t)``, with the log-likelihood ``log p(x | h)`` of each draw; a model without
+    latent states (the RNN) has no posterior, and its posterior predictive is its prior predictive. The
+    prior predictive runs the model with no observations (an RNN fed its own previous frames).
+
+    Args:
+        model: a model of frames.
+        guide: its guide (the DSSM's draws the site ``"h"``); unused for the prior predictive.
+        batch: the observed sequences.
+        num_samples: S replicates per observed sequence.
+        posterior: the posterior predictive (default) or the prior predictive.
+    """
+    _check_samples(num_samples)
+    if model.emits_symbols:
+        raise ConfigError(
+            f"frame_predictive replicates frames, but this {type(model).__name__} emits symbols: use "
+            "posterior_predictive",
+            params=("model",),
+        )
+    frames, mask = model.checked_inputs(batch.frames, batch.mask)
+    real = mask[..., None]  # (B, T, 1)
+    if posterior and isinstance(model, StateSpaceModel):
+        states = _posterior_states(model, guide, batch, num_samples)  # (S, B, T, D)
+        law = model.emitter.distribution(states)  # batch (S, B, T)
+        log_likelihood = law.log_prob(frames).double().masked_fill(~mask, 0.0).sum(-1)  # (S, B)
+        drawn = "states from the guide, frames from the model's emission"
+        return FrameDraws("posterior", drawn, law.sample() * real, batch, states, log_likelihood)
+    sites = [f"w_{t}" for t in range(1, mask.shape[1] + 1)]
+    samples = Predictive(model, num_samples=num_samples, return_sites=sites)(None, mask)
+    replicated = torch.stack([samples[site] for site in sites], dim=2) * real  # (S, B, T, F)
+    drawn = (
+        "sequences drawn from the model alone"
+        if not posterior
+        else "the model has no latent states: its posterior predictive is its prior predictive"
+    )
+    return FrameDraws("prior", drawn, replicated, batch)
+
+
+def check_frames(
+    model: SequenceModel,
+    guide: Callable[..., Any] | None,
+    batch: FrameBatch,
+    *,
+    num_samples: int = 20,
+    posterior: bool = True,
+) -> tuple[dict[str, Any], Any]:
+    """A predictive check of notes per frame and polyphony (the most notes sounding together in a
+    sequence).
+
+    Returns:
+        ``(summary, idata)``: the summary holds ``kind``, ``drawn``, the observed and replicated mean
+        notes per frame (over real frames) and mean polyphony (over sequences), with the posterior
+        predictive p-values ``P(statistic of a replicate batch >= observed)``; ``idata`` is
+        :meth:`FrameDraws.to_inferencedata`.
+
+    Example:
+        >>> from pyroseq.data.polyphonic import pad_frames
+        >>> from pyroseq.guides import FutureGuide
+        >>> from pyroseq.models import DSSM
+        >>> model = DSSM(emission="bernoulli", obs_dim=88, state_dim=4, flow="diagonal")
+        >>> batch = pad_frames([torch.zeros(3, 88), torch.ones(2, 88)])
+        >>> summary, idata = check_frames(model, FutureGuide(obs_dim=88, state_dim=4), batch, num_samples=5)
+        >>> summary["observed_mean_notes"], summary["observed_mean_polyphony"], summary["kind"]
+        (35.2, 44.0, 'posterior')
+    """
+    draws = frame_predictive(model, guide, batch, num_samples=num_samples, posterior=posterior)
+    mask = batch.mask
+    observed_notes = batch.frames.sum(-1)  # (B, T)
+    notes = draws.notes()  # (S, B, T)
+    replicated_mean = (notes * mask).sum((-1, -2)) / mask.sum()  # (S,)
+    replicated_polyphony = notes.amax(-1).double().mean(-1)  # (S,)
+    observed_mean = float(observed_notes[mask].double().mean())
+    observed_polyphony = float(observed_notes.amax(-1).double().mean())
+    summary = {
+        "kind": draws.kind,
+        "drawn": draws.drawn,
+        "num_sequences": len(batch),
+        "num_frames": batch.num_frames,
+        "num_samples": num_samples,
+        "observed_mean_notes": observed_mean,
+        "replicated_mean_notes": float(replicated_mean.mean()),
+        "replicated_mean_notes_sd": float(replicated_mean.std()) if num_samples > 1 else 0.0,
+        "p_value_mean_notes": float((replicated_mean >= observed_mean).double().mean()),
+        "observed_mean_polyphony": observed_polyphony,
+        "replicated_mean_polyphony": float(replicated_polyphony.mean()),
+        "p_value_polyphony": float((replicated_polyphony >= observed_polyphony).double().mean()),
+    }
+    return summary, draws.to_inferencedata()
+
+
+@torch.no_grad()
+def sample_frames(model: SequenceModel, *, num: int, length: int) -> Tensor:
+    """``num`` sequences of ``length`` frames drawn from a model of frames alone, ``(num, length, F)``:
+    the model run with no observations (a DSSM along a trajectory from its transition, an RNN fed its own
+    previous frame).
+
+    Example:
+        >>> from pyroseq.models import DSSM
+        >>> model = DSSM(emission="bernoulli", obs_dim=88, state_dim=4, flow="diagonal")
+        >>> sample_frames(model, num=2, length=16).shape
+        torch.Size([2, 16, 88])
+    """
+    _check_samples(num)
+    _check_samples(length)
+    if model.emits_symbols:
+        raise ConfigError(
+            f"sample_frames draws frames, but this {type(model).__name__} emits symbols: use "
+            "pyroseq.decode.decode",
+            params=("model",),
+        )
+    sites = [f"w_{t}" for t in range(1, length + 1)]
+    mask = torch.ones(num, length, dtype=torch.bool, device=module_device(model))
+    drawn = Predictive(model, num_samples=1, return_sites=sites)(None, mask)
+    return torch.stack([drawn[site][0] for site in sites], dim=1)  # (num, T, F)
 
 
 def sequence_lengths(ids: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -12,12 +12,15 @@ from pyroseq.data import Vocabulary, pad_batch
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.guides import FutureGuide
 from pyroseq.models import (
+    DSSM,
     MODELS,
     AutoregressiveModel,
     build_model,
+    emitter_output_layer,
     init_emitter_bias,
     unigram_log_frequencies,
 )
+from pyroseq.models.init import init_frame_bias
 
 VOCAB = Vocabulary("abc")  # PAD, BOS, EOS, a, b, c
 WORDS = ["ab", "a", "aab", "ba"]  # a 5, b 3, c 0, EOS 4
@@ -86,3 +89,21 @@ def test_init_emitter_bias_refuses_bad_ids_and_smoothing():
         init_emitter_bias(model, torch.tensor([[3, 9]]))
     with pytest.raises(ConfigError, match="smoothing must be positive"):
         init_emitter_bias(model, BATCH.ids, smoothing=0.0)
+
+
+def test_init_frame_bias_starts_a_bernoulli_emitter_at_each_keys_frequency():
+    """With the last layer's weights at zero, p(key on) at any state is the smoothed frequency of the key."""
+    frames = torch.zeros(10, 4)
+    frames[:5, 0] = 1.0  # key 0 on in half the frames, key 1 in all, keys 2-3 never
+    frames[:, 1] = 1.0
+    model = DSSM(emission="bernoulli", obs_dim=4, state_dim=3, flow="diagonal")
+    log_odds = init_frame_bias(model, frames, smoothing=0.5)
+    torch.nn.init.zeros_(emitter_output_layer(model).weight)
+    probs = model.emitter.distribution(torch.randn(7, 3)).mean  # (7, 4)
+    expected = torch.tensor([5.5 / 11, 10.5 / 11, 0.5 / 11, 0.5 / 11])
+    assert torch.allclose(probs, expected.expand(7, 4), atol=1e-6)
+    assert torch.allclose(log_odds, torch.logit(expected), atol=1e-6)
+    with pytest.raises(ConfigError, match="Bernoulli emitter"):
+        init_frame_bias(DSSM(vocab_size=5, state_dim=3), frames)
+    with pytest.raises(ConfigError, match="3 columns"):
+        init_frame_bias(model, frames[:, :3])

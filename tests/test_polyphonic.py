@@ -217,6 +217,14 @@ def test_sampler_visits_every_sequence_once_an_epoch_and_resumes(tmp_path):
         assert torch.equal(a.frames, b.frames) and torch.equal(a.mask, b.mask)
     batch = next(split.sampler(4, seed=0))
     assert batch.frames.shape == (4, split.max_length, 88)
+    # pad_to="batch": as long as the batch's longest sequence, the same sequences and frames
+    fitted = next(split.sampler(4, seed=0, pad_to="batch"))
+    assert fitted.frames.shape == (4, int(fitted.lengths.max()), 88)
+    assert torch.equal(fitted.frames, batch.frames[:, : fitted.frames.shape[1]])
+    pairs = split.sampler(2, seed=0, pad_to="batch")
+    assert min(next(pairs).frames.shape[1] for _ in range(10)) < split.max_length
+    with pytest.raises(DataError, match="pad_to is 'split' or 'batch'"):
+        split.sampler(4, pad_to="longest")
 
 
 # --- the published file and the command ---------------------------------------------------------------

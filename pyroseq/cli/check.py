@@ -8,10 +8,11 @@ import click
 import torch
 
 from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option
+from pyroseq.data.polyphonic import PolyphonicCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
-from pyroseq.predictive import check_words, plot_ppc
-from pyroseq.runs.rundir import load_run
+from pyroseq.predictive import check_frames, check_words, plot_ppc
+from pyroseq.runs.rundir import LoadedRun, load_run
 
 
 @click.command("check")
@@ -22,7 +23,7 @@ from pyroseq.runs.rundir import load_run
     type=POSITIVE,
     default=256,
     show_default=True,
-    help="Observed words drawn from p(w).",
+    help="Observed words drawn from p(w) (polyphonic: the first N sequences of the test split).",
 )
 @click.option("--samples", type=POSITIVE, default=20, show_default=True, help="Replicates per observed word.")
 @click.option("--prior", is_flag=True, help="Prior predictive instead of posterior predictive.")
@@ -33,9 +34,14 @@ from pyroseq.runs.rundir import load_run
 def check_command(
     run_dir: str, num_words: int, samples: int, prior: bool, seed: int, device: str, as_json: bool
 ) -> None:
-    """Posterior (or prior) predictive check of word lengths and real-word rate, with an ArviZ plot."""
+    """Posterior (or prior) predictive check of word lengths and real-word rate (polyphonic music: of
+    notes per frame and polyphony), with an ArviZ plot."""
     run = load_run(run_dir, device=device)
     corpus = run.corpus()
+    if isinstance(corpus, PolyphonicCorpus):
+        torch.manual_seed(seed)
+        _check_frames(run, corpus, num_words, samples, prior, device, as_json)
+        return
     if not isinstance(corpus, WordCorpus):
         raise ConfigError(f"{run_dir} was trained on text; pyroseq check compares words with p(w)")
     torch.manual_seed(seed)
@@ -53,6 +59,30 @@ def check_command(
         f"{summary['replicated_mean_length']:.3f} ± {summary['replicated_mean_length_sd']:.3f}  (p = {summary['p_value_mean_length']:.3f})",
         f"  replicates that are words of the corpus: {summary['in_vocabulary_fraction']:.1%}",
         "  e.g. " + " ".join(repr(t) for t in summary["examples"]),
+        f"  plot: {summary['plot']}",
+    ]
+    emit(summary, as_json, lines)
+
+
+def _check_frames(
+    run: LoadedRun, corpus: PolyphonicCorpus, num: int, samples: int, prior: bool, device: str, as_json: bool
+) -> None:
+    """The check of notes per frame and polyphony on the first ``num`` test sequences."""
+    batch = corpus.test.batch(range(min(num, len(corpus.test))), device=device)
+    summary, idata = check_frames(run.model, run.guide, batch, num_samples=samples, posterior=not prior)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ArviZ's notices about its coming refactor
+        summary["plot"] = str(plot_ppc(idata, run.path / f"ppc_{summary['kind']}_notes.png", var="notes"))
+    lines = [
+        f"{summary['kind']} predictive check of {run.path} on {summary['num_sequences']} test sequences "
+        f"({summary['num_frames']} frames) x {samples} replicates",
+        f"  drawn: {summary['drawn']}",
+        f"  notes per frame: observed {summary['observed_mean_notes']:.3f}, replicated "
+        f"{summary['replicated_mean_notes']:.3f} ± {summary['replicated_mean_notes_sd']:.3f}  "
+        f"(p = {summary['p_value_mean_notes']:.3f})",
+        f"  polyphony (most notes in a frame, mean over sequences): observed "
+        f"{summary['observed_mean_polyphony']:.3f}, replicated {summary['replicated_mean_polyphony']:.3f}  "
+        f"(p = {summary['p_value_polyphony']:.3f})",
         f"  plot: {summary['plot']}",
     ]
     emit(summary, as_json, lines)

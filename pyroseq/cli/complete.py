@@ -54,6 +54,7 @@ def complete_command(
     """Complete PREFIX N times with the model of RUN_DIR (DSSM: a particle filter conditions the state on
     the prefix; RNN: the prefix is fed in). Each completion comes with its weight q(completion | prefix)."""
     run = load_run(run_dir, device=device)
+    run.model.require_symbols("pyroseq complete")
     corpus = run.corpus()
     words = isinstance(corpus, WordCorpus)
     if max_length is None:

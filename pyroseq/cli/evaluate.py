@@ -69,7 +69,8 @@ def evaluate_command(
     noise: bool, noise_samples: int, device: str, seed: int, progress: bool | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure a trained run: cross-entropy against p(w), KL, vocabulary mass, bounds, noise usage
-    (word task); NLL, perplexity, bits per character, accuracy on the test split (text)."""
+    (word task); NLL, perplexity, bits per character, accuracy on the test split (text); NLL per frame
+    (ELBO and IWAE_K) and next-frame accuracy and F1 on the test split (polyphonic)."""
     result = evaluate_run(
         run_dir, num_samples=samples, num_repeats=repeats, jackknife=jackknife, estimator=estimator, bounds=bounds,
         bound_words=bound_words, noise=noise, noise_samples=noise_samples, device=device, seed=seed,
@@ -81,6 +82,16 @@ def evaluate_command(
 def _lines(result: dict[str, Any]) -> list[str]:
     """What a person reads of :func:`~pyroseq.evaluate.evaluate_run`'s result."""
     lines = [f"run {result['run_dir']} ({result['model']}, step {result['step']})"]
+    if "nll_elbo" in result:
+        k = result["num_particles"]
+        lines.append(f"  test: {result['num_sequences']} sequences, {result['num_frames']} frames; NLL per frame "
+                     f"(nats): ELBO {result['nll_elbo']:.4f} ± {result['nll_elbo_stderr']:.4f}")  # fmt: skip
+        if f"nll_iwae_{k}" in result:
+            lines[-1] += f"   IWAE_{k} {result[f'nll_iwae_{k}']:.4f} ± {result[f'nll_iwae_{k}_stderr']:.4f}"
+        p = result["prediction"]
+        lines.append(f"  next frame (keys with p > {p['threshold']}): accuracy {p['accuracy']:.4f}, precision "
+                     f"{p['precision']:.4f}, recall {p['recall']:.4f}, F1 {p['f1']:.4f}")  # fmt: skip
+        return lines
     if "nll_nats" in result:
         lines.append(f"  test: NLL {result['nll_nats']:.4f} nats/symbol, perplexity {result['perplexity']:.3f}, "
                      f"BPC {result['bpc']:.4f}, accuracy {result['accuracy']}")  # fmt: skip

@@ -14,9 +14,12 @@ from pyroseq.cli.common import (
     json_option,
     threads_option,
 )
+from pyroseq.data.polyphonic import PolyphonicCorpus, roll_pitches
 from pyroseq.data.words import WordCorpus
-from pyroseq.decode import DECODERS, decode
-from pyroseq.runs.rundir import load_run
+from pyroseq.decode import DECODERS, decode, seeded
+from pyroseq.errors import ConfigError
+from pyroseq.predictive import sample_frames
+from pyroseq.runs.rundir import LoadedRun, load_run
 
 
 @click.command("sample")
@@ -43,7 +46,8 @@ from pyroseq.runs.rundir import load_run
 @click.option(
     "--max-length",
     type=POSITIVE,
-    help="Most symbols per sequence, EOS included [default: words: longest word; text: chunk length].",
+    help="Most symbols per sequence, EOS included [default: words: longest word; text: chunk length]; "
+    "polyphonic: frames per sequence [default: the training split's median length].",
 )
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -55,9 +59,21 @@ def sample_command(
     beam_size: int | None, beam_sampled: bool, length_normalise: bool, max_length: int | None, seed: int,
     device: str, as_json: bool,
 ) -> None:  # fmt: skip
-    """Decode N sequences from the model of RUN_DIR (DSSM: along sampled state trajectories)."""
+    """Decode N sequences from the model of RUN_DIR (DSSM: along sampled state trajectories); a model of
+    polyphonic music draws N sequences of frames, printed as the MIDI pitches of each frame."""
     run = load_run(run_dir, device=device)
     corpus = run.corpus()
+    if isinstance(corpus, PolyphonicCorpus):
+        given = _decoder_options_given(
+            decoder, temperature, top_k, top_p, beam_size, beam_sampled, length_normalise
+        )
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: a model of frames draws each frame from its law (ancestral sampling); "
+                "the decoders choose symbols: drop them"
+            )
+        _sample_frames(run, corpus, num=num, length=max_length, seed=seed, as_json=as_json)
+        return
     words = isinstance(corpus, WordCorpus)
     if max_length is None:
         max_length = corpus.max_length if words else run.config.chunk_length
@@ -82,4 +98,39 @@ def sample_command(
     if words:
         result["in_vocabulary_fraction"] = sum(s["in_vocabulary"] for s in samples) / len(samples)
         lines.append(f"  {result['in_vocabulary_fraction']:.0%} are words of the corpus")
+    emit(result, as_json, lines)
+
+
+def _decoder_options_given(
+    decoder, temperature, top_k, top_p, beam_size, beam_sampled, length_normalise
+) -> list[str]:
+    """The decoder options set away from their defaults."""
+    given = {"--decoder": decoder != "ancestral", "--temperature": temperature != 1.0, "--top-k": top_k,
+             "--top-p": top_p, "--beam-size": beam_size, "--beam-sampled": beam_sampled,
+             "--length-normalise": length_normalise}  # fmt: skip
+    return [flag for flag, on in given.items() if on]
+
+
+def _sample_frames(
+    run: LoadedRun, corpus: PolyphonicCorpus, *, num: int, length: int | None, seed: int, as_json: bool
+) -> None:
+    """Draw ``num`` sequences of frames (default length: the training split's median) and print them."""
+    if length is None:
+        length = int(corpus.train.lengths.median())
+    with seeded(seed):
+        frames = sample_frames(run.model, num=num, length=length).cpu()  # (num, T, 88)
+    samples = [{"pitches": roll_pitches(roll), "length": length} for roll in frames]
+    notes = frames.sum(-1)  # (num, T)
+    result = {
+        "run_dir": str(run.path), "model": run.config.model, "samples": samples,
+        "mean_notes_per_frame": float(notes.mean()), "max_polyphony": int(notes.max()),
+    }  # fmt: skip
+    lines = [f"{num} sequences of {length} frames from {run.path} (MIDI pitches per frame; '-' a rest)"]
+    for i, sample in enumerate(samples, start=1):
+        shown = " | ".join(" ".join(map(str, p)) if p else "-" for p in sample["pitches"])
+        lines.append(f"  {i:3d}: {shown}")
+    lines.append(
+        f"  notes per frame {result['mean_notes_per_frame']:.3f} (the training split: "
+        f"{corpus.train.stats()['mean_notes_per_frame']:.3f}), max polyphony {result['max_polyphony']}"
+    )
     emit(result, as_json, lines)

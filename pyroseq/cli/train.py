@@ -21,8 +21,9 @@ from pyroseq.cli.common import (
     json_option,
     threads_option,
 )
+from pyroseq.errors import ConfigError
 from pyroseq.infer.objectives import OBJECTIVES
-from pyroseq.runs.config import DATA, EMITTER_BIASES, MODELS, TRAINING, RunConfig
+from pyroseq.runs.config import DATA, EMITTER_BIASES, MODELS, PRESETS, TRAINING, RunConfig
 from pyroseq.runs.train import train_run
 
 _DEFAULTS = RunConfig()
@@ -30,7 +31,7 @@ _DEFAULTS = RunConfig()
 # (option, RunConfig field, click type, help). Defaults come from RunConfig.
 _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--model", "model", click.Choice(MODELS), "dssm: the deep state-space model; rnn: teacher-forced baselines."),
-    ("--data", "data", click.Choice(DATA), "words: single words against p(w); text: running text."),
+    ("--data", "data", click.Choice(DATA), "words: single words against p(w); text: running text; polyphonic: piano rolls (a pickle, --file)."),
     ("--source", "source", str, "Corpus name (symspell, german, shakespeare, sample) or a file [default: by --data]."),
     ("--file", "source", str, "A user's corpus file (same as --source PATH)."),
     ("--top", "top", POSITIVE, "Words: keep the N most frequent [default: 10000 for symspell and german]."),
@@ -85,6 +86,13 @@ def _with_options(fn: Any) -> Any:
 @click.option(
     "--jit/--no-jit", default=None, help="JitTrace_ELBO for --objective elbo (about 2x faster per step)."
 )
+@click.option(
+    "--preset",
+    type=click.Choice(list(PRESETS)),
+    help="Start from a named configuration: dmm, Pyro's Deep Markov Model at its example's sizes "
+    "(polyphonic data, gated transition, combiner guide; see pyroseq.runs.config.dmm_config); options "
+    "given beside it override it.",
+)
 @threads_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -99,6 +107,7 @@ def train_command(
     progress: bool | None,
     as_json: bool,
     jit: bool | None,
+    preset: str | None,
     **opts: Any,
 ) -> None:
     """Train a model by SVI into the run directory --out (checkpoint.pt, config.json, metrics.jsonl).
@@ -123,9 +132,11 @@ def train_command(
         given["source"] = corpus_source(opts["opt_source"], opts["opt_file"], source_flag="opt_source")
     if jit is not None:
         given["jit"] = jit
-    config = None if resume else dataclasses.replace(_DEFAULTS)
+    if resume and preset is not None:
+        raise ConfigError("--preset names a new run's configuration; a resumed run keeps its own: drop it")
+    config = None if resume else PRESETS[preset]() if preset else dataclasses.replace(_DEFAULTS)
     result = train_run(config, out, resume=resume, overrides=given, progress=progress)
-    rate_key = "words_per_second" if "words_per_second" in result else "symbols_per_second"
+    rate_key = next(k for k in result if k.endswith("_per_second"))
     first = "n/a" if result["initial_loss"] is None else f"{result['initial_loss']:.3f}"
     last = "n/a" if result["final_loss"] is None else f"{result['final_loss']:.3f}"
     valid = "n/a" if result["valid_loss"] is None else f"{result['valid_loss']:.3f}"

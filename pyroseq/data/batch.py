@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -11,7 +12,7 @@ from torch import Tensor
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["Batch", "pad_batch", "first_eos", "MAX_SEED", "check_seed", "seeded_generator"]
+__all__ = ["SequenceBatch", "Batch", "pad_batch", "first_eos", "MAX_SEED", "check_seed", "seeded_generator"]
 
 # torch seeds are 64-bit; runs also seed with seed + 1 and seed + 2, so these stay below 2**64.
 MAX_SEED = 2**63 - 1
@@ -27,6 +28,28 @@ def seeded_generator(seed: int) -> torch.Generator:
     """A CPU generator seeded with ``seed`` (checked by :func:`check_seed`)."""
     check_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@runtime_checkable
+class SequenceBatch(Protocol):
+    """What training and evaluation read of a minibatch, whatever a step observes: a padded batch of
+    symbols (:class:`Batch`) or of frames (:class:`~pyroseq.data.polyphonic.FrameBatch`).
+
+    Attributes:
+        observations: what the model is called with: ``(B, T)`` symbol ids, or ``(B, T, F)`` frames.
+        mask: ``(B, T)`` bool; True on real steps.
+        lengths: ``(B,)`` long; number of real steps per sequence.
+    """
+
+    mask: Tensor
+    lengths: Tensor
+
+    @property
+    def observations(self) -> Tensor: ...
+
+    def to(self, device: torch.device | str) -> SequenceBatch: ...
+
+    def __len__(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +71,11 @@ class Batch:
 
     def __len__(self) -> int:
         return self.ids.shape[0]
+
+    @property
+    def observations(self) -> Tensor:
+        """The symbol ids, what a model of symbols is called with (see :class:`SequenceBatch`)."""
+        return self.ids
 
     @property
     def num_tokens(self) -> int:

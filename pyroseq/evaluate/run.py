@@ -3,7 +3,9 @@
 :func:`evaluate_run` loads the run, reloads its corpus (checked against the run's fingerprint) and
 composes the measurements: on the word task ``log q(w)`` of every word by the chosen estimator and the
 metrics against p(w), and for a state-space model the ELBO / IWAE_K bounds and the noise usage (with its
-plot beside the run); on running text the test split's NLL, perplexity, bits per character and accuracy.
+plot beside the run); on running text the test split's NLL, perplexity, bits per character and accuracy; on
+polyphonic music the test split's NLL per frame (from the ELBO and IWAE_K, with standard errors) and, as a
+secondary figure, the accuracy and F1 of the most likely next frame.
 The command line prints what it returns; benchmarks call it instead of the command.
 """
 
@@ -16,18 +18,21 @@ from typing import Any
 
 import torch
 
+from pyroseq.data.polyphonic import PolyphonicCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
 from pyroseq.evaluate.bounds import elbo_and_iwae
+from pyroseq.evaluate.frames import frame_nll, frame_prediction
 from pyroseq.evaluate.noise import noise_usage, plot_noise_usage
 from pyroseq.evaluate.text import text_scores
 from pyroseq.evaluate.words import word_log_probs, word_metrics
 from pyroseq.runs.rundir import LoadedRun, load_run
 
-__all__ = ["evaluate_run", "BOUND_KS", "NOISE_PLOT"]
+__all__ = ["evaluate_run", "BOUND_KS", "NOISE_PLOT", "FRAME_ROWS"]
 
 BOUND_KS = (1, 10, 100)  # the bounds reported: the ELBO and IWAE_K
 NOISE_PLOT = "noise_usage.png"  # the noise-usage plot, written into the run directory
+FRAME_ROWS = 2048  # sequences x particles scored in one call on frames
 
 
 def evaluate_run(
@@ -52,7 +57,8 @@ def evaluate_run(
 
     Args:
         run_dir: a run directory (or its checkpoint file).
-        num_samples: K, the trajectories or particles of a sampling estimator.
+        num_samples: K, the trajectories or particles of a sampling estimator (on frames: the IWAE_K
+            bound's particles, and the particle filter's that predicts the next frame).
         num_repeats: the smc estimator's R independent filter runs (default 4); words only.
         jackknife: correct the smc estimate's log-mean bias with the jackknife over the R runs; words only.
         estimator: a key of :data:`~pyroseq.evaluate.WORD_ESTIMATORS` (on text: ``"exact"`` or
@@ -71,7 +77,10 @@ def evaluate_run(
         :func:`~pyroseq.evaluate.word_metrics` and ``cpu_seconds`` (the estimator's CPU time), with
         ``"bounds"`` (:func:`~pyroseq.evaluate.elbo_and_iwae`) and ``"noise"``
         (:meth:`~pyroseq.evaluate.NoiseUsage.to_dict` and ``"plot"``, its path) for a state-space model;
-        on running text those of :func:`~pyroseq.evaluate.text_scores`.
+        on running text those of :func:`~pyroseq.evaluate.text_scores`; on polyphonic music those of
+        :func:`~pyroseq.evaluate.frame_nll` on the test split (for an autoregressive model ``nll_elbo`` is
+        the exact NLL per frame, and K is 1) and ``"prediction"``
+        (:func:`~pyroseq.evaluate.frames.frame_prediction`).
 
     Raises:
         ConfigError: ``num_repeats`` or ``jackknife`` given for a run on running text, or an estimator
@@ -87,6 +96,22 @@ def evaluate_run(
     corpus = run.corpus()
     result: dict[str, Any] = {"run_dir": str(run.path), "model": run.config.model, "step": run.step}
     with torch.no_grad():
+        if isinstance(corpus, PolyphonicCorpus):
+            if num_repeats is not None or jackknife is not None or estimator is not None:
+                raise ConfigError(
+                    "num_repeats, jackknife, estimator: a run on frames is scored by its bounds per frame "
+                    "(the ELBO and IWAE_K); they are for words and text: drop them",
+                    params=("num_repeats", "jackknife", "estimator"),
+                )
+            k = 1 if run.model.autoregressive else num_samples
+            per_call = max(1, FRAME_ROWS // k)
+            nll = frame_nll(
+                run.model, run.guide, corpus.test.batches(per_call, device=device), num_particles=k
+            )
+            prediction = frame_prediction(
+                run.model, corpus.test.batches(per_call, device=device), num_particles=num_samples
+            )
+            return {**result, **nll, "prediction": prediction}
         if not isinstance(corpus, WordCorpus):
             if num_repeats is not None or jackknife is not None:
                 raise ConfigError(

@@ -142,6 +142,7 @@ def text_scores(
     Raises:
         ConfigError: ``estimator`` is given and is not the one that fits the model.
     """
+    model.require_symbols("a text estimator")
     fits = "exact" if model.autoregressive else "iwae"
     if estimator not in (None, fits):
         why = (

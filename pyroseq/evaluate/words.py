@@ -459,6 +459,7 @@ def word_log_probs(
         ConfigError: an unknown estimator, one that does not apply to this kind of model, or an option
             that it does not take.
     """
+    model.require_symbols("a word estimator")
     latent = not model.autoregressive
     fits = [name for name, e in WORD_ESTIMATORS.items() if e.latent == latent]
     if estimator is None:

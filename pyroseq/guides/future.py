@@ -174,10 +174,13 @@ class FutureGuide(PyroseqModule):
         with pyro.plate("seqs", B, dim=-1):
             h_0 = self.h_0.expand(*plate_batch_shape(), self.state_dim)  # (B, D), or (K, B, D) with particles
             b_all = future.expand(*h_0.shape[:-1], T, self.rnn_hidden)  # (..., B, T, H)
+            # One view per step: indexing b_all at each step would make backward fill a zero tensor of
+            # b_all's size per step (T^2 B H in all; a third of a step of Pyro's DMM sizes).
+            b_each = b_all.unbind(-2)  # T x (..., B, H)
 
             def step_law(h_prev: Tensor, steps: int | slice) -> _FutureStep:
                 """``q(h_t | h_{t-1}, w_{t:T})``; ``steps`` an index (``h_prev (..., B, D)``) or all steps."""
-                b = b_all[..., steps, :]  # (..., B, [T,] H)
+                b = b_each[steps] if isinstance(steps, int) else b_all[..., steps, :]  # (..., B, [T,] H)
                 loc, scale = _combine(h_prev, b, state_to_hidden, weight, bias)  # (..., B, [T,] D) each
                 # A fresh .condition() per step: each sample is scored from its own transform's cache.
                 transform = None if flow is None else flow.condition(torch.cat([h_prev, b], dim=-1))

@@ -24,7 +24,7 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, default_kl_warmup, warmup_factor
 from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
@@ -209,8 +209,10 @@ class Trainer:
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.guide) if isinstance(m, torch.nn.Module)]
 
-    def step(self, batch: Batch) -> dict[str, float]:
-        """One SVI step on ``batch``; returns ``{"loss": loss per sequence, ...hook figures}``."""
+    def step(self, batch: SequenceBatch) -> dict[str, float]:
+        """One SVI step on ``batch``, any :class:`~pyroseq.data.batch.SequenceBatch` (symbols or frames: the
+        model and guide are called with its ``observations`` and ``mask``); returns ``{"loss": loss per
+        sequence, ...hook figures}``."""
         for m in self._modules():
             m.train()
         figures = dict(self.model.train_hook(self.step_count, batch))
@@ -225,7 +227,7 @@ class Trainer:
             figures["kl_scale"] = beta = warmup_factor(self.step_count, self.kl_warmup)
             annealing = ScaleLatents(beta)
         with poutine.trace(param_only=True) as params, annealing:
-            loss_tensor = self.objective(batch.ids, batch.mask) / len(batch)
+            loss_tensor = self.objective(batch.observations, batch.mask) / len(batch)
         self._add_params(site["value"] for site in params.trace.nodes.values())
         if self.fabric is None:
             loss_tensor.backward()
@@ -264,21 +266,23 @@ class Trainer:
             self._check_collapse(batch)
         return {"loss": loss, "grad_norm": norm, "lr": lr, **figures}
 
-    def _nonfinite_where(self, batch: Batch, loss: float) -> str:
+    def _nonfinite_where(self, batch: SequenceBatch, loss: float) -> str:
         """Where the step's loss stopped being finite, as ``"at the guide's site 'h' (...)"``."""
         if self._objective_module.nonfinite is not None:
             return f"({self._objective_module.nonfinite})"
         if math.isfinite(loss):
             return "(the loss is finite: its gradient is not)"
         with torch.random.fork_rng():  # the diagnosis must not move the training's random stream
-            site = nonfinite_site(self.model, self.guide, batch.ids, batch.mask)
+            site = nonfinite_site(self.model, self.guide, batch.observations, batch.mask)
         return f"at {site}" if site is not None else "(every site is finite on a second draw)"
 
-    def _check_collapse(self, batch: Batch) -> None:
+    def _check_collapse(self, batch: SequenceBatch) -> None:
         """Warn once if the states carry less than the collapse threshold on ``batch``."""
         with torch.random.fork_rng(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            check_collapse(self.model, self.guide, batch.ids, batch.mask, threshold=COLLAPSE_THRESHOLD)
+            check_collapse(
+                self.model, self.guide, batch.observations, batch.mask, threshold=COLLAPSE_THRESHOLD
+            )
         if caught:
             self.collapse_every = 0  # said once
             warnings.warn(f"step {self.step_count}: {caught[0].message}", caught[0].category, stacklevel=3)
@@ -302,11 +306,11 @@ class Trainer:
             self.params += new
             self.optimizer.add_param_group({"params": new})
 
-    def _check_guide(self, batch: Batch) -> None:
+    def _check_guide(self, batch: SequenceBatch) -> None:
         """Refuse a guide with latent sites but no parameter the trainer can see (it would stay frozen)."""
         self._checked_guide = True
         with torch.random.fork_rng(), poutine.trace(param_only=True) as params:
-            trace = poutine.trace(self.guide).get_trace(batch.ids, batch.mask)
+            trace = poutine.trace(self.guide).get_trace(batch.observations, batch.mask)
         latent = [
             name for name, site in trace.nodes.items() if site["type"] == "sample" and not site["is_observed"]
         ]
@@ -341,16 +345,16 @@ class Trainer:
             )
 
     @torch.no_grad()
-    def evaluate_loss(self, batch: Batch) -> float:
+    def evaluate_loss(self, batch: SequenceBatch) -> float:
         """The objective's loss per sequence on ``batch`` (no update); models in eval mode."""
         for m in self._modules():
             m.eval()
-        loss = self.loss.loss(self.model, self.guide, batch.ids, batch.mask)
+        loss = self.loss.loss(self.model, self.guide, batch.observations, batch.mask)
         return float(loss) / len(batch)
 
     def fit(
         self,
-        batches: Iterator[Batch],
+        batches: Iterator[SequenceBatch],
         *,
         steps: int,
         validate: Callable[[], dict[str, float]] | None = None,

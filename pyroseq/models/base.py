@@ -29,6 +29,7 @@ from torch import Tensor
 from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.emissions.categorical import mask_special_logits
+from pyroseq.errors import ConfigError
 from pyroseq.module import PyroseqModule
 
 __all__ = ["SequenceModel", "AutoregressiveModel", "StateSpaceModel", "mask_special_logits"]
@@ -42,9 +43,24 @@ class SequenceModel(PyroseqModule):
     """
 
     autoregressive: bool = False
+    emission: str = "categorical"  # the emission family (see pyroseq.emissions): what one step observes
 
-    def __init__(self, *, vocab_size: int, name: str | None = None) -> None:
+    def __init__(self, *, vocab_size: int | None, name: str | None = None) -> None:
         super().__init__(role="model", vocab_size=vocab_size, name=name)
+
+    @property
+    def emits_symbols(self) -> bool:
+        """Whether each step emits a symbol (``categorical``) rather than a vector (a frame)."""
+        return self.emission == "categorical"
+
+    def require_symbols(self, doing: str) -> None:
+        """Raise :class:`~pyroseq.errors.ConfigError` naming ``doing`` unless the model emits symbols: the
+        decoders, completion and the word estimators walk symbols and have no meaning for frames."""
+        if not self.emits_symbols:
+            raise ConfigError(
+                f"{doing} works on sequences of symbols, but this {type(self).__name__} emits "
+                f"{self.emission} frames: use pyroseq.evaluate.frame_nll and pyroseq.predictive for frames"
+            )
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

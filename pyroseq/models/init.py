@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["unigram_log_frequencies", "emitter_output_layer", "init_emitter_bias"]
+__all__ = ["unigram_log_frequencies", "emitter_output_layer", "init_emitter_bias", "init_frame_bias"]
 
 
 def unigram_log_frequencies(
@@ -135,3 +135,42 @@ def init_emitter_bias(
     with torch.no_grad():
         output.bias.copy_(torch.nan_to_num(log_f, neginf=0.0))
     return log_f
+
+
+def init_frame_bias(model: nn.Module, frames: Tensor, *, smoothing: float = 0.5) -> Tensor:
+    """Set the output bias of a Bernoulli emitter to each column's log-odds of being on in ``frames``.
+
+    The frames' analogue of :func:`init_emitter_bias` (a piano-roll model then starts at each key's
+    frequency): with ``n_f`` frames holding key ``f`` of ``N``, the bias is
+    ``logit((n_f + alpha) / (N + 2 alpha))``.
+
+    Args:
+        model: a module whose ``emitter`` is the ``"bernoulli"`` emission (its last ``nn.Linear`` gives the
+            logits, one per column).
+        frames: ``(..., F)`` 0/1 frames (the training split's, concatenated).
+        smoothing: ``alpha > 0``, the count added to each column's on and off counts.
+
+    Returns:
+        the log-odds written, ``(F,)``.
+    """
+    if not smoothing > 0:
+        raise ConfigError(f"smoothing must be positive, got {smoothing}", params=("smoothing",))
+    if getattr(model, "emission", None) != "bernoulli":
+        raise ConfigError(
+            f"init_frame_bias sets a Bernoulli emitter's bias; {type(model).__name__} emits "
+            f"{getattr(model, 'emission', 'symbols')!r}",
+            params=("model",),
+        )
+    output = emitter_output_layer(model)
+    frames = frames.reshape(-1, frames.shape[-1]).double()  # (N, F)
+    if output.out_features != frames.shape[-1]:
+        raise ConfigError(
+            f"the frames have {frames.shape[-1]} columns but {type(model).__name__}'s emitter gives "
+            f"{output.out_features} logits",
+            params=("frames",),
+        )
+    on = (frames.sum(0) + smoothing) / (frames.shape[0] + 2 * smoothing)  # (F,)
+    log_odds = torch.logit(on).float()
+    with torch.no_grad():
+        output.bias.copy_(log_odds)
+    return log_odds

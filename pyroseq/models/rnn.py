@@ -44,8 +44,10 @@ from torch import Tensor, nn
 from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.data.batch import Batch, first_eos
 from pyroseq.data.vocab import Vocabulary
+from pyroseq.emissions import EMISSIONS, make_emission
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, mask_special_logits
+from pyroseq.models.init import emitter_output_layer
 from pyroseq.models.schedules import TeacherSchedule
 
 __all__ = ["RNNLM"]
@@ -65,8 +67,24 @@ class RNNLM(AutoregressiveModel):
         learned_initial_state: learn ``h_0`` (and ``c_0``) instead of fixing it at zero.
         schedule: a teacher schedule as a JSON dict (``{"kind": "invsigmoid", "k": 100}``), or ``None`` for
             plain teacher forcing; see :class:`~pyroseq.models.schedules.TeacherSchedule`.
+        emission: ``"categorical"`` (symbols, ``vocab_size``), or a family of vectors of
+            :data:`pyroseq.emissions.EMISSIONS` (``"bernoulli"`` for piano-roll frames) with ``obs_dim``:
+            the model then reads the previous frame through a linear map (a silent frame before the
+            first) and emits ``p(x_t | x_{<t})`` with a linear emitter; scheduled sampling feeds its
+            own draw of the previous frame.
+        obs_dim: F, the length of each frame (an emission of vectors only).
         name: the prefix of its parameters in Pyro's param store; ``None``: ``model``, ``model_2``, ... in
             order of construction (see :mod:`pyroseq.module`). Pass it where parameters are saved and loaded.
+
+    Example:
+        A GRU of 88-key piano rolls with Bernoulli outputs, fed the previous frame:
+
+        >>> model = RNNLM(emission="bernoulli", obs_dim=88, state_dim=8, embed_dim=8)
+        >>> frames, mask = torch.zeros(2, 5, 88), torch.ones(2, 5, dtype=torch.bool)
+        >>> trace = pyro.poutine.trace(model).get_trace(frames, mask)
+        >>> first_frame = trace.nodes["w_1"]
+        >>> first_frame["fn"].event_shape, trace.log_prob_sum().dtype
+        (torch.Size([88]), torch.float32)
 
     The decoder state is flat, ``(B, S)`` with ``S = L H`` (GRU) or ``2 L H`` (LSTM: ``h`` then ``c``).
 
@@ -87,16 +105,26 @@ class RNNLM(AutoregressiveModel):
     def __init__(
         self,
         *,
-        vocab_size: int,
+        vocab_size: int | None = None,
         cell: str = "gru",
         state_dim: int = 16,
         embed_dim: int = 16,
         num_layers: int = 1,
         learned_initial_state: bool = True,
         schedule: dict[str, Any] | None = None,
+        emission: str = "categorical",
+        obs_dim: int | None = None,
         name: str | None = None,
     ) -> None:
-        check_vocab_size(vocab_size)
+        if emission not in EMISSIONS:
+            raise ConfigError(f"unknown emission {emission!r}; valid names: {', '.join(EMISSIONS)}")
+        if emission == "categorical":
+            check_vocab_size(vocab_size)
+        elif vocab_size is not None or obs_dim is None:
+            raise ConfigError(
+                f"the {emission} emission needs obs_dim (the length of each frame) and no vocab_size, got "
+                f"vocab_size={vocab_size!r}, obs_dim={obs_dim!r}"
+            )
         if cell not in _CELLS:
             raise ConfigError(f"unknown RNN cell {cell!r}; choose one of {list(_CELLS)}")
         check_positive_sizes(state_dim=state_dim, embed_dim=embed_dim, num_layers=num_layers)
@@ -108,9 +136,17 @@ class RNNLM(AutoregressiveModel):
         self.cell = cell
         self.state_dim = state_dim
         self.num_layers = num_layers
-        self.embed = PyroModule[nn.Embedding](vocab_size, embed_dim)
+        self.emission = emission
+        if emission == "categorical":
+            self.embed = PyroModule[nn.Embedding](vocab_size, embed_dim)
+        else:  # the previous frame, mapped linearly
+            check_positive_sizes(obs_dim=obs_dim)
+            self.embed = PyroModule[nn.Linear](obs_dim, embed_dim)
         self.rnn = PyroModule[_CELLS[cell]](embed_dim, state_dim, num_layers=num_layers, batch_first=True)
-        self.emitter = PyroModule[nn.Linear](state_dim, vocab_size)
+        if emission == "categorical":
+            self.emitter = PyroModule[nn.Linear](state_dim, vocab_size)
+        else:
+            self.emitter = make_emission(emission, state_dim=state_dim, obs_dim=obs_dim, hidden=None)
         num_states = 2 * num_layers if cell == "lstm" else num_layers
         if learned_initial_state:
             self.initial_hidden = nn.Parameter(torch.zeros(num_states, state_dim))
@@ -140,11 +176,43 @@ class RNNLM(AutoregressiveModel):
         h0 = self.initial_hidden  # (n, H)
         return h0.reshape(1, -1).expand(batch_size, -1)  # (B, n H)
 
+    def _emit(self, outputs: Tensor) -> Tensor:
+        """The emission's parameters at top-layer states ``(..., H)``: symbol logits with PAD and BOS
+        masked ``(..., V)``, or the parameters of a frame's law."""
+        if self.emission == "categorical":
+            return mask_special_logits(self.emitter(outputs))
+        return self.emitter(outputs)
+
+    def _law(self, params: Tensor) -> dist.TorchDistribution:
+        """``q(w_t | w_{<t})`` given :meth:`_emit`'s parameters."""
+        if self.emission == "categorical":
+            return dist.Categorical(logits=params)
+        return self.emitter.law(params)
+
+    def _first_input(self, batch_size: int, device: torch.device) -> Tensor:
+        """What step 1 is fed: BOS ``(B,)``, or a silent frame ``(B, F)``."""
+        if self.emission == "categorical":
+            return torch.full((batch_size,), Vocabulary.bos_id, dtype=torch.long, device=device)
+        return torch.zeros(batch_size, self.emitter.obs_dim, device=device)
+
+    def teacher_forced_logits(self, ids: Tensor) -> Tensor:
+        """The emission's parameters of ``q(w_t | w_{<t})`` at every step, fed the true symbols (BOS first)
+        or frames (a silent frame first): logits ``(B, T, V)``, or ``(B, T, P)`` for frames."""
+        if self.emission == "categorical":
+            return super().teacher_forced_logits(ids)
+        return self._teacher_forced(ids)[1]
+
+    def checked_inputs(self, ids: Tensor | None, mask: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Symbol ids ``(B, T)``, or frames ``(B, T, F)`` for an emission of vectors, and the mask checked."""
+        if self.emission == "categorical":
+            return super().checked_inputs(ids, mask)
+        return self.emitter.check_observations(ids, mask, who=type(self).__name__)
+
     def _step(self, state: Tensor, prev_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One step: the top layer's ``h_t`` ``(B, H)``, the logits ``(B, V)``, the new state ``(B, S)``."""
         output, hidden = self.rnn(self.embed(prev_ids)[:, None, :], self._unpack(state))  # (B, 1, H)
         output = output[:, 0]
-        return output, mask_special_logits(self.emitter(output)), self._pack(hidden)
+        return output, self._emit(output), self._pack(hidden)
 
     def step(self, state: Tensor, prev_ids: Tensor) -> tuple[Tensor, Tensor]:
         _, logits, state = self._step(state, prev_ids)
@@ -155,10 +223,10 @@ class RNNLM(AutoregressiveModel):
     def _teacher_forced(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The teacher-forced run in one RNN call: top-layer states ``(B, T, H)`` and logits ``(B, T, V)``."""
         B = ids.shape[0]
-        bos = torch.full((B, 1), Vocabulary.bos_id, dtype=ids.dtype, device=ids.device)
-        inputs = torch.cat([bos, ids[:, :-1]], dim=1)  # (B, T): w_0..w_{T-1}
+        bos = self._first_input(B, ids.device).to(ids.dtype).unsqueeze(1)  # (B, 1[, F])
+        inputs = torch.cat([bos, ids[:, :-1]], dim=1)  # (B, T[, F]): w_0..w_{T-1}
         outputs, _ = self.rnn(self.embed(inputs), self._unpack(self.initial_state(B)))  # (B, T, H)
-        return outputs, mask_special_logits(self.emitter(outputs))
+        return outputs, self._emit(outputs)
 
     def _unroll(
         self, batch_size: int, length: int, next_input: Callable[[int, Tensor], Tensor]
@@ -168,7 +236,7 @@ class RNNLM(AutoregressiveModel):
         Returns the top-layer states ``(B, T, H)`` and the logits ``(B, T, V)``.
         """
         state = self.initial_state(batch_size)
-        prev = torch.full((batch_size,), Vocabulary.bos_id, dtype=torch.long, device=state.device)
+        prev = self._first_input(batch_size, state.device)
         outputs, logits = [], []
         for t in range(length):
             output, logits_t, state = self._step(state, prev)
@@ -181,9 +249,9 @@ class RNNLM(AutoregressiveModel):
         """Scheduled sampling: feed ``w_{t-1}`` with probability ``teacher_prob``, else the model's sample."""
 
         def next_input(t: int, logits_t: Tensor) -> Tensor:
-            own = dist.Categorical(logits=logits_t.detach()).sample()  # (B,)
-            use_truth = torch.rand(own.shape, device=own.device) < teacher_prob
-            return torch.where(use_truth, ids[:, t], own)
+            own = self._law(logits_t.detach()).sample()  # (B,), or (B, F) frames
+            use_truth = torch.rand(own.shape[:1], device=own.device) < teacher_prob  # (B,)
+            return torch.where(use_truth.view(-1, *(1,) * (own.dim() - 1)), ids[:, t], own)
 
         return self._unroll(ids.shape[0], ids.shape[1], next_input)
 
@@ -211,14 +279,13 @@ class RNNLM(AutoregressiveModel):
             return self._scheduled(ids, self.teacher_prob)
         return self._teacher_forced(ids)
 
-    @staticmethod
-    def _observe(logits: Tensor, ids: Tensor, mask: Tensor) -> None:
+    def _observe(self, logits: Tensor, ids: Tensor, mask: Tensor) -> None:
         for t in range(ids.shape[1]):
-            pyro.sample(f"w_{t + 1}", dist.Categorical(logits=logits[:, t]).mask(mask[:, t]), obs=ids[:, t])
+            pyro.sample(f"w_{t + 1}", self._law(logits[:, t]).mask(mask[:, t]), obs=ids[:, t])
 
     def _generate(self, mask: Tensor) -> None:
         def next_input(t: int, logits_t: Tensor) -> Tensor:
-            return pyro.sample(f"w_{t + 1}", dist.Categorical(logits=logits_t).mask(mask[:, t]))
+            return pyro.sample(f"w_{t + 1}", self._law(logits_t).mask(mask[:, t]))
 
         with torch.no_grad():
             self._unroll(mask.shape[0], mask.shape[1], next_input)
@@ -274,10 +341,10 @@ class RNNLM(AutoregressiveModel):
         training pass; warn (and count it) if the parameters changed without one."""
         if self._steps_at_pass is None:  # the first training pass: step 0, with the model as it stands
             self._steps_at_pass = self.optimiser_steps
-            self._emitter_at_pass = self.emitter.bias.detach().clone()
+            self._emitter_at_pass = self._output_bias().detach().clone()
             return
         if self.optimiser_steps == self._steps_at_pass:
-            if self._emitter_at_pass is None or torch.equal(self.emitter.bias, self._emitter_at_pass):
+            if self._emitter_at_pass is None or torch.equal(self._output_bias(), self._emitter_at_pass):
                 return
             warnings.warn(
                 f"{type(self).__name__}'s parameters changed since its latest training pass, but no torch "
@@ -287,6 +354,10 @@ class RNNLM(AutoregressiveModel):
             )
         self.train_hook(self.training_step + 1, Batch(ids, mask, mask.sum(-1)))
 
+    def _output_bias(self) -> Tensor:
+        """The emitter's output bias (of symbols or of frames), which every optimisation step moves."""
+        return emitter_output_layer(self).bias
+
     def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
         """Prepare training step ``step`` on ``batch``: set the teacher probability of scheduled sampling.
 
@@ -295,7 +366,7 @@ class RNNLM(AutoregressiveModel):
         """
         self.training_step = step
         self._steps_at_pass = self.optimiser_steps
-        self._emitter_at_pass = self.emitter.bias.detach().clone()
+        self._emitter_at_pass = self._output_bias().detach().clone()
         if self.schedule is None:
             return {}
         self.teacher_prob = self.schedule.teacher_prob(step)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pyroseq.checks import check_memory
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import SequenceBatch
 from pyroseq.infer.objectives import make_objective
 from pyroseq.models import SequenceModel
 
@@ -27,7 +27,7 @@ def _modules(model: Any, guide: Any) -> list[torch.nn.Module]:
     return [m for m in (model, guide) if isinstance(m, torch.nn.Module)]
 
 
-def saved_bytes(model: SequenceModel, guide: Callable[..., Any], objective: Any, batch: Batch) -> int:
+def saved_bytes(model: SequenceModel, guide: Callable[..., Any], objective: Any, batch: SequenceBatch) -> int:
     """Bytes of the tensors (parameters aside) that autograd saves for backward in one
     ``objective.loss_and_grads`` on ``batch``. Random states and gradients are left as they were."""
     modules = _modules(model, guide)
@@ -40,16 +40,16 @@ def saved_bytes(model: SequenceModel, guide: Callable[..., Any], objective: Any,
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    devices = [batch.ids.device] if batch.ids.device.type == "cuda" else []
+    devices = [batch.mask.device] if batch.mask.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        objective.loss_and_grads(model, guide, batch.ids, batch.mask)
+        objective.loss_and_grads(model, guide, batch.observations, batch.mask)
     for m in modules:
         m.zero_grad(set_to_none=True)
     return sum(storages.values())
 
 
 def check_training_memory(
-    model: SequenceModel, guide: Callable[..., Any], probe: Batch, *, objective: str, batch_size: int,
+    model: SequenceModel, guide: Callable[..., Any], probe: SequenceBatch, *, objective: str, batch_size: int,
     particles: int, device: torch.device | str = "cpu",
 ) -> None:  # fmt: skip
     """Raise :class:`~pyroseq.errors.ResourceError`, with the estimate, when a training step of
@@ -62,7 +62,7 @@ def check_training_memory(
     # Backward holds the gradients of the saved activations beside them: twice the saved bytes at its peak
     # (measured: a DSSM step of 8 x 100,000 particles saved 10 GB and peaked near 18 GB).
     needed = 4 * parameters + 2 * per_sequence * batch_size * particles
-    T = probe.ids.shape[1]
+    T = probe.mask.shape[1]
     check_memory(
         needed,
         what=f"a training step of {batch_size} sequences x {particles} particles x {T} steps",

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from pyroseq.data.polyphonic import PolyphonicCorpus
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.data.words import WordCorpus
@@ -59,10 +60,12 @@ __all__ = [
 ]
 
 
-def corpus_fingerprint(corpus: WordCorpus | TextCorpus) -> dict[str, str]:
+def corpus_fingerprint(corpus: WordCorpus | TextCorpus | PolyphonicCorpus) -> dict[str, str]:
     """``{"source", "sha256"}``: where the corpus came from and a SHA-256 of its content as loaded (each
-    word with its count, in order; or the train, valid and test text), which changes with the file's
-    content and with every filter setting that changes what is kept."""
+    word with its count, in order; or the train, valid and test text; or a polyphonic pickle's bytes),
+    which changes with the file's content and with every filter setting that changes what is kept."""
+    if isinstance(corpus, PolyphonicCorpus):
+        return {"source": corpus.source, "sha256": corpus.sha256}
     digest = hashlib.sha256()
     if isinstance(corpus, WordCorpus):
         for word, count in zip(corpus.words, corpus.counts.tolist(), strict=True):
@@ -73,7 +76,9 @@ def corpus_fingerprint(corpus: WordCorpus | TextCorpus) -> dict[str, str]:
     return {"source": corpus.source, "sha256": digest.hexdigest()}
 
 
-def check_same_data(saved: dict[str, str] | None, corpus: WordCorpus | TextCorpus, *, doing: str) -> None:
+def check_same_data(
+    saved: dict[str, str] | None, corpus: WordCorpus | TextCorpus | PolyphonicCorpus, *, doing: str
+) -> None:
     """Raise :class:`CheckpointError` when ``corpus`` is not the data a run with fingerprint ``saved`` was
     trained on (``None``: a checkpoint of an earlier version, which recorded none)."""
     if saved is None:
@@ -94,7 +99,7 @@ class SavedRun:
     path: Path  # the checkpoint file
     state: dict[str, Any]
     config: RunConfig
-    vocab: Vocabulary
+    vocab: Vocabulary | None  # None for a run on frames
     model_spec: dict[str, Any]
     guide_spec: dict[str, Any]
     step: int
@@ -130,7 +135,7 @@ def read_run_checkpoint(
         if name not in state:
             raise CheckpointError(f"{path} lacks {name!r}: not a complete pyroseq checkpoint")
     try:
-        vocab = Vocabulary.from_dict(state["vocab"])
+        vocab = None if state["vocab"] is None else Vocabulary.from_dict(state["vocab"])
         config = RunConfig.from_dict(state["config"])
         step = int(state["step"])
         for name in ("model_spec", "guide_spec"):
@@ -150,7 +155,7 @@ def save_run_checkpoint(
     trainer_state: dict[str, Any],
     *,
     config: RunConfig,
-    vocab: Vocabulary,
+    vocab: Vocabulary | None,
     model_spec: dict[str, Any],
     guide_spec: dict[str, Any],
     sampler_state: dict[str, Any],
@@ -168,7 +173,7 @@ def save_run_checkpoint(
         **trainer_state,
         "data": data,
         "config": asdict(config),
-        "vocab": vocab.to_dict(),
+        "vocab": None if vocab is None else vocab.to_dict(),
         "model_spec": model_spec,
         "guide_spec": guide_spec,
         "sampler": sampler_state,
@@ -254,13 +259,13 @@ class LoadedRun:
 
     path: Path
     config: RunConfig
-    vocab: Vocabulary
+    vocab: Vocabulary | None  # None for a run on frames
     model: Any
     guide: Any
     step: int
     data: dict[str, str] | None = None  # the corpus fingerprint the run recorded
 
-    def corpus(self) -> WordCorpus | TextCorpus:
+    def corpus(self) -> WordCorpus | TextCorpus | PolyphonicCorpus:
         """The run's corpus, loaded again from its config; :class:`CheckpointError` if it is not the data
         the run was trained on (checked by its fingerprint, and by the saved vocabulary)."""
         corpus = load_corpus(self.config)
@@ -296,9 +301,9 @@ def save_run(
     guide: Callable[..., Any],
     *,
     config: RunConfig,
-    vocab: Vocabulary,
+    vocab: Vocabulary | None,
     step: int = 0,
-    corpus: WordCorpus | TextCorpus | None = None,
+    corpus: WordCorpus | TextCorpus | PolyphonicCorpus | None = None,
 ) -> Path:
     """Write a run directory from a model and guide trained in a script (plain SVI, a continued run).
 
@@ -314,7 +319,7 @@ def save_run(
         config: the run's configuration (its corpus options say what ``evaluate`` and ``check`` load;
             its model options must describe ``model`` and ``guide``). ``load_run(...).config`` for a
             loaded run.
-        vocab: the vocabulary the model was trained with.
+        vocab: the vocabulary the model was trained with (None for a model of frames).
         step: the number of training steps behind the weights, for the record.
         corpus: the corpus the model was trained on (``load_run(...).corpus()``): its fingerprint is
             recorded, so that the commands see a corpus changed since; without it none is recorded.
@@ -354,7 +359,7 @@ def save_run(
         **state,
         "written_by": "save_run",
         "config": asdict(config),
-        "vocab": vocab.to_dict(),
+        "vocab": None if vocab is None else vocab.to_dict(),
         "model_spec": specs[0],
         "guide_spec": specs[1],
     }

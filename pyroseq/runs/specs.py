@@ -23,15 +23,27 @@ from pyroseq.runs.config import RunConfig
 __all__ = ["model_spec", "guide_spec", "build_from_specs"]
 
 
-def model_spec(config: RunConfig, vocab: Vocabulary) -> dict[str, Any]:
-    """The registry name and constructor arguments of the run's model (saved in the checkpoint)."""
-    V = len(vocab)
+def _observed(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
+    """What a model or guide is told of its observations: ``vocab_size`` for symbols; for frames the
+    emission family the data calls for and ``obs_dim`` (the arguments a model of symbols saved before
+    emission families had, so that its spec is unchanged)."""
+    if config.emission == "categorical":
+        if vocab is None:
+            raise ConfigError(f"data {config.data} needs the corpus's vocabulary", params=("data",))
+        return {"vocab_size": len(vocab)}
+    return {"emission": config.emission, "obs_dim": config.obs_dim}
+
+
+def model_spec(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
+    """The registry name and constructor arguments of the run's model (saved in the checkpoint); ``vocab``
+    is None for data of frames."""
+    observed = _observed(config, vocab)
     if config.model == "dssm":
-        kwargs = {"vocab_size": V, "state_dim": config.state_dim, "flow": config.flow,
+        kwargs = {**observed, "state_dim": config.state_dim, "flow": config.flow,
                   "flow_hidden": config.flow_hidden,
                   "emitter_hidden": config.emitter_hidden or None}  # fmt: skip
         return {"name": "dssm", "kwargs": kwargs}
-    kwargs = {"vocab_size": V, "cell": config.cell, "state_dim": config.state_dim,
+    kwargs = {**observed, "cell": config.cell, "state_dim": config.state_dim,
               "embed_dim": config.embed_dim, "num_layers": config.layers}  # fmt: skip
     if config.training == "scheduled":
         k = config.schedule_k
@@ -49,11 +61,14 @@ def model_spec(config: RunConfig, vocab: Vocabulary) -> dict[str, Any]:
     return {"name": "rnn", "kwargs": kwargs}
 
 
-def guide_spec(config: RunConfig, vocab: Vocabulary) -> dict[str, Any]:
-    """The registry name and constructor arguments of the run's guide (``"empty"`` for the RNNs)."""
+def guide_spec(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
+    """The registry name and constructor arguments of the run's guide (``"empty"`` for the RNNs); a guide
+    of frames reads them through ``obs_dim``."""
     if config.model != "dssm":
         return {"name": "empty", "kwargs": {}}
-    kwargs = {"vocab_size": len(vocab), "state_dim": config.state_dim, "embed_dim": config.embed_dim,
+    observed = _observed(config, vocab)
+    observed.pop("emission", None)  # the guide reads the frames, whatever law they have
+    kwargs = {**observed, "state_dim": config.state_dim, "embed_dim": config.embed_dim,
               "rnn_hidden": config.guide_hidden}  # fmt: skip
     if config.guide != "gaussian":
         kwargs["flow"] = None if config.guide_flow == "none" else config.guide_flow

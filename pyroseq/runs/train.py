@@ -16,12 +16,13 @@ from typing import Any
 import torch
 
 from pyroseq.checks import format_bytes
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import Batch, SequenceBatch
+from pyroseq.data.polyphonic import PolyphonicCorpus
 from pyroseq.data.text import TextCorpus
 from pyroseq.data.words import WordCorpus
 from pyroseq.errors import CheckpointError, ConfigError, ResourceError, first_line
 from pyroseq.infer.trainer import Trainer
-from pyroseq.models.init import init_emitter_bias
+from pyroseq.models.init import init_emitter_bias, init_frame_bias
 from pyroseq.runs.checkpoint import CHECKPOINT, remove_stale_temporaries
 from pyroseq.runs.config import (
     CORPUS,
@@ -142,9 +143,10 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
             params=("init_from",),
         )
     if source.vocab != vocab:
+        sizes = ["frames" if v is None else str(len(v)) for v in (source.vocab, vocab)]  # frames: no symbols
         raise CheckpointError(
-            f"init_from={path}: that run's symbols differ from this run's corpus's ({len(source.vocab)} "
-            f"against {len(vocab)}), so its weights mean other symbols here; train on its corpus",
+            f"init_from={path}: that run's symbols differ from this run's corpus's ({sizes[0]} against "
+            f"{sizes[1]}), so its weights mean other symbols here; train on its corpus",
             params=("init_from",),
         )
     try:
@@ -168,11 +170,17 @@ def _load_weights(config: RunConfig, model: Any, guide: Any, vocab: Any) -> tupl
 
 
 def _training_data(
-    config: RunConfig, corpus: WordCorpus | TextCorpus, device: torch.device, *, rank: int
-) -> tuple[Any, Batch, str, float]:
+    config: RunConfig, corpus: WordCorpus | TextCorpus | PolyphonicCorpus, device: torch.device, *, rank: int
+) -> tuple[Any, SequenceBatch, str, float]:
     """The batch sampler (rank ``rank``'s word stream), the validation batch, the unit of throughput and
     symbols per sequence."""
     seed = rank_seed(config.seed, rank)
+    if isinstance(corpus, PolyphonicCorpus):
+        # each batch as long as its longest chorale, or of one shape for a JIT-compiled loss
+        pad_to = "split" if config.jit else "batch"
+        sampler = corpus.train.sampler(config.batch_size, seed=seed, device=device, pad_to=pad_to)
+        valid = corpus.valid.batch(range(min(config.valid_size, len(corpus.valid))), device=device)
+        return sampler, valid, "sequences", 1.0
     if isinstance(corpus, WordCorpus):
         sampler = corpus.sampler(config.batch_size, seed=seed, device=device)
         valid = corpus.draw_batch(config.valid_size, seed=config.seed + 1, device=device)
@@ -184,22 +192,27 @@ def _training_data(
     return sampler, valid, "symbols", float(config.chunk_length)
 
 
-def _probe(config: RunConfig, corpus: WordCorpus | TextCorpus) -> Batch:
+def _probe(config: RunConfig, corpus: WordCorpus | TextCorpus | PolyphonicCorpus) -> SequenceBatch:
     """Two training sequences of the run's length, on which a step's memory is measured."""
+    if isinstance(corpus, PolyphonicCorpus):
+        return corpus.train.batch(range(min(2, len(corpus.train))))  # padded to the longest, as batches are
     if isinstance(corpus, WordCorpus):
         return corpus.batch(list(range(min(2, len(corpus)))))  # padded to the longest word, as batches are
     chunks = corpus.chunks("train", config.chunk_length)
     return Batch(chunks.ids[:2], chunks.mask[:2], chunks.lengths[:2])
 
 
-def _unigram_emitter_bias(model: torch.nn.Module, corpus: WordCorpus | TextCorpus) -> None:
-    """Start the emitter at the symbols' unigram law in the training data (words weighted by p(w))."""
+def _unigram_emitter_bias(model: torch.nn.Module, corpus: Any) -> None:
+    """Start the emitter at the training data's unigram law: the symbols' frequencies (words weighted by
+    p(w)), or each key's frequency for a Bernoulli model of frames (other emissions keep their draw)."""
     if isinstance(corpus, WordCorpus):
         init_emitter_bias(
             model, corpus.batch().ids, weights=torch.as_tensor(corpus.counts, dtype=torch.float64)
         )
-    else:
+    elif isinstance(corpus, TextCorpus):
         init_emitter_bias(model, corpus.ids("train"))
+    elif getattr(model, "emission", None) == "bernoulli":
+        init_frame_bias(model, torch.cat(corpus.train.rolls))
 
 
 def train_run(
@@ -235,8 +248,9 @@ def train_run(
 
     Returns:
         a summary: ``steps``, ``initial_loss``, ``final_loss`` (per sequence, the means of the run's
-        first and last 20 steps), ``words_per_second`` (word data) or ``symbols_per_second`` (text),
-        ``checkpoint``, ``valid_loss`` (at the final step), ``interrupted`` and ``stopped_by`` (the
+        first and last 20 steps), ``words_per_second`` (word data), ``symbols_per_second`` (text) or
+        ``sequences_per_second`` (polyphonic music), ``checkpoint``, ``valid_loss`` (at the final step; per
+        frame on polyphonic music, where ``loss_unit`` says so), ``interrupted`` and ``stopped_by`` (the
         signal that stopped it, ``"SIGINT"`` or ``"SIGTERM"``, or None), ``corpus`` (the corpus
         fingerprint the checkpoint records) and ``notes`` (sentences for the user: what the corpus's
         filters dropped, damaged metrics lines skipped).
@@ -356,11 +370,13 @@ def _train(
         if saved is not None:
             notes += trim_metrics(out, trainer.step_count)
     last_valid: dict[str, float] = {}
+    # Frames are validated per frame (the NLL per time step of Pyro's DMM), words and chunks per sequence.
+    valid_scale = len(valid) / valid.num_frames if isinstance(corpus, PolyphonicCorpus) else 1.0
 
     def validate() -> dict[str, float]:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(config.seed + 2)
-            loss = trainer.evaluate_loss(valid)
+            loss = trainer.evaluate_loss(valid) * valid_scale
         last_valid.update(valid_loss=loss, step=trainer.step_count)
         return {"valid_loss": loss}
 
@@ -399,7 +415,9 @@ def _train(
         "initial_loss": summary["initial_loss"],
         "final_loss": summary["final_loss"],
         "valid_loss": last_valid.get("valid_loss"),
-        "loss_unit": "nats per word" if unit == "words" else f"nats per {config.chunk_length}-symbol chunk",
+        "loss_unit": {"words": "nats per word", "sequences": "nats per sequence; valid: nats per frame"}.get(
+            unit, f"nats per {config.chunk_length}-symbol chunk"
+        ),
         f"{unit}_per_second": None if rate is None else rate * per_sequence,
         "seconds": summary["seconds"],
         "checkpoint": str(out / CHECKPOINT),
