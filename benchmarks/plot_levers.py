@@ -45,13 +45,16 @@ def main() -> None:
         if r["options"]["state_dim"] == args.state_dim and r["options"]["steps"] == args.steps
     ]  # fmt: skip
     sources = sorted({r["options"]["source"] for r in records}, key=lambda s: s != "symspell")
+    labels = sorted({label(r["options"]) for r in records})
+    colours = {name: f"C{i % 10}" for i, name in enumerate(labels)}  # one colour a configuration, every panel
     fig, axes = plt.subplots(len(sources), 2, figsize=(12, 4.5 * len(sources)), squeeze=False)
     for row, source in zip(axes, sources, strict=True):
         for r in (r for r in records if r["options"]["source"] == source):
             steps, cpu, ce = zip(*r["curve"], strict=True)
             style = "-" if r["options"]["model"] == "dssm" else "--"
-            row[0].plot(steps, ce, style, marker="o", markersize=3, label=label(r["options"]))
-            row[1].plot(cpu, ce, style, marker="o", markersize=3, label=label(r["options"]))
+            name = label(r["options"])
+            row[0].plot(steps, ce, style, color=colours[name], marker="o", markersize=3, label=name)
+            row[1].plot(cpu, ce, style, color=colours[name], marker="o", markersize=3, label=name)
         row[0].set(
             xlabel="step (batches of 256 words)", ylabel="CE (nats per word)", title=f"{source}: by step"
         )
