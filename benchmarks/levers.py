@@ -28,7 +28,7 @@ import torch
 from pyroseq.data.words import load_words
 from pyroseq.evaluate.words import word_log_probs, word_metrics
 from pyroseq.guides import FutureGuide, empty_guide
-from pyroseq.infer import FreeBitsELBO
+from pyroseq.infer import FIVO, FreeBitsELBO
 from pyroseq.infer.trainer import ObjectiveModule, Trainer
 from pyroseq.models import DSSM, RNNLM, init_emitter_bias
 
@@ -41,12 +41,19 @@ def parse() -> argparse.Namespace:
     p.add_argument("--source", default="symspell", help="symspell, german, or a word-count file")
     p.add_argument("--top", type=int, default=10_000)
     p.add_argument("--state-dim", type=int, default=16)
-    p.add_argument("--objective", choices=["elbo", "iwae", "dreg"], default="elbo")
+    p.add_argument(
+        "--objective",
+        choices=["elbo", "iwae", "dreg", "fivo"],
+        default="elbo",
+        help="fivo: the particle filter's bound with the guide proposing (pyroseq.infer.FIVO)",
+    )
     p.add_argument("--particles", type=int, default=1)
     p.add_argument(
         "--free-bits", type=float, default=0.0, help="FreeBitsELBO's floor per word (nats); 0: off"
     )
-    p.add_argument("--kl-warmup", type=int, default=500)
+    p.add_argument(
+        "--kl-warmup", type=int, default=500, help="steps; FIVO ignores it (it scores the laws itself)"
+    )
     p.add_argument("--emitter-bias", choices=["unigram", "default"], default="unigram")
     p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--horizon", type=int, default=20_000, help="steps over which the lr decays to lr * 0.1")
@@ -74,10 +81,15 @@ def main() -> None:
             model, corpus.batch().ids, weights=torch.as_tensor(corpus.counts, dtype=torch.float64)
         )
     warmup = args.kl_warmup if args.model == "dssm" else 0
-    trainer = Trainer(model, guide, objective=args.objective, particles=args.particles, lr=args.lr,
-                      total_steps=args.horizon, kl_warmup=warmup)  # fmt: skip
-    if args.free_bits:
-        trainer.loss = FreeBitsELBO(free_nats=args.free_bits, num_particles=args.particles)
+    fivo = args.objective == "fivo"
+    trainer = Trainer(model, guide, objective="elbo" if fivo else args.objective, particles=args.particles,
+                      lr=args.lr, total_steps=args.horizon, kl_warmup=warmup)  # fmt: skip
+    if args.free_bits or fivo:  # objectives the Trainer does not name: handed in as Pyro objectives
+        trainer.loss = (
+            FIVO(num_particles=args.particles)
+            if fivo
+            else FreeBitsELBO(free_nats=args.free_bits, num_particles=args.particles)
+        )
         trainer.objective = ObjectiveModule(model, guide, trainer.loss)
     words = corpus.encode()
 

@@ -15,7 +15,7 @@ from torch import nn
 from pyroseq.data import Vocabulary, pad_batch
 from pyroseq.errors import ConfigError
 from pyroseq.guides import FutureGuide
-from pyroseq.infer import FIVO, IWAE
+from pyroseq.infer import FIVO, IWAE, ScaleLatents
 from pyroseq.infer.smc import resample_below
 from pyroseq.models import DSSM, RNNLM, emitter_output_layer, init_emitter_bias
 
@@ -128,3 +128,11 @@ def test_fivo_is_the_bootstrap_filter_recursion_on_the_same_draws():
     expected_grads = torch.autograd.grad(expected.sum(), list(model.parameters()))
     for g, e in zip(grads, expected_grads, strict=True):
         assert torch.allclose(g, e, atol=1e-5)
+
+
+def test_fivo_refuses_kl_warmup_instead_of_ignoring_it():
+    """The filter scores the laws itself: under ScaleLatents it would train the unannealed bound silently."""
+    model, batch, _ = state_blind_dssm(WORDS)
+    with pytest.raises(ConfigError, match="FIVO does not anneal"), ScaleLatents(0.5):
+        FIVO(num_particles=2).differentiable_loss(model, model, batch.ids, batch.mask)
+    FIVO(num_particles=2).differentiable_loss(model, model, batch.ids, batch.mask)  # unscaled: fine

@@ -25,6 +25,7 @@ def screen(tmp_path, *options):
         (("--model", "rnn"), "exact"),
         (("--objective", "dreg", "--particles", "2"), "iwae"),
         (("--free-bits", "1", "--kl-warmup", "0"), "iwae"),
+        (("--objective", "fivo", "--particles", "2", "--kl-warmup", "0"), "iwae"),
     ],
 )
 def test_a_screen_appends_its_curve_and_figures(tmp_path, options, estimator):

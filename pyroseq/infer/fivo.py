@@ -36,11 +36,13 @@ from typing import Any
 import pyro
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 from torch import Tensor
 
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.flows.trajectory import StateTrajectory
+from pyroseq.infer.annealing import ScaleLatents
 from pyroseq.infer.importance import DifferentiableObjective
 from pyroseq.infer.smc import check_ess_threshold, resample_below
 from pyroseq.models.base import StateSpaceModel
@@ -86,6 +88,13 @@ class FIVO(DifferentiableObjective):
         """``log Z`` of each sequence, ``(B,)``: the filter's estimate of ``log p(w)``."""
         if not isinstance(model, StateSpaceModel):
             raise ConfigError(f"FIVO filters a state-space model's steps; {type(model).__name__} is not one")
+        if any(isinstance(handler, ScaleLatents) for handler in _PYRO_STACK):
+            # The filter scores the step laws itself, so a scale on the sites would be silently ignored.
+            raise ConfigError(
+                "FIVO does not anneal: it scores the state laws itself, so ScaleLatents (KL warm-up) would "
+                "have no effect; train FIVO with kl_warmup=0 (warm up with another objective first)",
+                params=("kl_warmup",),
+            )
         N, (B, T) = self.num_particles, ids.shape
         proposal = self._trajectory_law(guide, ids, mask)  # batch (N, B)
         prior = self._trajectory_law(model, ids, mask)
