@@ -11,6 +11,10 @@ vocabulary mass, the training CPU seconds (evaluations excluded) and the learnin
     python benchmarks/levers.py --model rnn --source german               # the GRU on the second list
     python benchmarks/levers.py --emitter-bias default --objective elbo   # the README's old recipe
 
+``benchmarks/data/names300.txt`` is a user's own short list for ``--source``: the 300 most frequent female first
+names of the 1990 US census (public domain; the ``dist.female.first`` file that the ``names`` package ships), with
+their frequencies per 100,000 people as counts.
+
 The learning rate decays geometrically towards lr * 0.1 over ``--horizon`` steps (20,000: the study's
 horizon), so a screen at 1,000 or 3,000 steps sees the start of a long run, not a run squeezed into the budget.
 """
