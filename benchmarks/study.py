@@ -163,6 +163,13 @@ def _grid() -> list[Config]:
             configs.append(Config(f"dssm-tri-elbo-kw-d{d}", _dssm(flows["tri"], d=d, **kw), ("anneal",)))
         for training in ("teacher", "scheduled", "professor"):
             configs.append(Config(f"rnn-{training}-d{d}", _rnn(training, d=d), ("models",)))
+    # Seventh study (issue 27): the default recipe of ``pyroseq train`` to the plateau at D = 8, 16 and 32,
+    # no option but the size, so each row is what a user's ``pyroseq train --model M --state-dim D`` reaches
+    # (the DSSM: DReG K = 4, KL warm-up 500, lr 6e-3, unigram emitter bias; the GRU: ELBO, lr 6e-3, the
+    # same bias). The DSSMs of D = 16 and 32 first: the targets are there.
+    for model, d in (("dssm", 16), ("dssm", 32), ("rnn", 16), ("rnn", 32), ("rnn", 8), ("dssm", 8)):
+        args = ("--model", model, "--state-dim", str(d), "--batch-size", "256", "--valid-every", "250")
+        configs.append(Config(f"{model}-default-d{d}", args, ("recipe",)))
     return configs
 
 
@@ -317,6 +324,7 @@ def run(args: argparse.Namespace) -> None:
             queue.remove(config)
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     jobs: list[Job] = []
+    recorders: list[subprocess.Popen] = []
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -344,6 +352,42 @@ def run(args: argparse.Namespace) -> None:
             if job.process.poll() is not None:
                 print(job.finish(), flush=True)
                 jobs.remove(job)
+                if args.record and job.progress.done:
+                    recorders.append(_spawn_record(root, job.config, args))
+    for recorder in recorders:
+        recorder.wait()
+
+
+RESULTS = Path(__file__).parent / "results" / "study.jsonl"
+
+
+def _spawn_record(root: Path, config: Config, args: argparse.Namespace) -> subprocess.Popen:
+    """Evaluate a finished run in a subprocess and append its figures to the tracked results file, so that
+    no finished figure depends on the run directory (which a replaced machine loses)."""
+    command = [sys.executable, __file__, "--root", str(root), "record", config.name]
+    command += ["--samples", str(args.record_samples)]
+    print(f"{config.name}: recording its figures to {RESULTS}", flush=True)
+    return subprocess.Popen(command)
+
+
+def record(args: argparse.Namespace) -> None:
+    """Append each named run's evaluated figures (CE by the guide IWAE at ``--samples`` for a DSSM, exact
+    for an RNN; KL, vocabulary mass, the real-word share of 1,000 samples, steps, seconds) to RESULTS."""
+    for name in args.names:
+        if name not in CONFIGS:
+            raise SystemExit(f"error: no configuration {name!r}")
+        row = _row(name, args.root, args.samples)
+        if row is None:
+            raise SystemExit(f"error: {args.root / name} holds no checkpoint")
+        drawn = samples(args.root / name)
+        row.pop("noise", None)
+        row.update(real_words=drawn["real"], first_samples=drawn["texts"][:10], args=list(CONFIGS[name].args))
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        row.update(commit=commit.stdout.strip(), recorded=time.strftime("%Y-%m-%d %H:%M"))
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{name}: CE {row['ce']:.3f}, {row['real_words']:.1%} real words -> {RESULTS}", flush=True)
 
 
 def evaluate(run_dir: Path, *, samples: int, autoregressive: bool) -> dict:
@@ -656,7 +700,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--resume", action="store_true", help="accepted for clarity: unfinished runs always resume"
     )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help=f"evaluate each run as it finishes and append it to {RESULTS.name}",
+    )
+    p.add_argument("--record-samples", type=int, default=1000, help="K of the recorded guide IWAE estimate")
     p.set_defaults(func=run)
+    p = sub.add_parser("record", help=f"evaluate finished runs and append their figures to {RESULTS.name}")
+    p.add_argument("names", nargs="+")
+    p.add_argument("--samples", type=int, default=1000, help="K of the DSSM's guide IWAE estimator")
+    p.set_defaults(func=record)
     p = sub.add_parser("report", help="evaluate the runs and print the tables")
     p.add_argument("--samples", type=int, default=100, help="K of the DSSM's guide IWAE estimator")
     p.add_argument("--headline-samples", type=int, default=1000, help="K for the DSSMs of the models table")
