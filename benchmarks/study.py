@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> None:
             if job.process.poll() is not None:
                 print(job.finish(), flush=True)
                 jobs.remove(job)
-                if args.record and job.progress.done:
+                if getattr(args, "record", False) and job.progress.done:
                     recorders.append(_spawn_record(root, job.config, args))
     for recorder in recorders:
         recorder.wait()
@@ -365,14 +365,15 @@ def _spawn_record(root: Path, config: Config, args: argparse.Namespace) -> subpr
     """Evaluate a finished run in a subprocess and append its figures to the tracked results file, so that
     no finished figure depends on the run directory (which a replaced machine loses)."""
     command = [sys.executable, __file__, "--root", str(root), "record", config.name]
-    command += ["--samples", str(args.record_samples)]
-    print(f"{config.name}: recording its figures to {RESULTS}", flush=True)
+    command += ["--samples", str(args.record_samples), "--results", str(args.results)]
+    print(f"{config.name}: recording its figures to {args.results}", flush=True)
     return subprocess.Popen(command)
 
 
 def record(args: argparse.Namespace) -> None:
     """Append each named run's evaluated figures (CE by the guide IWAE at ``--samples`` for a DSSM, exact
-    for an RNN; KL, vocabulary mass, the real-word share of 1,000 samples, steps, seconds) to RESULTS."""
+    for an RNN; KL, vocabulary mass, the real-word share of 1,000 samples, steps, seconds) to
+    ``--results``."""
     for name in args.names:
         if name not in CONFIGS:
             raise SystemExit(f"error: no configuration {name!r}")
@@ -384,10 +385,10 @@ def record(args: argparse.Namespace) -> None:
         row.update(real_words=drawn["real"], first_samples=drawn["texts"][:10], args=list(CONFIGS[name].args))
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
         row.update(commit=commit.stdout.strip(), recorded=time.strftime("%Y-%m-%d %H:%M"))
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with RESULTS.open("a") as f:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        with args.results.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"{name}: CE {row['ce']:.3f}, {row['real_words']:.1%} real words -> {RESULTS}", flush=True)
+        print(f"{name}: CE {row['ce']:.3f}, {row['real_words']:.1%} real words -> {args.results}", flush=True)
 
 
 def evaluate(run_dir: Path, *, samples: int, autoregressive: bool) -> dict:
@@ -706,10 +707,12 @@ def main(argv: list[str] | None = None) -> None:
         help=f"evaluate each run as it finishes and append it to {RESULTS.name}",
     )
     p.add_argument("--record-samples", type=int, default=1000, help="K of the recorded guide IWAE estimate")
+    p.add_argument("--results", type=Path, default=RESULTS, help="the results file --record appends to")
     p.set_defaults(func=run)
     p = sub.add_parser("record", help=f"evaluate finished runs and append their figures to {RESULTS.name}")
     p.add_argument("names", nargs="+")
     p.add_argument("--samples", type=int, default=1000, help="K of the DSSM's guide IWAE estimator")
+    p.add_argument("--results", type=Path, default=RESULTS, help="the results file to append to")
     p.set_defaults(func=record)
     p = sub.add_parser("report", help="evaluate the runs and print the tables")
     p.add_argument("--samples", type=int, default=100, help="K of the DSSM's guide IWAE estimator")

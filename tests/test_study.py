@@ -65,3 +65,15 @@ def test_a_configuration_started_from_another_names_its_run_and_waits_for_it(tmp
     STUDY["run"](args)  # its source has not run here: nothing may start
     out = capsys.readouterr().out
     assert "skipped until dssm-cp4-iwae16-kw-long-d16" in out and "started at step" not in out
+
+
+def test_a_finished_run_is_recorded_in_the_results_file_with_its_figures(tmp_path):
+    import json
+
+    results = tmp_path / "results" / "study.jsonl"
+    STUDY["main"](["--root", str(tmp_path / "root"), "run", "rnn-default-d8", "--max-steps", "3", "--poll",
+                   "0.2", "--snapshot-every", "0", "--record", "--results", str(results)])  # fmt: skip
+    (row,) = [json.loads(line) for line in results.read_text().splitlines()]
+    assert row["name"] == "rnn-default-d8" and row["steps"] == 3 and row["done"] == "max_steps"
+    assert row["estimator"] == "exact" and 10.0 < row["ce"] < 30.0 and 0.0 <= row["real_words"] <= 1.0
+    assert row["args"][:4] == ["--model", "rnn", "--state-dim", "8"] and row["seconds"] > 0
