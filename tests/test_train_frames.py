@@ -344,6 +344,8 @@ def test_the_dmm_preset_builds_krishnans_model_at_pyros_sizes():
     assert model.state_dim == 100 and model.emitter.net[0].out_features == 100
     assert model.emission == "bernoulli" and model.obs_dim == NUM_KEYS
     assert isinstance(guide, GaussianGuide) and guide.posterior_flow is None and guide.rnn_hidden == 600
+    # the example's guide RNN: a plain ReLU RNN (a GRU does three times its recurrent arithmetic)
+    assert type(guide.future_rnn) is torch.nn.RNN and guide.future_rnn.nonlinearity == "relu"
     assert (config.lr, config.batch_size, config.flow_hidden) == (3e-4, 20, 200)
 
 
@@ -361,6 +363,23 @@ def test_the_preset_is_a_starting_point_that_given_options_override(tmp_path):
     )
     code, output = run("train", "--preset", "dmm", "--resume", "--steps", 2, "--out", tmp_path / "run")
     assert code == 2 and "--preset names a new run's configuration" in output
+
+
+@pytest.mark.parametrize("cell, module", [("gru", torch.nn.GRU), ("relu", torch.nn.RNN)])
+def test_the_guide_cell_is_a_run_option_that_a_loaded_run_keeps(tmp_path, cell, module):
+    code, output = run("train", "--model", "dssm", "--data", "polyphonic", "--file", music(tmp_path),
+                       "--state-dim", 3, "--guide-hidden", 4, "--guide-cell", cell, "--steps", 1,
+                       "--out", tmp_path / "run", "--no-progress")  # fmt: skip
+    assert code == 0, output
+    assert type(load_run(tmp_path / "run").guide.future_rnn) is module
+
+
+def test_the_guide_cell_is_refused_where_it_has_no_effect(tmp_path):
+    code, output = run("train", "--model", "rnn", "--data", "polyphonic", "--file", music(tmp_path),
+                       "--guide-cell", "relu", "--steps", 1, "--out", tmp_path / "run")  # fmt: skip
+    assert code == 2 and "--guide-cell" in output and "model dssm only" in output
+    with pytest.raises(ConfigError, match="rnn_cell"):
+        FutureGuide(obs_dim=6, state_dim=3, rnn_cell="lstm")
 
 
 # --- predictive checks -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pyroseq.cli.common import (
     threads_option,
 )
 from pyroseq.errors import ConfigError
+from pyroseq.guides import RNN_CELLS
 from pyroseq.infer.objectives import OBJECTIVES
 from pyroseq.runs.config import DATA, EMITTER_BIASES, MODELS, PRESETS, TRAINING, RunConfig
 from pyroseq.runs.train import train_run
@@ -44,6 +45,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--guide", "guide", str, "DSSM guide: future (with its own flow) or gaussian (no flow)."),
     ("--guide-flow", "guide_flow", str, "The guide's flow (a flow name, or none)."),
     ("--guide-hidden", "guide_hidden", POSITIVE, "Size of the guide's backward RNN."),
+    ("--guide-cell", "guide_cell", click.Choice(list(RNN_CELLS)), "The guide's backward RNN: gru, or relu (the plain ReLU RNN of Pyro's Deep Markov Model)."),
     ("--cell", "cell", click.Choice(["gru", "lstm"]), "RNN cell."),
     ("--embed-dim", "embed_dim", POSITIVE, "RNN symbol-embedding size."),
     ("--layers", "layers", POSITIVE, "RNN layers."),

@@ -12,9 +12,9 @@ from typing import Any
 
 from pyroseq.errors import ConfigError
 from pyroseq.guides.empty import empty_guide
-from pyroseq.guides.future import FutureGuide, GaussianGuide
+from pyroseq.guides.future import RNN_CELLS, FutureGuide, GaussianGuide
 
-__all__ = ["FutureGuide", "GaussianGuide", "empty_guide", "GUIDES", "build_guide"]
+__all__ = ["FutureGuide", "GaussianGuide", "empty_guide", "GUIDES", "RNN_CELLS", "build_guide"]
 
 GUIDES: dict[str, Callable[..., Callable[..., Any]]] = {
     "empty": lambda: empty_guide,

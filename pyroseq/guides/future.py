@@ -3,7 +3,8 @@
 The data reaches the states only through the guide, as information about the **future**; the past
 lives in the previous state:
 
-    b_t  = backward GRU summary of w_{t:T}                       (the future, w_t included)
+    b_t  = backward RNN summary of w_{t:T}                       (the future, w_t included; a GRU,
+           or the plain ReLU RNN of Pyro's Deep Markov Model)
            (w_t a symbol, embedded; or a frame, mapped by a linear input layer)
     xi_t ~ N(mu(h_{t-1}, b_t), diag sigma^2(h_{t-1}, b_t))
     h_t  = f_Q(xi_t; h_{t-1}, b_t)                               its own conditional flow, or h_t = xi_t
@@ -33,7 +34,13 @@ from pyroseq.flows.trajectory import StateTrajectory, standard_normal_log_prob
 from pyroseq.module import PyroseqModule
 from pyroseq.plates import plate_batch_shape
 
-__all__ = ["FutureGuide", "GaussianGuide"]
+__all__ = ["FutureGuide", "GaussianGuide", "RNN_CELLS"]
+
+RNN_CELLS = {
+    "gru": lambda inputs, hidden: nn.GRU(inputs, hidden, batch_first=True),
+    "relu": lambda inputs, hidden: nn.RNN(inputs, hidden, nonlinearity="relu", batch_first=True),
+}
+"""The guide's backward RNN by name: ``(input size, hidden size) -> module``."""
 
 
 class FutureGuide(PyroseqModule):
@@ -55,9 +62,11 @@ class FutureGuide(PyroseqModule):
             :class:`~pyro.distributions.conditional.ConditionalTransformModule` mapping ``(D,)`` to ``(D,)``
             with a ``(D + rnn_hidden,)`` context ``[h_{t-1}, b_t]``; ``None`` or ``"none"`` for a Gaussian.
         flow_hidden: hidden width of a named flow's networks.
-        embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward GRU.
-        rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+        embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward RNN.
+        rnn_hidden: H, the backward RNN's hidden size (and the combiner's width).
         obs_dim: F, the length of each observed frame (a model of vectors).
+        rnn_cell: the backward RNN: ``"gru"``, or ``"relu"``, the plain ReLU RNN of Pyro's Deep Markov Model
+            example (a third of a GRU's recurrent arithmetic at the same width).
         name: the prefix of its parameters in Pyro's param store; ``None``: ``guide``, ``guide_2``, ... in
             order of construction (see :mod:`pyroseq.module`). Pass it where parameters are saved and loaded.
 
@@ -81,8 +90,11 @@ class FutureGuide(PyroseqModule):
         embed_dim: int = 16,
         rnn_hidden: int = 64,
         obs_dim: int | None = None,
+        rnn_cell: str = "gru",
         name: str | None = None,
     ) -> None:
+        if rnn_cell not in RNN_CELLS:
+            raise ConfigError(f"unknown rnn_cell {rnn_cell!r}: use one of {', '.join(RNN_CELLS)}")
         if (vocab_size is None) == (obs_dim is None):
             raise ConfigError(
                 "the future-conditioned guide reads symbols (vocab_size) or frames (obs_dim): give exactly "
@@ -107,7 +119,8 @@ class FutureGuide(PyroseqModule):
             self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=Vocabulary.pad_id)
         else:
             self.embed = nn.Linear(obs_dim, embed_dim)
-        self.future_rnn = nn.GRU(embed_dim, rnn_hidden, batch_first=True)
+        self.rnn_cell = rnn_cell
+        self.future_rnn = RNN_CELLS[rnn_cell](embed_dim, rnn_hidden)
         self.state_to_hidden = nn.Linear(state_dim, rnn_hidden)
         self.hidden_to_loc = nn.Linear(rnn_hidden, state_dim)
         self.hidden_to_scale = nn.Linear(rnn_hidden, state_dim)
@@ -135,7 +148,7 @@ class FutureGuide(PyroseqModule):
         return check_vectors(ids, mask, obs_dim=self.obs_dim, who=type(self).__name__)
 
     def future_summary(self, ids: Tensor, mask: Tensor) -> Tensor:
-        """``b_t``, the backward GRU's summary of ``w_{t:L}`` for each sequence of length L, ``(B, T, H)``.
+        """``b_t``, the backward RNN's summary of ``w_{t:L}`` for each sequence of length L, ``(B, T, H)``.
 
         Each sequence is reversed within its length (padding stays at the end), run through the GRU and
         put back in order, so ``b_t`` never sees padding. Values at padded steps are meaningless (masked).
@@ -244,9 +257,10 @@ class GaussianGuide(FutureGuide):
     Args:
         vocab_size: V, the number of symbols including PAD, BOS and EOS (a model of symbols).
         state_dim: D, the dimension of the state (must equal the model's).
-        embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward GRU.
-        rnn_hidden: H, the backward GRU's hidden size (and the combiner's width).
+        embed_dim: dimension of the symbol embedding (or of the frames' linear map) fed to the backward RNN.
+        rnn_hidden: H, the backward RNN's hidden size (and the combiner's width).
         obs_dim: F, the length of each observed frame (a model of vectors).
+        rnn_cell: the backward RNN, as for :class:`FutureGuide`.
         name: as for :class:`FutureGuide`.
     """
 
@@ -258,6 +272,7 @@ class GaussianGuide(FutureGuide):
         embed_dim: int = 16,
         rnn_hidden: int = 64,
         obs_dim: int | None = None,
+        rnn_cell: str = "gru",
         name: str | None = None,
     ) -> None:
         super().__init__(
@@ -267,5 +282,6 @@ class GaussianGuide(FutureGuide):
             embed_dim=embed_dim,
             rnn_hidden=rnn_hidden,
             obs_dim=obs_dim,
+            rnn_cell=rnn_cell,
             name=name,
         )

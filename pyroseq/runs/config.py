@@ -91,6 +91,7 @@ class RunConfig:
     guide: str = "future"  # future | gaussian
     guide_flow: str = _default(FutureGuide, "flow")  # the guide's own flow f_Q ("none" for none)
     guide_hidden: int = _default(FutureGuide, "rnn_hidden")  # the guide's backward-RNN size
+    guide_cell: str = _default(FutureGuide, "rnn_cell")  # the guide's backward RNN: gru | relu
     cell: str = _default(RNNLM, "cell")  # rnn: gru | lstm
     embed_dim: int = _default(RNNLM, "embed_dim")
     layers: int = _default(RNNLM, "num_layers")
@@ -212,7 +213,7 @@ class RunConfig:
 # --source or --file starts them from their defaults, as a new run on it would.
 CORPUS = ("source", "top", "max_length", "chunk_length")
 SHAPES = ("model", "state_dim", "flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow",
-          "guide_hidden", "cell", "embed_dim", "layers", "training")  # fmt: skip
+          "guide_hidden", "guide_cell", "cell", "embed_dim", "layers", "training")  # fmt: skip
 INHERITED = ("data", *CORPUS, *SHAPES, "schedule", "schedule_k", "adversarial_weight")
 
 # Options that may change on resume: the length of training, where it runs (on as many processes:
@@ -282,7 +283,8 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
     rules: list[tuple[tuple[str, ...], bool, str]] = [
         (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
          config.model == "dssm", ("model", "applies to model rnn only")),
-        (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "kl_warmup"),
+        (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "guide_cell",
+          "kl_warmup"),
          config.model == "rnn", ("model", "applies to model dssm only")),
         (("top", "max_length"), config.data != "words", ("data", "applies to data words only")),
         (("chunk_length",), config.data != "text", ("data", "applies to data text only")),
@@ -376,9 +378,10 @@ def dmm_config(**overrides: Any) -> RunConfig:
     has 100 dimensions, the emitter 100 hidden units, and the guide is the combiner guide without a flow
     (``gaussian``: a backward RNN of 600 units over the frames, combined with ``h_{t-1}``), trained with
     Adam at ``3e-4`` on batches of 20 sequences with KL annealing. Where pyroseq differs from the
-    example: the emitter has one hidden layer (the example's two), the guide's backward RNN is a GRU
-    reading a linear map of each frame (the example's plain RNN reads the frame), and the KL warm-up is
-    pyroseq's (linear from ``1/N`` to 1 over N steps; the example's from 0.2 over 1,000 epochs).
+    example: the emitter has one hidden layer (the example's two), the guide's backward RNN (a plain ReLU
+    RNN, as the example's) reads a linear map of each frame (the example's reads the frame), and the KL
+    warm-up is pyroseq's (linear from ``1/N`` to 1 over N steps; the example's from 0.2 over 1,000
+    epochs).
 
     Args:
         overrides: :class:`RunConfig` fields to set, e.g. ``source="jsb_chorales.pickle"``.
@@ -390,6 +393,7 @@ def dmm_config(**overrides: Any) -> RunConfig:
     """
     sizes = {"data": "polyphonic", "model": "dssm", "state_dim": 100, "flow": "gated", "flow_hidden": 200,
              "emitter_hidden": 100, "guide": "gaussian", "guide_flow": "none", "guide_hidden": 600,
+             "guide_cell": "relu",
              "embed_dim": NUM_KEYS, "lr": 3e-4, "batch_size": 20}  # fmt: skip
     return dataclasses.replace(RunConfig(), **{**sizes, **overrides})
 

@@ -69,7 +69,7 @@ def guide_spec(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
     observed = _observed(config, vocab)
     observed.pop("emission", None)  # the guide reads the frames, whatever law they have
     kwargs = {**observed, "state_dim": config.state_dim, "embed_dim": config.embed_dim,
-              "rnn_hidden": config.guide_hidden}  # fmt: skip
+              "rnn_hidden": config.guide_hidden, "rnn_cell": config.guide_cell}  # fmt: skip
     if config.guide != "gaussian":
         kwargs["flow"] = None if config.guide_flow == "none" else config.guide_flow
         kwargs["flow_hidden"] = config.flow_hidden
