@@ -84,6 +84,14 @@ def test_emission_contract(name, hidden):
     confident = 40 * params  # far in the tails: no clamping of probabilities, no overflow
     expected = torch_reference(name, emission, confident).log_prob(x)
     assert torch.allclose(emission.law(confident).log_prob(x), expected, rtol=1e-9, atol=1e-9)
+    # the law as features: its parameters in their own range, as torch's own distribution has them
+    reference = torch_reference(name, emission, params)
+    if name in ("categorical", "bernoulli"):
+        expected = reference.probs if name == "categorical" else reference.base_dist.probs
+    else:
+        expected = torch.cat([reference.base_dist.loc, reference.base_dist.scale], dim=-1)
+    assert emission.features(params).shape == (5, 2, 4, emission.feature_dim)
+    assert torch.allclose(emission.features(params), expected, atol=1e-10)
     if name == "categorical":  # PAD and BOS are never emitted
         assert (law.log_prob(torch.full((2, 4), Vocabulary.pad_id)) == float("-inf")).all()
         assert not bool(law.sample((200,)).lt(2).any())

@@ -454,7 +454,7 @@ def test_free_run_lengths_follow_the_drawn_symbols():
     torch.manual_seed(1)
     model._unroll(64, 6, record)  # the same draws as the free run below, recorded
     torch.manual_seed(1)
-    _, _, lengths = model._free_running(64, 6)
+    _, _, lengths = model._free_running(torch.ones(64, 6, dtype=torch.bool))
     symbols = torch.stack(drawn, dim=1)  # (64, 6)
     for row, length in zip(symbols.tolist(), lengths.tolist(), strict=True):
         assert length == (row.index(Vocabulary.eos_id) + 1 if Vocabulary.eos_id in row else 6)

@@ -6,8 +6,8 @@
   scale a function of the state too.
 
 Each family is an :class:`Emission`: ``emission(h)`` gives the law's parameters at states ``h (..., D)``,
-``emission.law(params)`` the distribution of one step's observation. Build one by name with
-:func:`make_emission`.
+``emission.law(params)`` the distribution of one step's observation, ``emission.features(params)`` that
+law as features (its parameters in their own range). Build one by name with :func:`make_emission`.
 """
 
 from __future__ import annotations

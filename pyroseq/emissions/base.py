@@ -33,7 +33,8 @@ def emitter_network(state_dim: int, out_dim: int, hidden: int | None) -> nn.Modu
 class Emission(nn.Module):
     """Base of the emission families: ``p(x_t | h_t)`` from a state ``h_t`` of dimension D.
 
-    Subclasses set :attr:`observations` and :attr:`obs_dim` and implement :meth:`forward` and :meth:`law`.
+    Subclasses set :attr:`observations` and :attr:`obs_dim` and implement :meth:`forward`, :meth:`law` and
+    :meth:`features`.
 
     Attributes:
         observations: ``"symbols"`` (one id per step: a batch is ``ids (B, T)``) or ``"vectors"`` (one
@@ -52,6 +53,17 @@ class Emission(nn.Module):
         """``p(x_t | h_t)`` given its parameters ``(..., P)``: batch shape ``params.shape[:-1]``, event shape
         :attr:`event_shape`."""
         raise NotImplementedError
+
+    def features(self, params: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """The law as features ``(..., feature_dim)``: its parameters in their own range (probabilities, a
+        location and a scale), what a reader of the output distribution sees at a step (professor forcing's
+        discriminator, :mod:`pyroseq.models.professor`)."""
+        raise NotImplementedError
+
+    @property
+    def feature_dim(self) -> int:
+        """The length of :meth:`features`: :attr:`obs_dim` unless a family says otherwise."""
+        return self.obs_dim
 
     @property
     def event_shape(self) -> torch.Size:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pyro.distributions as dist
+import torch
 from torch import Tensor
 
 from pyroseq.checks import check_positive_sizes
@@ -47,6 +48,9 @@ class BernoulliEmission(Emission):
 
     def law(self, params: Tensor) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=params).to_event(1)
+
+    def features(self, params: Tensor) -> Tensor:
+        return torch.sigmoid(params)  # (..., F): each key's probability
 
     def check_observations(
         self, obs: Tensor | None, mask: Tensor, *, who: str

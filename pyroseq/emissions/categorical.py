@@ -68,6 +68,9 @@ class CategoricalEmission(Emission):
     def law(self, params: Tensor) -> dist.Categorical:
         return dist.Categorical(logits=self.logits(params))
 
+    def features(self, params: Tensor) -> Tensor:
+        return torch.softmax(self.logits(params), dim=-1)  # (..., V): each symbol's probability
+
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         """``log softmax`` gathered at the symbols ``value`` (broadcast against ``params.shape[:-1]``)."""
         ids = value.expand(params.shape[:-1]).unsqueeze(-1)  # (..., 1)

@@ -60,6 +60,14 @@ class NormalEmission(Emission):
             loc, scale = params, self.log_scale.exp().expand(params.shape)
         return dist.Normal(loc, scale).to_event(1)
 
+    def features(self, params: Tensor) -> Tensor:
+        normal = self.law(params).base_dist
+        return torch.cat([normal.loc, normal.scale], dim=-1)  # (..., 2 F)
+
+    @property
+    def feature_dim(self) -> int:
+        return 2 * self.obs_dim  # the location and the scale
+
     def check_observations(
         self, obs: Tensor | None, mask: Tensor, *, who: str
     ) -> tuple[Tensor | None, Tensor]:

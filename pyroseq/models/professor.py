@@ -1,13 +1,15 @@
 """Professor forcing (Lamb et al., 2016): an RNN language model trained to behave alike when fed the data
 and when fed its own samples.
 
-A discriminator ``D(b) = P(b is teacher-forced)`` reads a *behaviour* sequence
-``b_t = [h_t, softmax(g(h_t))]`` (the generator's top-layer hidden state and output distribution at each
-step). It is trained on its own, with Adam, to tell the teacher-forced run on a batch (label 1), read up
-to the data's lengths, from a free-running run (label 0), read up to its own first EOS
-(``min(first EOS + 1, T)``): a free run is never shown steps after its word has ended, which no
-teacher-forced run has. The generator's Pyro model adds to the exact
-log-likelihood the factor
+A discriminator ``D(b) = P(b is teacher-forced)`` reads a *behaviour* sequence ``b_t = [h_t, phi_t]``: the
+generator's top-layer hidden state and its output distribution's parameters at each step, ``softmax(g(h_t))``
+over symbols, or for frames the emission's own (:meth:`~pyroseq.emissions.Emission.features`: each key's
+probability ``sigmoid(g(h_t))`` for a Bernoulli frame, the location and scale for a Normal one). It is
+trained on its own, with Adam, to tell the teacher-forced run on a batch (label 1), read up to the data's
+lengths, from a free-running run fed its own draws (label 0). A free run of symbols is read up to its own
+first EOS (``min(first EOS + 1, T)``): it is never shown steps after its word has ended, which no
+teacher-forced run has. Frames have no EOS: a free run of frames lasts as long as the data, each sequence
+its own length. The generator's Pyro model adds to the exact log-likelihood the factor
 
     log f = -weight * ( -log D(b_free) [ - log(1 - D(b_teacher)) ] )
 
@@ -35,7 +37,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from pyroseq.checks import check_positive_sizes
-from pyroseq.data.batch import Batch
+from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import CheckpointError, ConfigError, first_line
 from pyroseq.models.rnn import RNNLM
 
@@ -81,8 +83,9 @@ def _frozen(module: nn.Module) -> Iterator[None]:
 class ProfessorForcing(RNNLM):
     """An :class:`~pyroseq.models.rnn.RNNLM` whose training adds the professor-forcing adversarial factor.
 
-    ``vocab_size``, ``cell``, ``state_dim``, ``embed_dim``, ``num_layers`` and ``learned_initial_state``
-    are as for :class:`~pyroseq.models.rnn.RNNLM` (there is no scheduled sampling).
+    ``vocab_size``, ``cell``, ``state_dim``, ``embed_dim``, ``num_layers``, ``learned_initial_state``,
+    ``emission`` and ``obs_dim`` are as for :class:`~pyroseq.models.rnn.RNNLM` (there is no scheduled
+    sampling): symbols, or frames (``emission="bernoulli", obs_dim=88`` for a piano roll).
 
     Args:
         adversarial_weight: the weight of the adversarial term against the log-likelihood (>= 0).
@@ -105,6 +108,16 @@ class ProfessorForcing(RNNLM):
     Attributes:
         discriminator_optimizer: the discriminator's ``torch.optim.Adam`` (learning rate ``disc_lr``).
         disc_accuracy: the discriminator's accuracy at its latest update (``None`` before the first).
+
+    Example:
+        Piano-roll frames: the discriminator reads each step's hidden state and 88 key probabilities.
+
+        >>> from pyroseq.data.polyphonic import pad_frames
+        >>> model = ProfessorForcing(emission="bernoulli", obs_dim=88, state_dim=8, embed_dim=8)
+        >>> rolls = pad_frames([torch.zeros(5, 88), torch.ones(3, 88)])
+        >>> figures = model.train_hook(0, rolls)  # one step of the discriminator
+        >>> sorted(figures), model.discriminator.rnn.input_size
+        (['disc_accuracy', 'disc_loss'], 96)
     """
 
     supports_jit = False  # the adversarial factor depends on the discriminator's accuracy, a Python value
@@ -112,7 +125,7 @@ class ProfessorForcing(RNNLM):
     def __init__(
         self,
         *,
-        vocab_size: int,
+        vocab_size: int | None = None,
         cell: str = "gru",
         state_dim: int = 16,
         embed_dim: int = 16,
@@ -123,6 +136,8 @@ class ProfessorForcing(RNNLM):
         disc_lr: float = 1e-3,
         accuracy_window: Sequence[float] = (0.75, 0.99),
         free_running_term_only: bool = True,
+        emission: str = "categorical",
+        obs_dim: int | None = None,
         name: str | None = None,
     ) -> None:
         if isinstance(adversarial_weight, bool) or not isinstance(adversarial_weight, int | float):
@@ -149,6 +164,8 @@ class ProfessorForcing(RNNLM):
             embed_dim=embed_dim,
             num_layers=num_layers,
             learned_initial_state=learned_initial_state,
+            emission=emission,
+            obs_dim=obs_dim,
             name=name,
         )
         self.adversarial_weight = float(adversarial_weight)
@@ -156,7 +173,7 @@ class ProfessorForcing(RNNLM):
         self.free_running_term_only = free_running_term_only
         # Into _modules directly: add_module refuses a name that the property below already answers.
         self._modules["discriminator"] = Discriminator(
-            behaviour_dim=state_dim + vocab_size, hidden_dim=disc_hidden
+            behaviour_dim=state_dim + self._feature_dim, hidden_dim=disc_hidden
         )
         self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=disc_lr)
         self.disc_accuracy: float | None = None
@@ -167,9 +184,15 @@ class ProfessorForcing(RNNLM):
         through ``pyro.module``, which would hand it to the ``SVI`` optimiser."""
         return self._modules["discriminator"]
 
-    @staticmethod
-    def _behaviour(outputs: Tensor, logits: Tensor) -> Tensor:
-        return torch.cat([outputs, torch.softmax(logits, dim=-1)], dim=-1)  # (B, T, H + V)
+    def _behaviour(self, outputs: Tensor, params: Tensor) -> Tensor:
+        """``b_t = [h_t, phi_t]`` ``(B, T, H + P')``: the top-layer states and the emission's parameters."""
+        return torch.cat([outputs, self._features(params)], dim=-1)
+
+    def _free_behaviour(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The behaviour of a free run over ``mask``'s ``T`` steps ``(B, T, H + P')`` and the lengths ``(B,)``
+        the discriminator reads of it (see :meth:`~pyroseq.models.rnn.RNNLM._free_running`)."""
+        outputs, params, lengths = self._free_running(mask)
+        return self._behaviour(outputs, params), lengths
 
     def adversarial_active(self) -> bool:
         """Whether the latest discriminator accuracy lies in the window, so the generator gets the term."""
@@ -185,22 +208,20 @@ class ProfessorForcing(RNNLM):
         ``professor`` ``(B,)`` while :meth:`adversarial_active`."""
         if ids is None or not self.training or not self.adversarial_active():
             return super()._model(ids, mask)
-        B, T = ids.shape
         lengths = mask.sum(-1)
-        with pyro.plate("seqs", B, dim=-1):
-            outputs, logits = self._teacher_forced(ids)
-            self._observe(logits, ids, mask)
-            free_outputs, free_logits, free_lengths = self._free_running(B, T)
-            free = self._behaviour(free_outputs, free_logits)
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            outputs, params = self._teacher_forced(ids)
+            self._observe(params, ids, mask)
+            free, free_lengths = self._free_behaviour(mask)
             with _frozen(self.discriminator):
                 # -log D(b_free): the discriminator should take free-running behaviour for teacher-forced
                 loss = F.softplus(-self.discriminator(free, free_lengths))
                 if not self.free_running_term_only:
                     # -log(1 - D(b_teacher))
-                    loss = loss + F.softplus(self.discriminator(self._behaviour(outputs, logits), lengths))
+                    loss = loss + F.softplus(self.discriminator(self._behaviour(outputs, params), lengths))
             pyro.factor("professor", -self.adversarial_weight * loss)
 
-    def train_hook(self, step: int, batch: Batch) -> dict[str, float]:
+    def train_hook(self, step: int, batch: SequenceBatch) -> dict[str, float]:
         """One Adam step of the discriminator: the batch's teacher-forced (1) vs free-running (0) behaviour.
 
         Records the discriminator's accuracy on these behaviours (before its step) in ``disc_accuracy``.
@@ -208,11 +229,10 @@ class ProfessorForcing(RNNLM):
         itself (see :mod:`pyroseq.models.rnn`).
         """
         super().train_hook(step, batch)
-        B, T = batch.ids.shape
+        B = len(batch)
         with torch.no_grad():
-            teacher = self._behaviour(*self._teacher_forced(batch.ids))
-            free_outputs, free_logits, free_lengths = self._free_running(B, T)
-            free = self._behaviour(free_outputs, free_logits)
+            teacher = self._behaviour(*self._teacher_forced(batch.observations))
+            free, free_lengths = self._free_behaviour(batch.mask)
         logits = self.discriminator(torch.cat([teacher, free]), torch.cat([batch.lengths, free_lengths]))
         labels = torch.cat([torch.ones(B), torch.zeros(B)]).to(logits)
         loss = F.binary_cross_entropy_with_logits(logits, labels)

@@ -189,6 +189,19 @@ class RNNLM(AutoregressiveModel):
             return dist.Categorical(logits=params)
         return self.emitter.law(params)
 
+    def _features(self, params: Tensor) -> Tensor:
+        """``q(w_t | w_{<t})`` as features ``(..., P')`` given :meth:`_emit`'s parameters: the symbols'
+        probabilities ``(..., V)``, or the emission's :meth:`~pyroseq.emissions.Emission.features` (a
+        frame's key probabilities)."""
+        if self.emission == "categorical":
+            return torch.softmax(params, dim=-1)
+        return self.emitter.features(params)
+
+    @property
+    def _feature_dim(self) -> int:
+        """P', the length of :meth:`_features`."""
+        return self.vocab_size if self.emission == "categorical" else self.emitter.feature_dim
+
     def _first_input(self, batch_size: int, device: torch.device) -> Tensor:
         """What step 1 is fed: BOS ``(B,)``, or a silent frame ``(B, F)``."""
         if self.emission == "categorical":
@@ -255,23 +268,26 @@ class RNNLM(AutoregressiveModel):
 
         return self._unroll(ids.shape[0], ids.shape[1], next_input)
 
-    def _free_running(self, batch_size: int, length: int) -> tuple[Tensor, Tensor, Tensor]:
-        """The model fed its own samples for ``length`` steps (no Pyro sites); the states keep their
-        gradient path.
+    def _free_running(self, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The model fed its own draws for the ``T`` steps of ``mask`` ``(B, T)`` (no Pyro sites); the states
+        keep their gradient path.
 
-        Returns the top-layer states ``(B, T, H)``, the logits ``(B, T, V)`` and each run's own length
-        ``(B,)``: ``min(first EOS + 1, T)``, the steps up to and including the first EOS it drew.
+        Returns the top-layer states ``(B, T, H)``, the emission's parameters ``(B, T, V)`` (or ``(B, T, P)``
+        for frames) and each run's own length ``(B,)``: for symbols ``min(first EOS + 1, T)``, the steps up
+        to and including the first EOS it drew; for frames, which have no EOS, the data's, ``mask.sum(-1)``.
         """
         drawn = []
 
-        def next_input(t: int, logits_t: Tensor) -> Tensor:
-            own = dist.Categorical(logits=logits_t.detach()).sample()  # (B,)
+        def next_input(t: int, params_t: Tensor) -> Tensor:
+            own = self._law(params_t.detach()).sample()  # (B,), or (B, F) frames
             drawn.append(own)
             return own
 
-        outputs, logits = self._unroll(batch_size, length, next_input)
-        lengths = (first_eos(torch.stack(drawn, dim=1)) + 1).clamp(max=length)  # (B,)
-        return outputs, logits, lengths
+        outputs, params = self._unroll(mask.shape[0], mask.shape[1], next_input)
+        if self.emission != "categorical":
+            return outputs, params, mask.sum(-1)
+        lengths = (first_eos(torch.stack(drawn, dim=1)) + 1).clamp(max=mask.shape[1])  # (B,)
+        return outputs, params, lengths
 
     def _fit_run(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         """The run that training scores: teacher-forced, or scheduled sampling in training mode."""

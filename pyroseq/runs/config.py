@@ -160,12 +160,6 @@ class RunConfig:
                 "exact ELBO",
                 params=("objective", "particles"),
             )
-        if self.data == "polyphonic" and self.model == "rnn" and self.training == "professor":
-            raise ConfigError(
-                "training professor compares the RNN's output distributions over symbols; it has no "
-                "counterpart for frames of independent keys: use training teacher or scheduled",
-                params=("training", "data"),
-            )
         if self.data == "polyphonic" and self.source is None:
             raise ConfigError(
                 "data polyphonic needs source, the pickle to train on (pyroseq train --file PATH; e.g. "
