@@ -76,4 +76,5 @@ def test_a_finished_run_is_recorded_in_the_results_file_with_its_figures(tmp_pat
     (row,) = [json.loads(line) for line in results.read_text().splitlines()]
     assert row["name"] == "rnn-default-d8" and row["steps"] == 3 and row["done"] == "max_steps"
     assert row["estimator"] == "exact" and 10.0 < row["ce"] < 30.0 and 0.0 <= row["real_words"] <= 1.0
-    assert row["args"][:4] == ["--model", "rnn", "--state-dim", "8"] and row["seconds"] > 0
+    assert row["args"][:8] == ["--data", "words", "--top", "10000", "--model", "rnn", "--state-dim", "8"]
+    assert row["seconds"] > 0 and 0 < row["cpu_seconds"] < 4 * row["seconds"]
