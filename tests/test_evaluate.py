@@ -20,12 +20,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.distributions.conditional import ConditionalTransformModule
 
 from pyroseq.data.batch import pad_batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate import (
     WORD_ESTIMATORS,
+    NoiseActivity,
     NoiseUsage,
     PrefixTree,
     WordEstimator,
@@ -35,6 +37,7 @@ from pyroseq.evaluate import (
     exact_word_log_probs,
     guide_word_log_probs,
     log_weights,
+    noise_activity,
     noise_usage,
     plot_noise_usage,
     prior_word_log_probs,
@@ -43,7 +46,10 @@ from pyroseq.evaluate import (
     word_log_probs,
     word_metrics,
 )
+from pyroseq.flows.trajectory import StateTrajectory
 from pyroseq.models.base import AutoregressiveModel, StateSpaceModel, mask_special_logits
+from pyroseq.models.dssm import DSSM
+from pyroseq.plates import plate_batch_shape
 
 BOS, EOS = Vocabulary.bos_id, Vocabulary.eos_id
 LETTER_A, LETTER_B = 3, 4  # the two letters of the toy alphabet
@@ -577,6 +583,127 @@ def test_noise_usage_stderrs_match_the_spread_over_repeats():
         stderrs = np.array([r[f"{name}_stderr"] for r in runs])
         ratio = means.std(axis=0, ddof=1) / stderrs.mean(axis=0)
         assert ((0.6 < ratio) & (ratio < 1.6)).all(), (name, ratio)
+
+
+# ----------------------------------------------------------------------------------- noise activity
+
+
+class _Walk(ConditionalTransformModule):
+    """The transition flow ``h_t = h_{t-1} + 2 xi_t``: its noise is ``(h_t - h_{t-1}) / 2``."""
+
+    def condition(self, context: torch.Tensor) -> dist.transforms.Transform:
+        return dist.transforms.AffineTransform(context, 2.0, event_dim=1)
+
+
+def _walk_dssm(state_dim: int = 3) -> DSSM:
+    return DSSM(vocab_size=V, state_dim=state_dim, flow=_Walk(), emitter_hidden=None)
+
+
+def _known_noise_guide(*, padded: float = 0.0):
+    """A guide whose noise under :func:`_walk_dssm` is known: ``xi_{t,0} = w_t`` (the symbol id, a function
+    of the data), ``xi_{t,d} ~ N(0, 1)`` for d > 0 (the same for every sequence), and ``padded`` times
+    the sequence's index at padded steps (data-dependent, so that counting them would show)."""
+
+    def guide(ids: torch.Tensor, mask: torch.Tensor) -> None:
+        B, T = mask.shape
+        with pyro.plate("seqs", B, dim=-1):
+            eps = pyro.sample("eps", dist.Normal(0.0, 1.0).expand([B, T, 3]).to_event(2))  # (..., B, T, 3)
+            symbol = ids.float().expand(eps.shape[:-1]).unsqueeze(-1)  # (..., B, T, 1)
+            xi = torch.cat([symbol, eps[..., 1:]], dim=-1)
+            index = torch.arange(B, dtype=xi.dtype)[:, None, None]  # (B, 1, 1)
+            xi = torch.where(mask[..., None], xi, padded * index)
+            pyro.sample("h", dist.Delta(2 * xi.cumsum(-2), event_dim=2))  # h_0 = 0
+
+    return guide
+
+
+def _prior_guide(model: DSSM):
+    """A guide that ignores the data: it draws the states from the model's own prior."""
+
+    def guide(ids: torch.Tensor, mask: torch.Tensor) -> None:
+        with pyro.plate("seqs", mask.shape[0], dim=-1):
+            h_0 = model.initial_state(plate_batch_shape())
+            step = lambda h_prev, steps: model.transition(h_prev)  # noqa: E731
+            pyro.sample("h", StateTrajectory(step, h_0, mask))
+
+    return guide
+
+
+ACTIVITY_WORDS = all_words(4) * 10  # 310 words of 1 to 5 symbols
+
+
+def test_noise_activity_is_zero_when_the_guide_ignores_the_data():
+    """States drawn from the prior carry nothing about the words: every dimension's activity is 0 up to
+    Monte Carlo noise (sd about sqrt(2 / n) / K = 0.002 to 0.0035 per step here), though the sample
+    variance of the K-draw posterior means alone would be 1 / K = 0.03 (the bias the estimator removes)."""
+    model = DSSM(vocab_size=V, state_dim=3, flow="coupling", flow_hidden=8)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    batch = pad_batch(ACTIVITY_WORDS)
+    result = noise_activity(model, _prior_guide(model), batch.ids, batch.mask, num_samples=32)
+    assert isinstance(result, NoiseActivity) and result.activity.shape == (5, 3)
+    assert result.activity.abs().max() < 0.02
+    assert result.dimension_activity.abs().max() < 0.005
+    assert result.num_active == 0 and not result.active.any()
+    torch.testing.assert_close(
+        result.posterior_variance, torch.ones(5, 3, dtype=torch.float64), atol=0.08, rtol=0
+    )
+
+
+def _running_variance(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The unbiased variance over sequences of ``values (B, T)`` at each step, real steps only, ``(T,)``."""
+    return torch.stack([values[mask[:, t], t].double().var() for t in range(mask.shape[1])])
+
+
+def test_noise_activity_finds_the_one_dimension_that_carries_the_data():
+    """xi_{t,0} is the symbol w_t: its activity is exactly the variance of w_t over the running words
+    (no posterior variance to remove); the other two dimensions are inactive."""
+    batch = pad_batch(ACTIVITY_WORDS)
+    result = noise_activity(_walk_dssm(), _known_noise_guide(), batch.ids, batch.mask, num_samples=32)
+    expected = _running_variance(batch.ids, batch.mask)  # (T,)
+    torch.testing.assert_close(result.activity[:, 0], expected, atol=1e-5, rtol=0)
+    assert result.posterior_variance[:, 0].abs().max() < 1e-8
+    assert result.activity[:, 1:].abs().max() < 0.02
+    counts = batch.mask.sum(0).double()
+    summary = (counts * expected).sum() / counts.sum()  # steps weighted by the running words
+    assert float(result.dimension_activity[0]) == pytest.approx(float(summary), abs=1e-5)
+    assert result.num_active == 1 and result.active.tolist() == [True, False, False]
+    report = result.to_dict()
+    assert report["num_active"] == 1 and report["state_dim"] == 3 and report["num_sequences"] == 310
+    assert report["activity"][0][0] == pytest.approx(float(expected[0]), abs=1e-5)
+
+
+def test_noise_activity_never_counts_padded_steps():
+    """Padded steps whose noise differs wildly between words change nothing, and a step no word reaches
+    has no activity (NaN, weight 0 in the summary)."""
+    words = pad_batch(ACTIVITY_WORDS)
+    longer = pad_batch(ACTIVITY_WORDS, max_length=7)  # two steps past every word's end
+    model = _walk_dssm()
+    tidy = noise_activity(model, _known_noise_guide(), words.ids, words.mask, num_samples=4)
+    wild = noise_activity(model, _known_noise_guide(padded=1e3), longer.ids, longer.mask, num_samples=4)
+    assert wild.running.tolist() == longer.mask.sum(0).tolist() == [310, 300, 280, 240, 160, 0, 0]
+    torch.testing.assert_close(wild.activity[:5, 0], tidy.activity[:, 0], atol=1e-5, rtol=0)
+    assert wild.activity[5:].isnan().all() and wild.posterior_variance[5:].isnan().all()
+    assert wild.dimension_activity[0] == pytest.approx(float(tidy.dimension_activity[0]), abs=1e-5)
+    assert wild.to_dict()["activity"][6] == [None, None, None]
+
+
+def test_noise_activity_takes_a_pyro_autoguide_and_refuses_what_it_cannot_read():
+    model = _walk_dssm()
+    batch = pad_batch(ACTIVITY_WORDS[:20])
+    result = noise_activity(model, pyro.infer.autoguide.AutoNormal(model), batch.ids, batch.mask)
+    assert result.activity.shape == (5, 3) and result.activity[:4].isfinite().all()
+    with pytest.raises(ConfigError, match=r"^num_samples must be an integer of at least 2, got 1"):
+        noise_activity(model, _known_noise_guide(), batch.ids, batch.mask, num_samples=1)
+    with pytest.raises(ConfigError, match="has no site 'h'"):
+        noise_activity(model, lambda ids, mask: None, batch.ids, batch.mask)
+    with pytest.raises(
+        ConfigError,
+        match=r"\(16, 20, 5, 4\) under K vectorised particles; the guide has a site 'h' of shape "
+        r"\(16, 20, 5, 3\)",
+    ):
+        noise_activity(_walk_dssm(state_dim=4), _known_noise_guide(), batch.ids, batch.mask)
 
 
 # --------------------------------------------------------------------------------------------- text

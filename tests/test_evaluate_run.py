@@ -73,3 +73,28 @@ def test_the_library_names_parameters_and_the_command_its_flags(dssm_run):
     )
     assert out.exit_code == 2
     assert "error: the jackknife needs at least 2 filter runs (--repeats), got 1" in out.output
+
+
+def test_the_activity_of_the_noise_dimensions_is_asked_for_and_printed(dssm_run):
+    options = dict(num_samples=2, bounds=False, noise=False, estimator="prior", seed=3)
+    assert "activity" not in evaluate_run(dssm_run, **options)
+    result = evaluate_run(dssm_run, activity=True, activity_words=12, **options)
+    activity = result["activity"]
+    assert activity["state_dim"] == 4 and activity["num_sequences"] == 12
+    assert len(activity["dimension_activity"]) == 4 and 0 <= activity["num_active"] <= 4
+    args = ["evaluate", str(dssm_run), "-k", "2", "--no-bounds", "--no-noise", "--estimator", "prior"]
+    out = CliRunner().invoke(cli, [*args, "--seed", "3", "--activity", "--activity-words", "12"])
+    assert out.exit_code == 0, out.output
+    assert (
+        f"active noise dimensions: {activity['num_active']} of 4 (activity > 0.01 on 12 words" in out.output
+    )
+
+
+def test_the_activity_is_refused_off_the_word_task(tmp_path):
+    config = RunConfig(data="text", source="sample", chunk_length=8, state_dim=4, embed_dim=4, flow_hidden=8,
+                       emitter_hidden=8, guide_hidden=8, batch_size=4, steps=1, valid_size=4)  # fmt: skip
+    train_run(config, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match=r"^activity: the noise dimensions' activity is measured on words"):
+        evaluate_run(tmp_path / "run", activity=True)
+    out = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "run"), "--activity"])
+    assert out.exit_code == 2 and out.output.startswith("error: --activity: the noise"), out.output

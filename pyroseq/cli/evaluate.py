@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from pyroseq.cli.common import POSITIVE, SEED, emit, handle_errors, json_option, threads_option
-from pyroseq.evaluate import WORD_ESTIMATORS
-from pyroseq.evaluate.run import BOUND_KS, evaluate_run
+from pyroseq.evaluate import ACTIVE_THRESHOLD, WORD_ESTIMATORS
+from pyroseq.evaluate.run import ACTIVITY_WORDS, BOUND_KS, evaluate_run
 
 
 @click.command("evaluate")
@@ -58,6 +58,20 @@ from pyroseq.evaluate.run import BOUND_KS, evaluate_run
     show_default=True,
     help="Outer and inner draws of the MI estimator (at least 2: one inner draw gives MI 0 by construction).",
 )
+@click.option(
+    "--activity/--no-activity",
+    default=False,
+    show_default=True,
+    help="DSSM: the active noise dimensions under the guide (Burda et al. 2016: Var_w E_q[xi_{t,d}] > "
+    f"{ACTIVE_THRESHOLD:g}).",
+)
+@click.option(
+    "--activity-words",
+    type=POSITIVE,
+    default=ACTIVITY_WORDS,
+    show_default=True,
+    help="Words drawn from p(w) for the activity.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bars [default: on a terminal].")
@@ -66,14 +80,16 @@ from pyroseq.evaluate.run import BOUND_KS, evaluate_run
 @handle_errors(flags={"num_samples": "--samples", "num_repeats": "--repeats"})
 def evaluate_command(
     run_dir: str, samples: int, repeats: int | None, jackknife: bool | None, estimator: str | None, bounds: bool, bound_words: int,
-    noise: bool, noise_samples: int, device: str, seed: int, progress: bool | None, as_json: bool,
+    noise: bool, noise_samples: int, activity: bool, activity_words: int, device: str, seed: int,
+    progress: bool | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Measure a trained run: cross-entropy against p(w), KL, vocabulary mass, bounds, noise usage
     (word task); NLL, perplexity, bits per character, accuracy on the test split (text); NLL per frame
     (ELBO and IWAE_K) and next-frame accuracy and F1 on the test split (polyphonic)."""
     result = evaluate_run(
         run_dir, num_samples=samples, num_repeats=repeats, jackknife=jackknife, estimator=estimator, bounds=bounds,
-        bound_words=bound_words, noise=noise, noise_samples=noise_samples, device=device, seed=seed,
+        bound_words=bound_words, noise=noise, noise_samples=noise_samples, activity=activity,
+        activity_words=activity_words, device=device, seed=seed,
         progress=progress if progress is not None else sys.stderr.isatty(),
     )  # fmt: skip
     emit(result, as_json, _lines(result))
@@ -114,4 +130,9 @@ def _lines(result: dict[str, Any]) -> list[str]:
         mi = result["noise"]["mutual_information_nats"]
         lines.append("  MI per step (nats): " + " ".join(f"{v:.3f}" for v in mi))
         lines.append(f"  noise plot: {result['noise']['plot']}")
+    if "activity" in result:
+        a = result["activity"]
+        lines.append(f"  active noise dimensions: {a['num_active']} of {a['state_dim']} (activity > "
+                     f"{a['threshold']:g} on {a['num_sequences']} words, K={a['num_samples']}): "
+                     + " ".join(f"{v:.3f}" for v in a["dimension_activity"]))  # fmt: skip
     return lines

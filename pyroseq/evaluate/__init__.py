@@ -1,6 +1,6 @@
-"""Evaluation: word-level log q(w) estimators and metrics, bounds, running-text metrics, noise usage, the
-NLL per frame of sequences of frames, and :func:`evaluate_run`, all that ``pyroseq evaluate`` measures of a
-run.
+"""Evaluation: word-level log q(w) estimators and metrics, bounds, running-text metrics, noise usage and the
+activity of each noise dimension, the NLL per frame of sequences of frames, and :func:`evaluate_run`, all that
+``pyroseq evaluate`` measures of a run.
 
 See ``docs/evaluation.md`` for the definition, bias and standard error of every estimator.
 """
@@ -8,7 +8,14 @@ See ``docs/evaluation.md`` for the definition, bias and standard error of every 
 from pyroseq.data.trie import PrefixTree
 from pyroseq.evaluate.bounds import elbo_and_iwae, log_weights
 from pyroseq.evaluate.frames import frame_nll
-from pyroseq.evaluate.noise import NoiseUsage, noise_usage, plot_noise_usage
+from pyroseq.evaluate.noise import (
+    ACTIVE_THRESHOLD,
+    NoiseActivity,
+    NoiseUsage,
+    noise_activity,
+    noise_usage,
+    plot_noise_usage,
+)
 from pyroseq.evaluate.run import BOUND_KS, evaluate_run
 from pyroseq.evaluate.text import (
     evaluate_text,
@@ -58,6 +65,9 @@ __all__ = [
     "NoiseUsage",
     "noise_usage",
     "plot_noise_usage",
+    "NoiseActivity",
+    "noise_activity",
+    "ACTIVE_THRESHOLD",
 ]
 
 # The filter down the prefix tree is the particle filter's (pyroseq.infer.smc), its estimator is one of the

@@ -1,6 +1,8 @@
-"""Does a state-space model use its noise? Per-step observation entropy and noise-output mutual information.
+"""Does a state-space model use its noise? Per-step observation entropy, noise-output mutual information,
+and the activity of each noise dimension under the guide.
 
-For a state-space model ``h_t = f(xi_t; h_{t-1})``, ``w_t ~ p(w_t | h_t)``, two figures per step t:
+For a state-space model ``h_t = f(xi_t; h_{t-1})``, ``w_t ~ p(w_t | h_t)``, two figures per step t under
+the prior:
 
 * the **observation-model entropy** ``E[H(p(w_t | h_t))]`` under the prior: how much randomness the
   emission adds on its own;
@@ -17,16 +19,23 @@ after a word's end emits nothing, and averaging over such prefixes would mix in 
 Given the prefix, the running event depends only on the emissions before t, so conditioning reweights
 each outer prefix by its probability of still running, ``prod_{s<t} (1 - p(EOS | h_s))``, and leaves its
 per-prefix values unchanged.
+
+A third figure looks at the noise from the data's side: the **activity** of noise dimension d at step t
+(Burda, Grosse & Salakhutdinov 2016, "active units"), ``A_{t,d} = Var_w(E_{q(h | w)}[xi_{t,d}])`` with
+``xi_t = f^{-1}(h_t; h_{t-1})`` the model's noise behind the guide's states: a dimension whose posterior
+mean does not move with the sequence carries nothing about it (:func:`noise_activity`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyro
 import torch
+from pyro import poutine
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -34,7 +43,16 @@ from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import StateSpaceModel
 
-__all__ = ["NoiseUsage", "noise_usage", "plot_noise_usage"]
+__all__ = [
+    "NoiseUsage",
+    "noise_usage",
+    "plot_noise_usage",
+    "ACTIVE_THRESHOLD",
+    "NoiseActivity",
+    "noise_activity",
+]
+
+ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active when its activity exceeds this
 
 
 @dataclass(frozen=True)
@@ -235,3 +253,153 @@ def plot_noise_usage(result: NoiseUsage, path: str | Path) -> Path:
     ax_h.set_xlabel("step t")
     fig.savefig(path, dpi=120)
     return path
+
+
+@dataclass(frozen=True)
+class NoiseActivity:
+    """The activity of each noise dimension at each step (Burda et al. 2016), from :func:`noise_activity`.
+
+    Attributes:
+        activity: ``(T, D)``, ``A_{t,d} = Var_w(E_q[xi_{t,d} | w])`` over the sequences still running at
+            step t, NaN where fewer than 2 run.
+        posterior_variance: ``(T, D)``, ``E_w[Var_q(xi_{t,d} | w)]`` over the running sequences: near 1
+            (the prior's) for a dimension the guide leaves at the prior, NaN where none runs.
+        running: ``(T,)`` long, how many sequences are still running at step t.
+        num_samples: K, the guide's draws per sequence.
+        threshold: the activity above which a dimension counts as active.
+    """
+
+    activity: Tensor
+    posterior_variance: Tensor
+    running: Tensor
+    num_samples: int
+    threshold: float = ACTIVE_THRESHOLD
+
+    @property
+    def dimension_activity(self) -> Tensor:
+        """``(D,)``: each dimension's activity averaged over the steps, weighted by the running sequences.
+
+        Steps with fewer than 2 running sequences (no variance) weigh nothing.
+        """
+        weights = torch.where(self.running >= 2, self.running, 0).to(self.activity.dtype)  # (T,)
+        values = self.activity.nan_to_num(0.0)  # (T, D)
+        return (weights[:, None] * values).sum(0) / weights.sum()
+
+    @property
+    def active(self) -> Tensor:
+        """``(D,)`` bool: the dimensions whose :attr:`dimension_activity` exceeds :attr:`threshold`."""
+        return self.dimension_activity > self.threshold
+
+    @property
+    def num_active(self) -> int:
+        """How many of the D noise dimensions are active."""
+        return int(self.active.sum())
+
+    def to_dict(self) -> dict:
+        """The figures as JSON-serialisable lists (NaN as ``None``): ``num_active`` of ``state_dim``, the
+        per-dimension summaries and the per-step ``(T, D)`` tables."""
+
+        def listed(x: Tensor) -> list:
+            return [[None if math.isnan(v) else v for v in row] for row in x.tolist()]
+
+        return {
+            "num_active": self.num_active,
+            "state_dim": self.activity.shape[1],
+            "threshold": self.threshold,
+            "num_samples": self.num_samples,
+            "num_sequences": int(self.running[0]),
+            "running": self.running.tolist(),
+            "dimension_activity": self.dimension_activity.tolist(),
+            "activity": listed(self.activity),
+            "posterior_variance": listed(self.posterior_variance),
+        }
+
+
+@torch.no_grad()
+def noise_activity(
+    model: StateSpaceModel,
+    guide: Callable[..., None],
+    ids: Tensor,
+    mask: Tensor,
+    *,
+    num_samples: int = 16,
+    threshold: float = ACTIVE_THRESHOLD,
+) -> NoiseActivity:
+    """How much each noise dimension of a state-space model varies with the data: active units per step.
+
+    Burda, Grosse & Salakhutdinov (ICLR 2016, "Importance Weighted Autoencoders", sec. 5.2) call a latent
+    unit active when ``A_u = Cov_x(E_{q(u | x)}[u]) > 0.01``. Here the units are the model's noise
+    ``xi_t = f^{-1}(h_t; h_{t-1})`` behind the guide's states (:meth:`StateSpaceModel.noise`): for each
+    step t and dimension d,
+
+        A_{t,d} = Var_w(E_q[xi_{t,d} | w])       over the sequences w still running at step t
+
+    The posterior mean is estimated from K draws per sequence (``mbar``, with within-sequence variance
+    ``s^2``), and the sample variance of ``mbar`` over the n running sequences overstates ``A`` by
+    ``E_w[Var_q] / K``, so that term is removed (the between-groups component of a one-way ANOVA):
+
+        A_hat_{t,d} = (1 / (n - 1)) sum_w (mbar_w - mean_w mbar)^2 - (1 / (n K)) sum_w s^2_w
+
+    which is unbiased (it can fall slightly below 0 for an inactive dimension) and exactly the sample
+    variance of the posterior means when the guide's states are a function of the data. Padded steps never
+    count.
+
+    Args:
+        model: a state-space model whose transition is a push-forward of noise (any DSSM).
+        guide: any guide of the model that declares its site ``"h"`` inside ``pyro.plate("seqs", B, dim=-1)``
+            (a :class:`~pyroseq.guides.FutureGuide`, a user's own, a Pyro autoguide fitted to this batch);
+            it is run once with its sites vectorised over K particles at dim -2.
+        ids: ``(B, T)`` symbol ids (or ``(B, T, F)`` frames), the sequences w.
+        mask: ``(B, T)`` bool, True on real steps.
+        num_samples: K >= 2 draws of the guide per sequence.
+        threshold: the activity above which a dimension counts as active.
+
+    Returns:
+        a :class:`NoiseActivity`.
+
+    Raises:
+        ConfigError: ``num_samples`` below 2, or the guide has no site ``"h"`` of the model's shape.
+
+    Example:
+        >>> from pyroseq.data import pad_batch
+        >>> from pyroseq.guides import FutureGuide
+        >>> from pyroseq.models import DSSM
+        >>> batch = pad_batch([[3, 4, 2], [5, 2], [4, 4, 2]])
+        >>> model, guide = DSSM(vocab_size=8, state_dim=2), FutureGuide(vocab_size=8, state_dim=2)
+        >>> result = noise_activity(model, guide, batch.ids, batch.mask, num_samples=4)
+        >>> result.activity.shape, result.running.tolist()
+        (torch.Size([3, 2]), [3, 3, 2])
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise ConfigError(
+            f"num_samples must be an integer of at least 2, got {num_samples!r}: the posterior variance "
+            "that corrects the activity's bias needs two draws per sequence",
+            params=("num_samples",),
+        )
+    B, T = mask.shape
+    D = model.state_dim
+    with pyro.plate("num_particles_vectorized", num_samples, dim=-2):
+        site = poutine.trace(guide).get_trace(ids, mask).nodes.get("h")
+    shape = None if site is None else tuple(site["value"].shape)
+    if shape is None or shape[-3:] != (B, T, D) or shape[:-3] not in ((), (1,), (num_samples,)):
+        found = "no site 'h'" if shape is None else f"a site 'h' of shape {shape}"
+        raise ConfigError(
+            f"the guide must declare the model's state trajectory, a site 'h' of shape (K, B, T, D) = "
+            f"({num_samples}, {B}, {T}, {D}) under K vectorised particles; the guide has {found}"
+        )
+    xi = model.noise(site["value"].expand(num_samples, B, T, D)).double()  # (K, B, T, D)
+    real = mask[..., None]  # (B, T, 1)
+    running = mask.sum(0)  # (T,)
+    n = running.to(xi.dtype)[:, None]  # (T, 1)
+    means = xi.mean(0)  # (B, T, D): E_q[xi | w] per sequence
+    spread = torch.where(real, xi.var(0), 0.0).sum(0) / n  # (T, D): E_w Var_q(xi | w)
+    centre = torch.where(real, means, 0.0).sum(0) / n  # (T, D)
+    between = torch.where(real, (means - centre).square(), 0.0).sum(0) / (n - 1)  # (T, D)
+    activity = between - spread / num_samples  # (T, D); 0 / 0 is NaN where fewer than 2 sequences run
+    return NoiseActivity(
+        activity=activity.cpu(),
+        posterior_variance=spread.cpu(),
+        running=running.cpu(),
+        num_samples=num_samples,
+        threshold=threshold,
+    )

@@ -2,8 +2,9 @@
 
 :func:`evaluate_run` loads the run, reloads its corpus (checked against the run's fingerprint) and
 composes the measurements: on the word task ``log q(w)`` of every word by the chosen estimator and the
-metrics against p(w), and for a state-space model the ELBO / IWAE_K bounds and the noise usage (with its
-plot beside the run); on running text the test split's NLL, perplexity, bits per character and accuracy; on
+metrics against p(w), and for a state-space model the ELBO / IWAE_K bounds, the noise usage (with its
+plot beside the run) and, when asked, the activity of each noise dimension under the guide; on running
+text the test split's NLL, perplexity, bits per character and accuracy; on
 polyphonic music the test split's NLL per frame (from the ELBO and IWAE_K, with standard errors) and, as a
 secondary figure, the accuracy and F1 of the most likely next frame.
 The command line prints what it returns; benchmarks call it instead of the command.
@@ -23,16 +24,17 @@ from pyroseq.data.words import WordCorpus
 from pyroseq.errors import ConfigError
 from pyroseq.evaluate.bounds import elbo_and_iwae
 from pyroseq.evaluate.frames import frame_nll, frame_prediction
-from pyroseq.evaluate.noise import noise_usage, plot_noise_usage
+from pyroseq.evaluate.noise import noise_activity, noise_usage, plot_noise_usage
 from pyroseq.evaluate.text import text_scores
 from pyroseq.evaluate.words import word_log_probs, word_metrics
 from pyroseq.runs.rundir import LoadedRun, load_run
 
-__all__ = ["evaluate_run", "BOUND_KS", "NOISE_PLOT", "FRAME_ROWS"]
+__all__ = ["evaluate_run", "BOUND_KS", "NOISE_PLOT", "FRAME_ROWS", "ACTIVITY_WORDS"]
 
 BOUND_KS = (1, 10, 100)  # the bounds reported: the ELBO and IWAE_K
 NOISE_PLOT = "noise_usage.png"  # the noise-usage plot, written into the run directory
 FRAME_ROWS = 2048  # sequences x particles scored in one call on frames
+ACTIVITY_WORDS = 1000  # words drawn from p(w) for the activity of the noise dimensions
 
 
 def evaluate_run(
@@ -47,6 +49,8 @@ def evaluate_run(
     bound_ks: Sequence[int] = BOUND_KS,
     noise: bool = True,
     noise_samples: int = 100,
+    activity: bool = False,
+    activity_words: int = ACTIVITY_WORDS,
     device: str = "cpu",
     seed: int = 0,
     progress: bool = False,
@@ -68,6 +72,9 @@ def evaluate_run(
         bound_ks: the K of each bound (1 is the ELBO).
         noise: a state-space model's per-step entropy and noise MI, with a plot in the run directory.
         noise_samples: the outer and inner draws of the MI estimator (at least 2).
+        activity: a state-space model's active noise dimensions (:func:`~pyroseq.evaluate.noise_activity`)
+            on ``activity_words`` words drawn from p(w); words only.
+        activity_words: how many words the activity is measured on.
         device: where the model runs.
         seed: the seed of the draws.
         progress: show progress bars.
@@ -76,15 +83,16 @@ def evaluate_run(
         ``{"run_dir", "model", "step", ...}``: on the word task the fields of
         :func:`~pyroseq.evaluate.word_metrics` and ``cpu_seconds`` (the estimator's CPU time), with
         ``"bounds"`` (:func:`~pyroseq.evaluate.elbo_and_iwae`) and ``"noise"``
-        (:meth:`~pyroseq.evaluate.NoiseUsage.to_dict` and ``"plot"``, its path) for a state-space model;
+        (:meth:`~pyroseq.evaluate.NoiseUsage.to_dict` and ``"plot"``, its path) for a state-space model, and
+        ``"activity"`` (:meth:`~pyroseq.evaluate.NoiseActivity.to_dict`) when asked;
         on running text those of :func:`~pyroseq.evaluate.text_scores`; on polyphonic music those of
         :func:`~pyroseq.evaluate.frame_nll` on the test split (for an autoregressive model ``nll_elbo`` is
         the exact NLL per frame, and K is 1) and ``"prediction"``
         (:func:`~pyroseq.evaluate.frames.frame_prediction`).
 
     Raises:
-        ConfigError: ``num_repeats`` or ``jackknife`` given for a run on running text, or an estimator
-            that does not apply.
+        ConfigError: ``num_repeats`` or ``jackknife`` given for a run on running text, ``activity`` for a run
+            that is not on the word task, or an estimator that does not apply.
         CheckpointError: the run cannot be loaded, or its corpus changed since it was trained.
 
     Examples:
@@ -95,6 +103,12 @@ def evaluate_run(
     run = load_run(run_dir, device=device)
     corpus = run.corpus()
     result: dict[str, Any] = {"run_dir": str(run.path), "model": run.config.model, "step": run.step}
+    if activity and not isinstance(corpus, WordCorpus):
+        raise ConfigError(
+            "activity: the noise dimensions' activity is measured on words drawn from p(w), on the word "
+            "task only; drop it for this run",
+            params=("activity",),
+        )
     with torch.no_grad():
         if isinstance(corpus, PolyphonicCorpus):
             if num_repeats is not None or jackknife is not None or estimator is not None:
@@ -134,6 +148,9 @@ def evaluate_run(
             result["bounds"] = elbo_and_iwae(run.model, run.guide, batch.ids, batch.mask, ks=bound_ks)
         if not run.model.autoregressive and noise:
             result["noise"] = _noise(run, corpus.max_length, noise_samples, progress)
+        if not run.model.autoregressive and activity:
+            batch = corpus.draw_batch(activity_words, seed=seed, device=device)
+            result["activity"] = noise_activity(run.model, run.guide, batch.ids, batch.mask).to_dict()
     return result
 
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyro.distributions import TorchDistribution
+from pyro.distributions import TorchDistribution, TransformedDistribution
 from torch import Tensor
+from torch.distributions.transforms import ComposeTransform
 
 from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.emissions.categorical import mask_special_logits
 from pyroseq.errors import ConfigError
+from pyroseq.flows.trajectory import shift_states
 from pyroseq.module import PyroseqModule
 
 __all__ = ["SequenceModel", "AutoregressiveModel", "StateSpaceModel", "mask_special_logits"]
@@ -147,6 +149,28 @@ class StateSpaceModel(SequenceModel):
     def transition(self, h_prev: Tensor) -> TorchDistribution:
         """``p(h_t | h_{t-1})``: event shape ``(D,)``, batch shape ``h_prev.shape[:-1]``."""
         raise NotImplementedError
+
+    def noise(self, states: Tensor) -> Tensor:
+        """The white noise behind a state trajectory, ``xi_t = f^{-1}(h_t; h_{t-1})``, ``(..., T, D)``.
+
+        The transition ``p(h_t | h_{t-1})`` is the push-forward of ``xi_t ~ N(0, I_D)`` through
+        ``f(. ; h_{t-1})``; its transforms are inverted on all T steps at once, from ``h_0`` =
+        :meth:`initial_state`, as the model does when it scores a trajectory.
+
+        Args:
+            states: ``h_1..h_T``, ``(..., T, D)``.
+
+        Raises:
+            ConfigError: the transition is not a push-forward of noise (a ``TransformedDistribution``).
+        """
+        h_prev = shift_states(self.initial_state(states.shape[:-2]), states)  # (..., T, D)
+        law = self.transition(h_prev)
+        if not isinstance(law, TransformedDistribution):
+            raise ConfigError(
+                f"{type(self).__name__}.transition gives a {type(law).__name__}, not the push-forward of "
+                "noise through a flow (a TransformedDistribution): its states have no noise to recover"
+            )
+        return ComposeTransform(law.transforms).inv(states)  # (..., T, D)
 
     @torch.no_grad()
     def sample_states(self, num: int, length: int) -> Tensor:
