@@ -593,6 +593,69 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# Published test NLL per frame on the JSB chorales (nats), beside which the frame table is read.
+JSB_PUBLISHED = (
+    ("Pyro's DMM example, no IAF / 1 IAF / 2 IAFs (ELBO, 5,000 epochs)", "6.87 / 6.82 / 6.80"),
+    ("Krishnan et al. 2017 (DMM), as Pyro compares / as listed in their table", "6.93 / 6.39"),
+    ("Boulanger-Lewandowski et al. 2012, RNN-NADE", "5.19"),
+    ("Fraccaro et al. 2016, SRNN", "4.74"),
+)
+
+
+def _epochs(steps: int, config: Config) -> float:
+    """Epochs of the 229 training chorales that ``steps`` steps of the run's batch size cover."""
+    return steps * int(_option(config, "--batch-size", "20")) / 229
+
+
+def _frame_table(rows: list[dict]) -> str:
+    """The JSB table: test NLL per frame by the ELBO and by IWAE_K (K = 1 for the GRU: exact), next-frame
+    F1, the budget in epochs and CPU seconds; the published figures beneath."""
+    lines = [
+        "| run | test NLL/frame, -ELBO | test NLL/frame, -IWAE_K (K) | next-frame F1 | epochs | CPU s | stopped |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        k = r["samples"]
+        iwae = f"{r['nll_iwae']:.3f} ± {r['nll_iwae_stderr']:.3f} ({k})" if k > 1 else "exact"
+        cpu = f"{r['cpu_seconds']:.0f}" if r["cpu_seconds"] is not None else f"{r['seconds']:.0f} (wall)"
+        lines.append(
+            f"| {r['name']} | {r['nll_elbo']:.3f} ± {r['nll_elbo_stderr']:.3f} | {iwae} | {r['f1']:.3f} | "
+            f"{_epochs(r['steps'], CONFIGS[r['name']]):.0f} | {cpu} | {r['done']} |"
+        )
+    lines += ["", "| published | test NLL/frame |", "|---|---|"]
+    lines += [f"| {who} | {nll} |" for who, nll in JSB_PUBLISHED]
+    return "\n".join(lines)
+
+
+def _plot_frame_curves(rows: list[dict], root: Path, out: Path) -> None:
+    """Validation NLL per frame (the training run's own ELBO estimate) against epochs and CPU seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for r in rows:
+        curve = validation_curve(root / r["name"])
+        if not curve:
+            continue
+        steps, losses = zip(*curve, strict=True)
+        config = CONFIGS[r["name"]]
+        by_epoch.plot([_epochs(s, config) for s in steps], losses, label=r["name"])
+        seconds = r["cpu_seconds"] if r["cpu_seconds"] is not None else r["seconds"]
+        by_time.plot([s * seconds / max(r["steps"], 1) for s in steps], losses, label=r["name"])
+    by_epoch.set_xlabel("epochs (229 chorales)")
+    by_time.set_xlabel("CPU seconds (study-measured, spread evenly over steps)")
+    by_epoch.set_ylabel("validation -ELBO per frame (nats)")
+    for ax in (by_epoch, by_time):
+        ax.axhline(6.87, color="black", linestyle="--", linewidth=1)  # Pyro's DMM after 5,000 epochs
+        ax.grid(alpha=0.3)
+    by_time.legend(fontsize=7)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _plot_curves(rows: list[dict], root: Path, out: Path) -> None:
     import matplotlib
 
@@ -699,11 +762,14 @@ def report(args: argparse.Namespace) -> None:
         if not rows:
             continue
         everything.update({r["name"]: r for r in rows})
-        sections.append(f"## {group}\n\n{_table(rows)}\n")
+        frames = all(CONFIGS[r["name"]].frames for r in rows)
+        sections.append(f"## {group}\n\n{(_frame_table if frames else _table)(rows)}\n")
         if args.plots:
-            _plot_curves(rows, root, args.plots / f"study_{group}.png")
+            plot = _plot_frame_curves if frames else _plot_curves
+            plot(rows, root, args.plots / f"study_{group}.png")
             sections[-1] += f"\n![{group}](img/study_{group}.png)\n"
     rows = list(everything.values())
+    rows = [r for r in rows if not CONFIGS[r["name"]].frames]
     grid = [r for r in rows if set(CONFIGS[r["name"]].groups) & {"flows", "guides", "anneal"}]
     for recipe in sorted({_recipe(CONFIGS[r["name"]]) for r in grid}):
         table = _grid_table(grid, recipe)
