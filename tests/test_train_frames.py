@@ -5,6 +5,7 @@ frames, the DMM preset, and the RNN's frame path."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -25,7 +26,7 @@ from pyroseq.guides import FutureGuide, GaussianGuide
 from pyroseq.infer import Trainer
 from pyroseq.models import DSSM, RNNLM
 from pyroseq.predictive import check_frames, frame_predictive, sample_frames
-from pyroseq.runs.config import RunConfig, dmm_config
+from pyroseq.runs.config import RunConfig, dmm_config, resolve_objective
 from pyroseq.runs.rundir import load_run
 from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
 from tests.test_polyphonic import chord, write_pickle
@@ -362,7 +363,10 @@ def test_the_dmm_preset_builds_krishnans_model_at_pyros_sizes():
     assert type(guide.future_rnn) is torch.nn.RNN and guide.future_rnn.nonlinearity == "relu"
     assert (config.lr, config.batch_size, config.flow_hidden) == (3e-4, 20, 200)
     # the example's Trace_ELBO, one particle: the DSSM's default (DReG, K = 4) would do four times its work
-    assert (config.objective, config.particles) == ("elbo", 1)
+    assert (config.objective, resolve_objective(config).particles) == ("elbo", 1)
+    # another objective named beside the preset gets its own default K, not the ELBO's one particle
+    iwae = resolve_objective(dataclasses.replace(config, objective="iwae"))
+    assert (iwae.objective, iwae.particles) == ("iwae", 4)
 
 
 def test_the_preset_is_a_starting_point_that_given_options_override(tmp_path):

@@ -13,6 +13,7 @@ from pyroseq.infer.dreg import DReG
 from pyroseq.infer.importance import IWAE, DifferentiableObjective
 
 __all__ = [
+    "resolve_recipe",
     "OBJECTIVES",
     "DEFAULT_PARTICLES",
     "default_objective",
@@ -39,6 +40,27 @@ def default_objective(*, latent: bool, jit: bool = False) -> tuple[str, int]:
     has a JIT version).
     """
     return ("dreg", DEFAULT_PARTICLES) if latent and not jit else ("elbo", 1)
+
+
+def resolve_recipe(
+    objective: str | None, particles: int | None, *, latent: bool, jit: bool = False
+) -> tuple[str, int]:
+    """``(objective, particles)`` with each ``None`` filled in by pyroseq's recipe.
+
+    An objective left at None is :func:`default_objective`'s. Particles left at None are
+    :data:`DEFAULT_PARTICLES` for an importance-weighted objective of a model with latent states (IWAE or
+    DReG with one particle would be the ELBO under another name), and 1 for the ELBO or a model without
+    latent states. Given values are kept as they are (the objective builders check them).
+
+    Example:
+        >>> resolve_recipe("iwae", None, latent=True), resolve_recipe(None, None, latent=False)
+        (('iwae', 4), ('elbo', 1))
+    """
+    if objective is None:
+        objective = default_objective(latent=latent, jit=jit)[0]
+    if particles is None:
+        particles = DEFAULT_PARTICLES if latent and objective != "elbo" else 1
+    return objective, particles
 
 
 class ShapeJitTrace_ELBO(JitTrace_ELBO):

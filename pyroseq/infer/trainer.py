@@ -28,7 +28,7 @@ from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, default_kl_warmup, warmup_factor
 from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
-from pyroseq.infer.objectives import default_objective, make_objective
+from pyroseq.infer.objectives import make_objective, resolve_recipe
 from pyroseq.models.base import SequenceModel
 from pyroseq.module import load_modules
 
@@ -100,8 +100,8 @@ class Trainer:
             see is a :class:`ConfigError` at the first step.
         objective: ``"elbo"``, ``"iwae"`` or ``"dreg"``; ``particles`` K >= 1. ``None`` (each): pyroseq's
             recipe, :func:`~pyroseq.infer.objectives.default_objective` (DReG with K = 4 for a model with
-            latent states, the ELBO with K = 1 for one without); an objective named without ``particles``
-            takes K = 1 unless it is the recipe's.
+            latent states, the ELBO with K = 1 for one without); an importance-weighted objective named
+            without ``particles`` takes K = 4 (:func:`~pyroseq.infer.objectives.resolve_recipe`).
         jit: use ``JitTrace_ELBO`` (ELBO only).
         kl_warmup: KL annealing over this many steps (0: none; ``None``: for a model with latent states
             :func:`~pyroseq.infer.annealing.default_kl_warmup` of ``total_steps``, i.e. 500 steps or half
@@ -152,10 +152,7 @@ class Trainer:
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
         latent = not model.autoregressive
-        recipe, k = default_objective(latent=latent, jit=jit)
-        if particles is None:
-            particles = k if objective in (None, recipe) else 1
-        objective = recipe if objective is None else objective
+        objective, particles = resolve_recipe(objective, particles, latent=latent, jit=jit)
         if kl_warmup is None:
             kl_warmup = default_kl_warmup(total_steps) if latent and not jit else 0
         if kl_warmup < 0:

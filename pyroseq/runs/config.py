@@ -25,7 +25,7 @@ from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
 from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, default_kl_warmup
-from pyroseq.infer.objectives import OBJECTIVES, default_objective
+from pyroseq.infer.objectives import OBJECTIVES, resolve_recipe
 from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
 
@@ -296,15 +296,11 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
 
 def resolve_objective(config: RunConfig) -> RunConfig:
     """``config`` with ``objective`` and ``particles`` set where a new run left them at None, by
-    :func:`~pyroseq.infer.objectives.default_objective`: DReG with K = 4 for a DSSM, the ELBO with K = 1
-    for an RNN or under ``jit``. An objective given without ``particles`` gets K = 1 unless it is the
-    default objective."""
-    name, k = default_objective(latent=config.model == "dssm", jit=config.jit)
-    objective = name if config.objective is None else config.objective
-    if config.particles is not None:
-        k = config.particles
-    elif objective != name:  # an objective named without its K: one particle, as before the defaults
-        k = 1
+    :func:`~pyroseq.infer.objectives.resolve_recipe` (as the ``Trainer`` sets them): DReG with K = 4 for a
+    DSSM, the ELBO with K = 1 for an RNN or under ``jit``; IWAE or DReG named without ``particles`` for a
+    DSSM gets K = 4."""
+    objective, k = resolve_recipe(config.objective, config.particles, latent=config.model == "dssm",
+                                  jit=config.jit)  # fmt: skip
     return dataclasses.replace(config, objective=objective, particles=k)
 
 
@@ -385,12 +381,12 @@ def dmm_config(**overrides: Any) -> RunConfig:
         >>> config = dmm_config(source="jsb_chorales.pickle", steps=10)
         >>> config.state_dim, config.flow, config.guide, config.guide_hidden, config.emission
         (100, 'gated', 'gaussian', 600, 'bernoulli')
-        >>> config.objective, config.particles
+        >>> resolve_objective(config).objective, resolve_objective(config).particles
         ('elbo', 1)
     """
     sizes = {"data": "polyphonic", "model": "dssm", "state_dim": 100, "flow": "gated", "flow_hidden": 200,
              "emitter_hidden": 100, "guide": "gaussian", "guide_flow": "none", "guide_hidden": 600,
-             "guide_cell": "relu", "objective": "elbo", "particles": 1,
+             "guide_cell": "relu", "objective": "elbo",
              "embed_dim": NUM_KEYS, "lr": 3e-4, "batch_size": 20}  # fmt: skip
     return dataclasses.replace(RunConfig(), **{**sizes, **overrides})
 
