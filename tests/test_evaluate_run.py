@@ -97,4 +97,5 @@ def test_the_activity_is_refused_off_the_word_task(tmp_path):
     with pytest.raises(ConfigError, match=r"^activity: the noise dimensions' activity is measured on words"):
         evaluate_run(tmp_path / "run", activity=True)
     out = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "run"), "--activity"])
-    assert out.exit_code == 2 and out.output.startswith("error: --activity: the noise"), out.output
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("error: --activity: the noise dimensions' activity is measured"), out.output
