@@ -27,6 +27,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 
 from pyroseq.data.batch import pad_batch
+from pyroseq.errors import ConfigError
 from pyroseq.guides import GUIDES
 from pyroseq.models import MODELS, StateSpaceModel
 from pyroseq.runs.specs import build_from_specs
@@ -77,6 +78,22 @@ PAIRS = {
 def test_every_registered_family_is_covered():
     assert set(SMALL) == set(MODELS) | set(GUIDES)
     assert {spec["name"] for pair in PAIRS.values() for spec in pair} == set(MODELS) | set(GUIDES)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_says_which_size_its_emission_needs(name):
+    """One check of the observations' size for every model: symbols need vocab_size, vectors obs_dim."""
+    model = MODELS[name]
+    with pytest.raises(ConfigError, match=r"^the categorical emission needs vocab_size .*obs_dim=88$"):
+        model(obs_dim=88)
+    with pytest.raises(ConfigError, match=r"^the categorical emission needs vocab_size .*obs_dim=88$"):
+        model(vocab_size=V, obs_dim=88)
+    with pytest.raises(ConfigError, match="^the bernoulli emission needs obs_dim .* and no vocab_size"):
+        model(emission="bernoulli")
+    with pytest.raises(ConfigError, match="^the bernoulli emission needs obs_dim .* and no vocab_size"):
+        model(vocab_size=V, emission="bernoulli", obs_dim=88)
+    with pytest.raises(ConfigError, match="^unknown emission 'poisson'"):
+        model(emission="poisson", obs_dim=3)
 
 
 def build(name: str):
