@@ -30,7 +30,7 @@ from pyroseq.data.batch import pad_batch
 from pyroseq.errors import ConfigError
 from pyroseq.guides import GUIDES
 from pyroseq.models import MODELS, StateSpaceModel
-from pyroseq.runs.specs import build_from_specs
+from pyroseq.runs.specs import build_from_specs, spec_differences
 
 V = 7  # PAD, BOS, EOS and four symbols
 D = 3
@@ -203,6 +203,8 @@ def test_specs_and_state_dicts_round_trip(name):
                     p.add_(0.1 * torch.randn_like(p))
     model_spec, guide_spec = (json.loads(json.dumps(spec)) for spec in PAIRS[name])
     rebuilt_model, rebuilt_guide = build_from_specs(model_spec, guide_spec)
+    assert spec_differences(model_spec, rebuilt_model, role="model") == []  # save_run's check: no false alarm
+    assert spec_differences(guide_spec, rebuilt_guide, role="guide") == []
     rebuilt_model.load_state_dict(model.state_dict())
     rebuilt_model.load_extra_state_dict(model.extra_state_dict())
     if isinstance(guide, torch.nn.Module):
