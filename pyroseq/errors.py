@@ -35,14 +35,24 @@ class PyroseqError(Exception):
 
     def naming(self, names: Mapping[str, str]) -> str:
         """The message with each of its ``params`` written as ``names`` (a default: ``--name-with-dashes``)
-        says it, where it stands as a word of its own: ``top`` and ``top=3`` become ``--top`` and
-        ``--top 3``, ``resume=True`` becomes ``--resume``."""
+        says it, where it stands as a name: ``top`` and ``top=3`` become ``--top`` and ``--top 3``,
+        ``resume=True`` becomes ``--resume``.
+
+        A parameter stands as a name where the message first mentions it as a word of its own, wherever it
+        is written ``name=value``, and everywhere if it has an underscore (no English word has one); a
+        later bare mention of a plain word is prose and stays (``training professor ... which data-parallel
+        training does not average`` names ``--training`` once).
+        """
         message = str(self)
         for param in self.params:
             said = names.get(param, "--" + param.replace("_", "-"))
             # resume=True is the flag alone, top=0 the flag and its value, top the flag.
             pattern = rf"(?<![\w./-]){re.escape(param)}(=True\b|=|(?![\w(/]))"
-            message = re.sub(pattern, lambda m, said=said: said + (" " if m.group(1) == "=" else ""), message)
+            found = list(re.finditer(pattern, message))
+            for n, match in reversed(list(enumerate(found))):
+                if n == 0 or match.group(1) or "_" in param:
+                    flag = said + (" " if match.group(1) == "=" else "")
+                    message = message[: match.start()] + flag + message[match.end() :]
         return message
 
 

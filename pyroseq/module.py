@@ -136,6 +136,8 @@ class PyroseqModule(PyroModule):
         _LIVE.add(self)
 
     def __call__(self, ids: Tensor | None, mask: Tensor, **kwargs: Any) -> Any:
+        if torch.jit.is_tracing():  # JitTrace_ELBO: refused here, before torch's error of a page of tensors
+            self.require_traceable()
         ids, mask = self.checked_inputs(ids, mask)
         self._restore_from_param_store()
         if torch.is_grad_enabled():
@@ -143,6 +145,23 @@ class PyroseqModule(PyroModule):
             self._ran_since_step = True
         self._check_replayed_sites(mask)
         return super().__call__(ids, mask, **kwargs)
+
+    @property
+    def supports_jit(self) -> bool:
+        """Whether ``JitTrace_ELBO`` may trace this module: False when training depends on Python values
+        (a teacher probability, a discriminator's accuracy) that a trace would freeze."""
+        return True
+
+    def require_traceable(self) -> None:
+        """Raise :class:`~pyroseq.errors.ConfigError` unless ``JitTrace_ELBO`` may trace this module
+        (:attr:`supports_jit`): the one refusal of the trainer's ``jit=True`` and of a call under a trace."""
+        if not self.supports_jit:
+            raise ConfigError(
+                f"jit=True cannot trace {type(self).__name__} as configured: its training depends on Python "
+                "values (a teacher probability, a discriminator's accuracy) that a trace would freeze; "
+                "drop jit=True",
+                params=("jit",),
+            )
 
     def checked_inputs(self, ids: Tensor | None, mask: Tensor) -> tuple[Tensor | None, Tensor]:
         """The inputs checked by :func:`pyroseq.checks.check_inputs` (a module that reads frames instead of

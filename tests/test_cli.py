@@ -42,3 +42,24 @@ def test_a_library_error_is_said_in_the_commands_flags():
     assert error.naming({}) == "--max-length must be positive, got 0 (and --top 3)"
     assert error.naming({"max_length": "-n"}) == "-n must be positive, got 0 (and --top 3)"
     assert ConfigError("top_k is 0", params=("top",)).naming({}) == "top_k is 0"  # only whole words
+
+
+def test_a_parameter_is_said_as_a_flag_where_it_is_a_name_not_where_it_is_a_word_of_prose():
+    from pyroseq.runs import RunConfig
+
+    with pytest.raises(ConfigError) as refused:
+        RunConfig(model="rnn", training="professor", devices=2).validate()
+    assert refused.value.naming({}) == (
+        "--training professor updates its discriminator outside the SVI step, which data-parallel training "
+        "does not average: train it with --devices 1 --num-nodes 1"
+    )
+    activity = ConfigError(
+        "activity: the noise dimensions' activity is measured on words drawn from p(w); drop it",
+        params=("activity",),
+    )
+    assert activity.naming({}) == (
+        "--activity: the noise dimensions' activity is measured on words drawn from p(w); drop it"
+    )
+    # name=value, and a name no English word spells (an underscore), are names wherever they stand
+    twice = ConfigError("top=0: pass top=5, or max_length; max_length is 3", params=("top", "max_length"))
+    assert twice.naming({}) == "--top 0: pass --top 5, or --max-length; --max-length is 3"

@@ -27,9 +27,10 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from pyro.poutine.util import site_is_subsample
 
 from pyroseq.data.batch import pad_batch
+from pyroseq.errors import ConfigError
 from pyroseq.guides import GUIDES
 from pyroseq.models import MODELS, StateSpaceModel
-from pyroseq.runs.specs import build_from_specs
+from pyroseq.runs.specs import build_from_specs, spec_differences
 
 V = 7  # PAD, BOS, EOS and four symbols
 D = 3
@@ -77,6 +78,22 @@ PAIRS = {
 def test_every_registered_family_is_covered():
     assert set(SMALL) == set(MODELS) | set(GUIDES)
     assert {spec["name"] for pair in PAIRS.values() for spec in pair} == set(MODELS) | set(GUIDES)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_says_which_size_its_emission_needs(name):
+    """One check of the observations' size for every model: symbols need vocab_size, vectors obs_dim."""
+    model = MODELS[name]
+    with pytest.raises(ConfigError, match=r"^the categorical emission needs vocab_size .*obs_dim=88$"):
+        model(obs_dim=88)
+    with pytest.raises(ConfigError, match=r"^the categorical emission needs vocab_size .*obs_dim=88$"):
+        model(vocab_size=V, obs_dim=88)
+    with pytest.raises(ConfigError, match="^the bernoulli emission needs obs_dim .* and no vocab_size"):
+        model(emission="bernoulli")
+    with pytest.raises(ConfigError, match="^the bernoulli emission needs obs_dim .* and no vocab_size"):
+        model(vocab_size=V, emission="bernoulli", obs_dim=88)
+    with pytest.raises(ConfigError, match="^unknown emission 'poisson'"):
+        model(emission="poisson", obs_dim=3)
 
 
 def build(name: str):
@@ -186,6 +203,8 @@ def test_specs_and_state_dicts_round_trip(name):
                     p.add_(0.1 * torch.randn_like(p))
     model_spec, guide_spec = (json.loads(json.dumps(spec)) for spec in PAIRS[name])
     rebuilt_model, rebuilt_guide = build_from_specs(model_spec, guide_spec)
+    assert spec_differences(model_spec, rebuilt_model, role="model") == []  # save_run's check: no false alarm
+    assert spec_differences(guide_spec, rebuilt_guide, role="guide") == []
     rebuilt_model.load_state_dict(model.state_dict())
     rebuilt_model.load_extra_state_dict(model.extra_state_dict())
     if isinstance(guide, torch.nn.Module):

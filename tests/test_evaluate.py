@@ -706,6 +706,36 @@ def test_noise_activity_takes_a_pyro_autoguide_and_refuses_what_it_cannot_read()
         noise_activity(_walk_dssm(state_dim=4), _known_noise_guide(), batch.ids, batch.mask)
 
 
+def test_noise_activity_takes_what_the_model_takes_and_refuses_what_it_cannot_measure():
+    """A 0/1 integer mask and a numpy integer K are accepted (the model's own checks convert them); one
+    sequence (no variance across sequences), a threshold that is no threshold, 1-D inputs and a model
+    without noise are refused by name."""
+    from pyroseq.guides import empty_guide
+    from pyroseq.models.rnn import RNNLM
+
+    model, guide = _walk_dssm(), _known_noise_guide()
+    batch = pad_batch(ACTIVITY_WORDS[:20])
+    torch.manual_seed(0)
+    as_bool = noise_activity(model, guide, batch.ids, batch.mask, num_samples=4)
+    torch.manual_seed(0)
+    as_ints = noise_activity(model, guide, batch.ids, batch.mask.long(), num_samples=np.int64(4))
+    torch.testing.assert_close(as_ints.activity, as_bool.activity)
+    assert as_ints.num_samples == 4 and type(as_ints.num_samples) is int
+    with pytest.raises(DataError, match=r"^DSSM: mask must be a \(B, T\) tensor, got \(5,\)"):
+        noise_activity(model, guide, batch.ids[0], batch.mask[0])
+    with pytest.raises(
+        DataError,
+        match="^noise_activity needs at least 2 sequences, got 1: the activity is a variance across",
+    ):
+        noise_activity(model, guide, batch.ids[:1], batch.mask[:1])
+    for threshold in (-0.01, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"^threshold must be a finite number >= 0, got"):
+            noise_activity(model, guide, batch.ids, batch.mask, threshold=threshold)
+    no_noise = r"^noise_activity measures the noise of a state-space model \(a DSSM\), but this RNNLM has no"
+    with pytest.raises(ConfigError, match=no_noise):
+        noise_activity(RNNLM(vocab_size=V, state_dim=3), empty_guide, batch.ids, batch.mask)
+
+
 # --------------------------------------------------------------------------------------------- text
 
 

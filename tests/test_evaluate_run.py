@@ -90,6 +90,24 @@ def test_the_activity_of_the_noise_dimensions_is_asked_for_and_printed(dssm_run)
     )
 
 
+def test_the_activity_is_refused_for_a_model_without_noise(tmp_path):
+    """An RNN on words has no noise dimensions: --activity is refused, not silently left out."""
+    config = RunConfig(model="rnn", source="sample", state_dim=4, embed_dim=4, batch_size=4, steps=1,
+                       valid_size=4)  # fmt: skip
+    train_run(config, tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match=r"^activity: this RNNLM has no noise \(its state is a function"):
+        evaluate_run(tmp_path / "run", activity=True, num_samples=2)
+    out = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "run"), "--activity"])
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("error: --activity: this RNNLM has no noise"), out.output
+    assert "the activity of noise dimensions is measured for a state-space model" in out.output
+
+
+def test_the_activity_needs_two_words(dssm_run):
+    out = CliRunner().invoke(cli, ["evaluate", str(dssm_run), "--activity", "--activity-words", "1"])
+    assert out.exit_code == 2 and "--activity-words" in out.output and "x>=2" in out.output, out.output
+
+
 def test_the_activity_is_refused_off_the_word_task(tmp_path):
     config = RunConfig(data="text", source="sample", chunk_length=8, state_dim=4, embed_dim=4, flow_hidden=8,
                        emitter_hidden=8, guide_hidden=8, batch_size=4, steps=1, valid_size=4)  # fmt: skip
@@ -97,4 +115,5 @@ def test_the_activity_is_refused_off_the_word_task(tmp_path):
     with pytest.raises(ConfigError, match=r"^activity: the noise dimensions' activity is measured on words"):
         evaluate_run(tmp_path / "run", activity=True)
     out = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "run"), "--activity"])
-    assert out.exit_code == 2 and out.output.startswith("error: --activity: the noise"), out.output
+    assert out.exit_code == 2, out.output
+    assert out.output.startswith("error: --activity: the noise dimensions' activity is measured"), out.output

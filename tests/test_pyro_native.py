@@ -426,7 +426,9 @@ def test_save_run_writes_a_run_that_the_commands_accept(corpus, tmp_path):
     assert out.exit_code == 2 and "written by pyroseq.runs.save_run" in out.output, out.output
 
 
-@pytest.mark.parametrize("case", ["another size", "an autoguide", "a run already there"])
+@pytest.mark.parametrize(
+    "case", ["another size", "another guide cell", "an autoguide", "a run already there"]
+)
 def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, case):
     from pyroseq.errors import CheckpointError
     from pyroseq.runs import RunConfig, load_run, save_run
@@ -436,7 +438,15 @@ def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, ca
     guide = FutureGuide(vocab_size=V, state_dim=4, flow_hidden=8, rnn_hidden=8)
     config = RunConfig(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8)
     if case == "another size":
-        config.state_dim, match = 6, "not what the config describes"
+        config.state_dim, match = (
+            6,
+            r"not what the config describes \(state_dim 6 vs the model's 4; state_dim 6",
+        )
+    elif case == "another guide cell":
+        config.guide_cell, match = (
+            "relu",
+            r"describes \(guide_cell \(rnn_cell\) 'relu' vs the guide's 'gru'\)",
+        )
     elif case == "an autoguide":
         guide, match = AutoNormal(model), "AutoNormal"
     else:
@@ -445,6 +455,30 @@ def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, ca
         match = "already holds a run"
     with pytest.raises(CheckpointError, match=match):
         save_run(tmp_path, model, guide, config=config, vocab=corpus.vocab)
+
+
+def test_spec_differences_name_the_option_of_the_config_behind_each_argument(corpus):
+    """What save_run says of a model or guide that its config does not describe: each differing argument
+    by the RunConfig field it comes from."""
+    import dataclasses
+
+    from pyroseq.runs import RunConfig
+    from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec, spec_differences
+
+    dssm = RunConfig(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8)
+    rnn = RunConfig(model="rnn", source="sample", state_dim=4, embed_dim=4)
+    for config, changes, model_says, guide_says in (
+        (dssm, dict(state_dim=5, guide_hidden=9, guide_cell="relu"), ["state_dim 4 vs the model's 5"],
+         ["state_dim 4 vs the guide's 5", "guide_hidden (rnn_hidden) 8 vs the guide's 9",
+          "guide_cell (rnn_cell) 'gru' vs the guide's 'relu'"]),
+        (rnn, dict(cell="lstm", layers=2),
+         ["cell 'gru' vs the model's 'lstm'", "layers (num_layers) 1 vs the model's 2"], []),
+    ):  # fmt: skip
+        specs = model_spec(config, corpus.vocab), guide_spec(config, corpus.vocab)
+        other = dataclasses.replace(config, **changes)
+        model, guide = build_from_specs(model_spec(other, corpus.vocab), guide_spec(other, corpus.vocab))
+        assert spec_differences(specs[0], model, role="model") == model_says
+        assert spec_differences(specs[1], guide, role="guide") == guide_says
 
 
 def test_model_graphs_for_render_model(corpus):

@@ -273,6 +273,31 @@ def test_jit_is_refused_where_a_trace_would_freeze_training(tmp_path, training, 
         train_run(RunConfig(**{**TINY, "model": "rnn", "training": training, "jit": True}), tmp_path / "r")
 
 
+@pytest.mark.parametrize(
+    "name, options",
+    [("professor", {"disc_hidden": 4}), ("rnn", {"schedule": {"kind": "linear", "c": 0.1}})],
+)
+def test_jit_trace_elbo_in_plain_svi_is_refused_in_the_trainers_words(name, options):
+    """Under a JIT trace the model refuses as the Trainer's jit=True does, not with torch's page of
+    tensors (professor forcing) or a silently frozen teacher probability (scheduled sampling)."""
+    import pyro
+    from pyro.infer import SVI, JitTrace_ELBO
+
+    from pyroseq.data import pad_batch
+    from pyroseq.errors import first_line
+
+    model = build_model(name, vocab_size=8, state_dim=4, embed_dim=4, **options)
+    with pytest.raises(ConfigError) as trainer:
+        Trainer(model, build_guide("empty"), jit=True)
+    batch = pad_batch([[3, 4, 2], [5, 2]])
+    svi = SVI(
+        model, build_guide("empty"), pyro.optim.Adam({"lr": 1e-2}), JitTrace_ELBO(ignore_jit_warnings=True)
+    )
+    with pytest.raises(ConfigError) as traced:
+        svi.step(batch.ids, batch.mask)
+    assert first_line(traced.value) == str(trainer.value)
+
+
 def assert_same_params(a_dir, b_dir):
     a, _ = params(a_dir)
     b, _ = params(b_dir)

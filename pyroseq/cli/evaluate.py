@@ -67,10 +67,10 @@ from pyroseq.evaluate.run import ACTIVITY_WORDS, BOUND_KS, evaluate_run
 )
 @click.option(
     "--activity-words",
-    type=POSITIVE,
+    type=click.IntRange(min=2),
     default=ACTIVITY_WORDS,
     show_default=True,
-    help="Words drawn from p(w) for the activity.",
+    help="Words drawn from p(w) for the activity (at least 2: it is a variance across words).",
 )
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)

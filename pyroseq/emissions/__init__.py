@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from pyroseq.checks import check_positive_sizes, check_vocab_size
 from pyroseq.emissions.base import Emission, check_vectors, emitter_network
 from pyroseq.emissions.bernoulli import BernoulliEmission
 from pyroseq.emissions.categorical import CategoricalEmission, mask_special_logits
@@ -24,6 +25,7 @@ from pyroseq.errors import ConfigError
 __all__ = [
     "EMISSIONS",
     "make_emission",
+    "emission_size",
     "Emission",
     "emitter_network",
     "check_vectors",
@@ -63,3 +65,35 @@ def make_emission(name: str, *, state_dim: int, obs_dim: int, hidden: int | None
     if name not in EMISSIONS:
         raise ConfigError(f"unknown emission {name!r}; valid names: {', '.join(EMISSIONS)}")
     return EMISSIONS[name](state_dim=state_dim, obs_dim=obs_dim, hidden=hidden)
+
+
+def emission_size(name: str, *, vocab_size: int | None, obs_dim: int | None) -> int:
+    """The ``obs_dim`` of the emission family called ``name``, from a model's arguments: ``vocab_size`` for
+    symbols (``obs_dim`` absent or equal), ``obs_dim`` for vectors (``vocab_size`` absent).
+
+    Raises:
+        ConfigError: an unknown name, the wrong one of the two sizes (or neither), or a size that is not
+            valid.
+
+    Example:
+        >>> emission_size("bernoulli", vocab_size=None, obs_dim=88)
+        88
+    """
+    if name not in EMISSIONS:
+        raise ConfigError(f"unknown emission {name!r}; valid names: {', '.join(EMISSIONS)}")
+    if name == "categorical":
+        if vocab_size is not None:
+            check_vocab_size(vocab_size)
+        if vocab_size is None or obs_dim not in (None, vocab_size):
+            raise ConfigError(
+                f"the categorical emission needs vocab_size (the number of symbols), got vocab_size="
+                f"{vocab_size!r}, obs_dim={obs_dim!r}"
+            )
+        return vocab_size
+    if obs_dim is None or vocab_size is not None:
+        raise ConfigError(
+            f"the {name} emission needs obs_dim (the length of each observed vector) and no vocab_size, "
+            f"got vocab_size={vocab_size!r}, obs_dim={obs_dim!r}"
+        )
+    check_positive_sizes(obs_dim=obs_dim)
+    return obs_dim

@@ -29,6 +29,8 @@ mean does not move with the sequence carries nothing about it (:func:`noise_acti
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from pyroseq.data.vocab import Vocabulary
-from pyroseq.errors import ConfigError
+from pyroseq.errors import ConfigError, DataError
 from pyroseq.models.base import StateSpaceModel
 
 __all__ = [
@@ -349,16 +351,20 @@ def noise_activity(
         guide: any guide of the model that declares its site ``"h"`` inside ``pyro.plate("seqs", B, dim=-1)``
             (a :class:`~pyroseq.guides.FutureGuide`, a user's own, a Pyro autoguide fitted to this batch);
             it is run once with its sites vectorised over K particles at dim -2.
-        ids: ``(B, T)`` symbol ids (or ``(B, T, F)`` frames), the sequences w.
-        mask: ``(B, T)`` bool, True on real steps.
+        ids: ``(B, T)`` symbol ids (or ``(B, T, F)`` frames), the sequences w, ``B >= 2``; checked as the
+            model checks its inputs.
+        mask: ``(B, T)`` bool (or 0/1 integers), True on real steps.
         num_samples: K >= 2 draws of the guide per sequence.
-        threshold: the activity above which a dimension counts as active.
+        threshold: the activity (a finite number >= 0) above which a dimension counts as active.
 
     Returns:
         a :class:`NoiseActivity`.
 
     Raises:
-        ConfigError: ``num_samples`` below 2, or the guide has no site ``"h"`` of the model's shape.
+        ConfigError: ``num_samples`` below 2, a negative or non-finite ``threshold``, a model without
+            noise (not a state-space model), or a guide without a site ``"h"`` of the model's shape.
+        DataError: inputs the model refuses, or fewer than 2 sequences (the activity is a variance across
+            them).
 
     Example:
         >>> from pyroseq.data import pad_batch
@@ -370,13 +376,33 @@ def noise_activity(
         >>> result.activity.shape, result.running.tolist()
         (torch.Size([3, 2]), [3, 3, 2])
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+    if isinstance(num_samples, bool) or not isinstance(num_samples, numbers.Integral) or num_samples < 2:
         raise ConfigError(
             f"num_samples must be an integer of at least 2, got {num_samples!r}: the posterior variance "
             "that corrects the activity's bias needs two draws per sequence",
             params=("num_samples",),
         )
+    num_samples = operator.index(num_samples)
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not (math.isfinite(threshold) and threshold >= 0)
+    ):
+        raise ConfigError(f"threshold must be a finite number >= 0, got {threshold!r}", params=("threshold",))
+    if not isinstance(model, StateSpaceModel):
+        raise ConfigError(
+            f"noise_activity measures the noise of a state-space model (a DSSM), but this "
+            f"{type(model).__name__} has no noise: its state is a function of the symbols it reads",
+            params=("model",),
+        )
+    ids, mask = model.checked_inputs(ids, mask)  # the model's own checks: (B, T) shapes, a 0/1 mask
+    if ids is None:
+        raise DataError("noise_activity needs the sequences w whose posterior it measures, got ids=None")
     B, T = mask.shape
+    if B < 2:
+        raise DataError(
+            f"noise_activity needs at least 2 sequences, got {B}: the activity is a variance across sequences"
+        )
     D = model.state_dim
     with pyro.plate("num_particles_vectorized", num_samples, dim=-2):
         site = poutine.trace(guide).get_trace(ids, mask).nodes.get("h")

@@ -27,6 +27,7 @@ from pyroseq.evaluate.frames import frame_nll, frame_prediction
 from pyroseq.evaluate.noise import noise_activity, noise_usage, plot_noise_usage
 from pyroseq.evaluate.text import text_scores
 from pyroseq.evaluate.words import word_log_probs, word_metrics
+from pyroseq.models.base import StateSpaceModel
 from pyroseq.runs.rundir import LoadedRun, load_run
 
 __all__ = ["evaluate_run", "BOUND_KS", "NOISE_PLOT", "FRAME_ROWS", "ACTIVITY_WORDS"]
@@ -73,8 +74,9 @@ def evaluate_run(
         noise: a state-space model's per-step entropy and noise MI, with a plot in the run directory.
         noise_samples: the outer and inner draws of the MI estimator (at least 2).
         activity: a state-space model's active noise dimensions (:func:`~pyroseq.evaluate.noise_activity`)
-            on ``activity_words`` words drawn from p(w); words only.
-        activity_words: how many words the activity is measured on.
+            on ``activity_words`` words drawn from p(w); words and state-space models only.
+        activity_words: how many words the activity is measured on (at least 2: it is a variance across
+            them).
         device: where the model runs.
         seed: the seed of the draws.
         progress: show progress bars.
@@ -92,7 +94,8 @@ def evaluate_run(
 
     Raises:
         ConfigError: ``num_repeats`` or ``jackknife`` given for a run on running text, ``activity`` for a run
-            that is not on the word task, or an estimator that does not apply.
+            that is not on the word task or whose model has no noise (an RNN), or an estimator that does not
+            apply.
         CheckpointError: the run cannot be loaded, or its corpus changed since it was trained.
 
     Examples:
@@ -107,6 +110,13 @@ def evaluate_run(
         raise ConfigError(
             "activity: the noise dimensions' activity is measured on words drawn from p(w), on the word "
             "task only; drop it for this run",
+            params=("activity",),
+        )
+    if activity and not isinstance(run.model, StateSpaceModel):
+        raise ConfigError(
+            f"activity: this {type(run.model).__name__} has no noise (its state is a function of the symbols "
+            "it reads): the activity of noise dimensions is measured for a state-space model; drop it for "
+            "this run",
             params=("activity",),
         )
     with torch.no_grad():

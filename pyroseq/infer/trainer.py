@@ -165,13 +165,8 @@ class Trainer:
                 "of its first step; drop one",
                 params=("jit", "kl_warmup"),
             )
-        if jit and not model.supports_jit:
-            raise ConfigError(
-                f"jit=True cannot trace {type(model).__name__} as configured: its training depends on Python "
-                "values (a teacher probability, a discriminator's accuracy) that a trace would freeze; "
-                "drop jit=True",
-                params=("jit",),
-            )
+        if jit:
+            model.require_traceable()
         self.model = model
         self.guide = guide
         self.loss = make_objective(objective, particles=particles, jit=jit)

@@ -78,12 +78,6 @@ class SequenceModel(PyroseqModule):
         """
         return {}
 
-    @property
-    def supports_jit(self) -> bool:
-        """Whether ``JitTrace_ELBO`` may trace this model: False when training depends on Python values
-        (a teacher probability, a discriminator's accuracy) that a trace would freeze."""
-        return True
-
     def extra_state_dict(self) -> dict[str, Any]:
         """State beyond ``state_dict()`` that a checkpoint must keep (an auxiliary optimiser), or ``{}``."""
         return {}

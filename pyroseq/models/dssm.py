@@ -30,8 +30,8 @@ from pyro.distributions import TorchDistribution
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import Tensor, nn
 
-from pyroseq.checks import check_positive_sizes, check_vocab_size
-from pyroseq.emissions import EMISSIONS, CategoricalEmission, Emission, make_emission
+from pyroseq.checks import check_positive_sizes
+from pyroseq.emissions import CategoricalEmission, Emission, emission_size, make_emission
 from pyroseq.errors import ConfigError
 from pyroseq.flows import resolve_flow
 from pyroseq.flows.trajectory import StateTrajectory
@@ -157,7 +157,7 @@ class DSSM(StateSpaceModel):
         obs_dim: int | None = None,
         name: str | None = None,
     ) -> None:
-        obs_dim = _emission_size(emission, vocab_size=vocab_size, obs_dim=obs_dim)
+        obs_dim = emission_size(emission, vocab_size=vocab_size, obs_dim=obs_dim)
         check_positive_sizes(state_dim=state_dim, flow_hidden=flow_hidden, emitter_hidden=emitter_hidden)
         super().__init__(vocab_size=vocab_size, name=name)
         self.emission = emission
@@ -232,25 +232,3 @@ class DSSM(StateSpaceModel):
                 observed = None if ids is None else ids[:, t - 1]  # (B,)
                 law = _StepEmission(emissions, t - 1, observed)
                 pyro.sample(f"w_{t}", law.mask(mask[:, t - 1]), obs=observed)
-
-
-def _emission_size(emission: str, *, vocab_size: int | None, obs_dim: int | None) -> int:
-    """The emission's ``obs_dim``: ``vocab_size`` for symbols, ``obs_dim`` for vectors; exactly one given."""
-    if emission not in EMISSIONS:
-        raise ConfigError(f"unknown emission {emission!r}; valid names: {', '.join(EMISSIONS)}")
-    if emission == "categorical":
-        if vocab_size is not None:
-            check_vocab_size(vocab_size)
-        if vocab_size is None or obs_dim not in (None, vocab_size):
-            raise ConfigError(
-                f"the categorical emission needs vocab_size (the number of symbols), got vocab_size="
-                f"{vocab_size!r}, obs_dim={obs_dim!r}"
-            )
-        return vocab_size
-    if obs_dim is None or vocab_size is not None:
-        raise ConfigError(
-            f"the {emission} emission needs obs_dim (the length of each observed vector) and no vocab_size, "
-            f"got vocab_size={vocab_size!r}, obs_dim={obs_dim!r}"
-        )
-    check_positive_sizes(obs_dim=obs_dim)
-    return obs_dim

@@ -41,10 +41,10 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from pyroseq.checks import check_positive_sizes, check_vocab_size
+from pyroseq.checks import check_positive_sizes
 from pyroseq.data.batch import Batch, first_eos
 from pyroseq.data.vocab import Vocabulary
-from pyroseq.emissions import EMISSIONS, make_emission
+from pyroseq.emissions import emission_size, make_emission
 from pyroseq.errors import ConfigError
 from pyroseq.models.base import AutoregressiveModel, mask_special_logits
 from pyroseq.models.init import emitter_output_layer
@@ -116,15 +116,7 @@ class RNNLM(AutoregressiveModel):
         obs_dim: int | None = None,
         name: str | None = None,
     ) -> None:
-        if emission not in EMISSIONS:
-            raise ConfigError(f"unknown emission {emission!r}; valid names: {', '.join(EMISSIONS)}")
-        if emission == "categorical":
-            check_vocab_size(vocab_size)
-        elif vocab_size is not None or obs_dim is None:
-            raise ConfigError(
-                f"the {emission} emission needs obs_dim (the length of each frame) and no vocab_size, got "
-                f"vocab_size={vocab_size!r}, obs_dim={obs_dim!r}"
-            )
+        obs_dim = emission_size(emission, vocab_size=vocab_size, obs_dim=obs_dim)
         if cell not in _CELLS:
             raise ConfigError(f"unknown RNN cell {cell!r}; choose one of {list(_CELLS)}")
         check_positive_sizes(state_dim=state_dim, embed_dim=embed_dim, num_layers=num_layers)
@@ -140,7 +132,6 @@ class RNNLM(AutoregressiveModel):
         if emission == "categorical":
             self.embed = PyroModule[nn.Embedding](vocab_size, embed_dim)
         else:  # the previous frame, mapped linearly
-            check_positive_sizes(obs_dim=obs_dim)
             self.embed = PyroModule[nn.Linear](obs_dim, embed_dim)
         self.rnn = PyroModule[_CELLS[cell]](embed_dim, state_dim, num_layers=num_layers, batch_first=True)
         if emission == "categorical":

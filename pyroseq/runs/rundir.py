@@ -43,7 +43,7 @@ from pyroseq.runs.checkpoint import (
     write_text_atomic,
 )
 from pyroseq.runs.config import RunConfig, check_config_file, load_corpus, resolve_device
-from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec
+from pyroseq.runs.specs import build_from_specs, guide_spec, model_spec, spec_differences
 
 __all__ = [
     "corpus_fingerprint",
@@ -329,7 +329,8 @@ def save_run(
 
     Raises:
         CheckpointError: ``out`` holds a run, or ``model`` / ``guide`` are not what ``config`` describes
-            (another size or flow, a custom flow module, an autoguide).
+            (another size or flow, a custom flow module, an autoguide); the message names the options of
+            ``config`` that differ where the modules keep them (:func:`~pyroseq.runs.specs.spec_differences`).
     """
     out = Path(out)
     if (out / CHECKPOINT).exists():
@@ -344,6 +345,12 @@ def save_run(
             f"{type(model).__name__} with {getattr(guide, '__name__', type(guide).__name__)}: save_run "
             "writes models and guides of pyroseq's registry (pyroseq evaluate cannot rebuild an autoguide)"
         )
+    differ = spec_differences(specs[0], model, role="model") + spec_differences(specs[1], guide, role="guide")
+    if differ:
+        raise CheckpointError(
+            f"the model or guide is not what the config describes ({'; '.join(differ)}): pass the config "
+            "they were built with"
+        )
     state: dict[str, Any] = {"step": int(step), "model": model.state_dict()}
     state["model_extra"] = model.extra_state_dict()
     if isinstance(guide, torch.nn.Module):
@@ -351,9 +358,11 @@ def save_run(
     try:
         load_modules(built_model, built_guide, state)
     except (RuntimeError, KeyError, ValueError, TypeError) as e:
+        # torch's first line only says which module; the next says which weights do not fit
+        said = " ".join(str(e).split())[:400]
         raise CheckpointError(
-            f"the model or guide is not what the config describes ({specs[0]['name']} with "
-            f"{specs[0]['kwargs']}): {first_line(e)}"
+            f"the model or guide is not what the config describes (model {specs[0]['name']} with "
+            f"{specs[0]['kwargs']}, guide {specs[1]['name']} with {specs[1]['kwargs']}): {said}"
         ) from None
     payload = {
         **state,

@@ -20,7 +20,7 @@ from pyroseq.models import SequenceModel, build_model
 from pyroseq.module import load_modules
 from pyroseq.runs.config import RunConfig
 
-__all__ = ["model_spec", "guide_spec", "build_from_specs"]
+__all__ = ["model_spec", "guide_spec", "build_from_specs", "spec_differences"]
 
 
 def _observed(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
@@ -74,6 +74,39 @@ def guide_spec(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
         kwargs["flow"] = None if config.guide_flow == "none" else config.guide_flow
         kwargs["flow_hidden"] = config.flow_hidden
     return {"name": config.guide, "kwargs": kwargs}
+
+
+# Where a spec argument comes from, for those not read from the RunConfig field of their own name.
+_SOURCES = {
+    "model": {"vocab_size": "vocab", "emission": "data", "obs_dim": "data", "num_layers": "layers"},
+    "guide": {
+        "vocab_size": "vocab",
+        "obs_dim": "data",
+        "rnn_hidden": "guide_hidden",
+        "rnn_cell": "guide_cell",
+    },
+}
+
+
+def spec_differences(spec: dict[str, Any], module: Any, *, role: str) -> list[str]:
+    """How ``module`` differs from what ``spec`` builds, in the terms of a run's configuration: one
+    ``"guide_cell (rnn_cell) 'gru' vs the guide's 'relu'"`` for each constructor argument that the module
+    keeps as a plain value under the argument's name (sizes, cells, ``vocab_size``); arguments it keeps
+    otherwise (a flow, a hidden width) show when its weights do not load.
+
+    Args:
+        spec: a model or guide spec, as :func:`model_spec` or :func:`guide_spec` makes it.
+        module: the model or guide to compare.
+        role: ``"model"`` or ``"guide"``.
+    """
+    differ = []
+    for argument, wanted in spec["kwargs"].items():
+        have = getattr(module, argument, wanted)
+        if isinstance(have, str | int | float | None) and have != wanted:
+            source = _SOURCES[role].get(argument, argument)
+            said = source if source == argument else f"{source} ({argument})"
+            differ.append(f"{said} {wanted!r} vs the {role}'s {have!r}")
+    return differ
 
 
 def build_from_specs(
