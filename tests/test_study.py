@@ -78,3 +78,19 @@ def test_a_finished_run_is_recorded_in_the_results_file_with_its_figures(tmp_pat
     assert row["estimator"] == "exact" and 10.0 < row["ce"] < 30.0 and 0.0 <= row["real_words"] <= 1.0
     assert row["args"][:8] == ["--data", "words", "--top", "10000", "--model", "rnn", "--state-dim", "8"]
     assert row["seconds"] > 0 and 0 < row["cpu_seconds"] < 4 * row["seconds"]
+
+
+def test_a_run_with_a_budget_stops_there_done_under_its_longer_learning_rate_horizon(tmp_path):
+    import json
+
+    config = STUDY["Config"]("t-budget", ("--model", "rnn", "--state-dim", "4"), ("t",), 100_000, budget=20)
+    STUDY["CONFIGS"][config.name] = config
+    try:
+        STUDY["main"](["--root", str(tmp_path), "run", config.name, "--poll", "0.2", "--snapshot-every", "0"])
+    finally:
+        del STUDY["CONFIGS"][config.name]
+    progress = json.loads((tmp_path / "t-budget.study.json").read_text())
+    assert progress["done"] and progress["reason"] == "budget"
+    assert 20 <= progress["segments"][-1]["end_step"] < 100_000
+    run_config = json.loads((tmp_path / "t-budget" / "config.json").read_text())
+    assert run_config["steps"] == 100_000  # the horizon the learning rate decays over
