@@ -87,10 +87,38 @@ def draw(records: list[dict], out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
+def draw_by_step(records: list[dict], out: Path) -> None:
+    """Active dimensions (and summed activity) against the training step, one line per run, its snapshots
+    (``NAME/step-XXXXXX``) and the run itself (``NAME``) joined in order of step."""
+    runs: dict[str, list[dict]] = {}
+    for record in records:
+        runs.setdefault(record["name"].split("/")[0], []).append(record)
+    fig, (count, total) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, points in runs.items():
+        points = sorted(points, key=lambda r: r["step"])
+        steps = [r["step"] for r in points]
+        label = f"{name} (D = {points[0]['state_dim']})"
+        count.plot(steps, [r["num_active"] for r in points], "o-", label=label)
+        total.plot(
+            steps, [sum(v for v in r["dimension_activity"] if v == v) for r in points], "o-", label=label
+        )
+    count.set_ylabel(f"active dimensions (activity > {records[0]['threshold']:g})")
+    total.set_ylabel("summed activity over dimensions")
+    for ax in (count, total):
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    count.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run or snapshot directories")
-    parser.add_argument("--out", type=Path, required=True, help="the figure (PNG)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="the figure (PNG): a panel per run (snapshots only if no run)"
+    )
     parser.add_argument(
         "--json", type=Path, required=True, help="the results file; one line per run is appended"
     )
@@ -98,6 +126,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="K guide draws per word")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--by-step", type=Path, help="also draw active dimensions against the training step here (PNG)"
+    )
     args = parser.parse_args()
     records = []
     for path in args.runs:
@@ -109,8 +140,12 @@ def main() -> None:
         summary = " ".join(f"{v:.3f}" for v in sorted(record["dimension_activity"], reverse=True))
         print(f"{record['name']} (step {record['step']}): {record['num_active']} of {record['state_dim']} "
               f"active; sorted activity {summary}")  # fmt: skip
-    draw(records, args.out)
+    finals = [r for r in records if "/" not in r["name"]]  # the runs themselves, not their snapshots
+    draw(finals or records, args.out)
     print(f"figure: {args.out}")
+    if args.by_step:
+        draw_by_step(records, args.by_step)
+        print(f"figure: {args.by_step}")
 
 
 if __name__ == "__main__":
