@@ -222,18 +222,25 @@ def _away_from_init(module: torch.nn.Module) -> None:
             parameter.add_(0.3 * torch.randn_like(parameter))
 
 
-@pytest.mark.parametrize("particles", [None, 3])
-@pytest.mark.parametrize("flow", list(TRANSITION_FLOWS))
-def test_time_parallel_scoring_equals_step_by_step(flow, particles):
-    """The model's site "h" scores a trajectory in one call over all steps; that equals the chain's
-    step-by-step density: sum over real steps of log p(h_t | h_{t-1}) (``model.transition``), plus
-    log N(h_t; 0, I) at padded steps."""
+def _perturbed_dssm(flow: str) -> DSSM:
+    """A float64 DSSM of V symbols with the transition ``TRANSITION_FLOWS[flow]``, moved off its
+    initialisation (seed 0)."""
     torch.manual_seed(0)
     spec = TRANSITION_FLOWS[flow]
     model = DSSM(
         vocab_size=V, state_dim=D, flow=spec if isinstance(spec, str) else spec(), flow_hidden=16
     ).double()
     _away_from_init(model)
+    return model
+
+
+@pytest.mark.parametrize("particles", [None, 3])
+@pytest.mark.parametrize("flow", list(TRANSITION_FLOWS))
+def test_time_parallel_scoring_equals_step_by_step(flow, particles):
+    """The model's site "h" scores a trajectory in one call over all steps; that equals the chain's
+    step-by-step density: sum over real steps of log p(h_t | h_{t-1}) (``model.transition``), plus
+    log N(h_t; 0, I) at padded steps."""
+    model = _perturbed_dssm(flow)
     batch = batch_of(WORDS)
     B, Tn = batch.ids.shape
     lead = (B,) if particles is None else (particles, B)
@@ -257,12 +264,7 @@ def test_time_parallel_scoring_equals_step_by_step(flow, particles):
 def test_noise_recovers_the_noise_that_drove_the_states(flow):
     """``model.noise(h)`` inverts the whole trajectory at once: the white noise pushed step by step through
     ``f_G(. ; h_{t-1})`` from ``h_0`` comes back, with particles in front."""
-    torch.manual_seed(0)
-    spec = TRANSITION_FLOWS[flow]
-    model = DSSM(
-        vocab_size=V, state_dim=D, flow=spec if isinstance(spec, str) else spec(), flow_hidden=16
-    ).double()
-    _away_from_init(model)
+    model = _perturbed_dssm(flow)
     # three steps: these perturbed flows expand so fast that longer trajectories lose digits either way
     xi = torch.randn(3, 2, 3, D, dtype=torch.float64)  # (K, B, T, D)
     h, states = model.initial_state((3, 2)), []
