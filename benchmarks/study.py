@@ -647,55 +647,38 @@ def _frame_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _plot_frame_curves(rows: list[dict], root: Path, out: Path) -> None:
-    """Validation NLL per frame (the training run's own ELBO estimate) against epochs and CPU seconds."""
+def _plot_curves(rows: list[dict], root: Path, out: Path, *, frames: bool = False) -> None:
+    """Validation loss against data seen (words; epochs of chorales for ``frames``) and against the study's
+    measured time (wall seconds for words, CPU seconds for frames where measured), spread evenly over steps;
+    the dashed line is H(p) for words, Pyro's DMM after 5,000 epochs for frames."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    fig, (by_data, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for r in rows:
         curve = validation_curve(root / r["name"])
         if not curve:
             continue
         steps, losses = zip(*curve, strict=True)
-        config = CONFIGS[r["name"]]
-        by_epoch.plot([_epochs(s, config) for s in steps], losses, label=r["name"])
-        seconds = r["cpu_seconds"] if r["cpu_seconds"] is not None else r["seconds"]
+        if frames:
+            seen = [_epochs(s, CONFIGS[r["name"]]) for s in steps]
+            seconds = r["cpu_seconds"] if r["cpu_seconds"] is not None else r["seconds"]
+        else:
+            seen, seconds = [s * 256 for s in steps], r["seconds"]
+        by_data.plot(seen, losses, label=r["name"])
         by_time.plot([s * seconds / max(r["steps"], 1) for s in steps], losses, label=r["name"])
-    by_epoch.set_xlabel("epochs (229 chorales)")
-    by_time.set_xlabel("CPU seconds (study-measured, spread evenly over steps)")
-    by_epoch.set_ylabel("validation -ELBO per frame (nats)")
-    for ax in (by_epoch, by_time):
-        ax.axhline(6.87, color="black", linestyle="--", linewidth=1)  # Pyro's DMM after 5,000 epochs
-        ax.grid(alpha=0.3)
-    by_time.legend(fontsize=7)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _plot_curves(rows: list[dict], root: Path, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (by_words, by_time) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for r in rows:
-        curve = validation_curve(root / r["name"])
-        if not curve:
-            continue
-        steps, losses = zip(*curve, strict=True)
-        by_words.plot([s * 256 for s in steps], losses, label=r["name"])
-        per_step = r["seconds"] / max(r["steps"], 1)  # the study's wall time, spread evenly over steps
-        by_time.plot([s * per_step for s in steps], losses, label=r["name"])
-    by_words.set_xlabel("training words")
-    by_time.set_xlabel("wall seconds (study-measured)")
-    by_words.set_ylabel("validation loss (nats/word)")
-    for ax in (by_words, by_time):
-        ax.axhline(7.328, color="black", linestyle="--", linewidth=1)
+    if frames:
+        by_data.set_xlabel("epochs (229 chorales)")
+        by_time.set_xlabel("CPU seconds (study-measured, spread evenly over steps)")
+        by_data.set_ylabel("validation -ELBO per frame (nats)")
+    else:
+        by_data.set_xlabel("training words")
+        by_time.set_xlabel("wall seconds (study-measured)")
+        by_data.set_ylabel("validation loss (nats/word)")
+    for ax in (by_data, by_time):
+        ax.axhline(6.87 if frames else 7.328, color="black", linestyle="--", linewidth=1)
         ax.grid(alpha=0.3)
     by_time.legend(fontsize=7)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -785,8 +768,7 @@ def report(args: argparse.Namespace) -> None:
         frames = all(CONFIGS[r["name"]].frames for r in rows)
         sections.append(f"## {group}\n\n{(_frame_table if frames else _table)(rows)}\n")
         if args.plots:
-            plot = _plot_frame_curves if frames else _plot_curves
-            plot(rows, root, args.plots / f"study_{group}.png")
+            _plot_curves(rows, root, args.plots / f"study_{group}.png", frames=frames)
             sections[-1] += f"\n![{group}](img/study_{group}.png)\n"
     rows = list(everything.values())
     rows = [r for r in rows if not CONFIGS[r["name"]].frames]
