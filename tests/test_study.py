@@ -94,3 +94,39 @@ def test_a_run_with_a_budget_stops_there_done_under_its_longer_learning_rate_hor
     assert 20 <= progress["segments"][-1]["end_step"] < 100_000
     run_config = json.loads((tmp_path / "t-budget" / "config.json").read_text())
     assert run_config["steps"] == 100_000  # the horizon the learning rate decays over
+
+
+def test_a_continuing_configuration_copies_the_finished_run_and_resumes_it_under_its_own_budget(tmp_path):
+    import dataclasses
+    import json
+
+    first = STUDY["Config"]("t-first", ("--model", "rnn", "--state-dim", "4"), ("t",), 100_000, budget=20)
+    later = dataclasses.replace(first, name="t-later", budget=400, continues="t-first")
+    STUDY["CONFIGS"].update({first.name: first, later.name: later})
+    run = ["--root", str(tmp_path), "run", "--poll", "0.2", "--snapshot-every", "0"]
+    try:
+        STUDY["main"]([*run, later.name])  # its source has not run: nothing starts
+        assert not (tmp_path / "t-later").exists()
+        STUDY["main"]([*run, first.name])
+        STUDY["main"]([*run, later.name])
+    finally:
+        del STUDY["CONFIGS"][first.name], STUDY["CONFIGS"][later.name]
+    read = STUDY["read_metrics"]
+    first_steps = [r["step"] for r in read(tmp_path / "t-first") if "loss" in r]
+    later_steps = [r["step"] for r in read(tmp_path / "t-later") if "loss" in r]
+    assert 20 <= first_steps[-1] < 400 <= later_steps[-1]  # the source is left as it was
+    assert later_steps[: len(first_steps)] == first_steps  # a continuation, not a new run
+    assert later_steps == list(range(1, later_steps[-1] + 1))
+    progress = json.loads((tmp_path / "t-later.study.json").read_text())
+    assert progress["reason"] == "budget" and len(progress["segments"]) == 2
+    assert progress["segments"][1]["start_step"] == first_steps[-1]  # resumed where the source stopped
+    assert progress["segments"][0] == json.loads((tmp_path / "t-first.study.json").read_text())["segments"][0]
+
+
+def test_a_resumed_preset_run_is_not_given_its_preset_again(tmp_path):
+    config = STUDY["CONFIGS"]["jsb-dmm-long"]
+    fresh = config.train_command(tmp_path, resume=False)
+    resumed = config.train_command(tmp_path, resume=True)
+    assert fresh[fresh.index("--preset") + 1] == "dmm"
+    assert "--preset" not in resumed and resumed[-1] == "--resume"
+    assert [a for a in fresh if a != "dmm" and a != "--preset"] == resumed[:-1]
