@@ -49,3 +49,10 @@ def test_the_examples_curve_is_read_and_set_beside_the_runs_nearest_validations(
     # and none for 150 (its last validation, at epoch 111, is too far)
     assert row["pyroseq"] == [[50, 49.0, 9.4], [100, 100.0, 8.9]]
     assert row["pyro_seconds"] > 0 and "  100       9.000     10.000          8.900" in printed
+
+    figure = tmp_path / "reference.png"
+    replot = [sys.executable, str(BENCHMARKS / "dmm_reference.py"), "--replot", "--out", str(out)]
+    subprocess.run([*replot, "--plot", str(figure), "--also", str(run)], check=True)
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+    refused = subprocess.run(replot, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--replot draws --plot" in refused.stderr
