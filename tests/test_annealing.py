@@ -86,6 +86,12 @@ def test_bad_factors_and_warmup_values_are_refused():
     with pytest.raises(ConfigError, match=">= 0"):
         warmup_factor(0, -1)
     assert [warmup_factor(s, 3) for s in range(4)] == [pytest.approx(1 / 3), pytest.approx(2 / 3), 1.0, 1.0]
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="kl_warmup_start .* must be in \\[0, 1\\]"):
+            warmup_factor(0, 3, start=bad)
+    # from a start: Pyro's DMM example anneals from 0.2, min_af + (1 - min_af) * (step + 1) / N
+    assert [warmup_factor(s, 4, start=0.2) for s in range(5)] == pytest.approx([0.4, 0.6, 0.8, 1.0, 1.0])
+    assert warmup_factor(7, 0, start=0.2) == 1.0  # no warm-up: the plain bound
 
 
 def test_trainer_warms_beta_up_and_validates_the_unscaled_bound(setup):
@@ -100,6 +106,10 @@ def test_trainer_warms_beta_up_and_validates_the_unscaled_bound(setup):
         Trace_ELBO(max_plate_nesting=1).loss(model, guide, batch.ids, batch.mask) / len(batch)
     )
     assert "kl_scale" not in Trainer(model, guide, kl_warmup=0, total_steps=10).step(batch)
+    started = Trainer(model, guide, objective="elbo", kl_warmup=4, kl_warmup_start=0.6, total_steps=10)
+    assert [started.step(batch)["kl_scale"] for _ in range(5)] == pytest.approx([0.7, 0.8, 0.9, 1.0, 1.0])
+    with pytest.raises(ConfigError, match="kl_warmup_start"):
+        Trainer(model, guide, kl_warmup=4, kl_warmup_start=2.0)
 
 
 def test_a_plain_svi_step_under_scale_latents_takes_the_scaled_loss(setup):
@@ -129,6 +139,14 @@ def test_cli_refuses_kl_warmup_for_an_rnn_and_logs_the_scale(tmp_path):
         ["train", "--model", "rnn", "--source", "sample", "--kl-warmup", "3", "--out", str(tmp_path / "r")],
     )
     assert refused.exit_code == 2 and "--kl-warmup applies to --model dssm only" in refused.output
+    refusals = (
+        (["--model", "rnn"], "--kl-warmup-start applies to --model dssm only"),
+        (["--kl-warmup", "0"], "--kl-warmup-start has no effect without a warm-up"),
+    )
+    for extra, why in refusals:
+        refused = runner.invoke(cli, ["train", "--source", "sample", "--kl-warmup-start", "0.2", *extra,
+                                      "--out", str(tmp_path / "s")])  # fmt: skip
+        assert refused.exit_code == 2 and why in refused.output, refused.output
     args = [
         "train",
         "--source",
@@ -146,6 +164,13 @@ def test_cli_refuses_kl_warmup_for_an_rnn_and_logs_the_scale(tmp_path):
     assert done.exit_code == 0, done.output
     records = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
     assert [r["kl_scale"] for r in records] == [0.5, 1.0, 1.0, 1.0]
+    started = runner.invoke(
+        cli, [*args, "--kl-warmup-start", "0.2", "--out", str(tmp_path / "e"), "--no-progress"]
+    )
+    assert started.exit_code == 0, started.output
+    records = [json.loads(line) for line in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kl_scale"] for r in records] == pytest.approx([0.6, 1.0, 1.0, 1.0])
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["kl_warmup_start"] == 0.2
 
 
 def test_new_dssm_runs_warm_up_by_default_and_runs_saved_before_the_option_resume_without(tmp_path):

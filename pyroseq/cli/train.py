@@ -58,6 +58,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO), iwae (the importance-weighted bound, K = --particles) or dreg (IWAE with doubly reparameterised guide gradients) [default: dreg for dssm, elbo for rnn]."),
     ("--particles", "particles", POSITIVE, "K, the number of vectorised particles [default: 4 for dssm's dreg or iwae, else 1]."),
     ("--kl-warmup", "kl_warmup", NON_NEGATIVE, "DSSM: KL annealing over N steps, the latent sites scaled by min(1, step/N) (0: none; default 500, or half of --steps if fewer)."),
+    ("--kl-warmup-start", "kl_warmup_start", Finite(min=0, max=1), "DSSM: the annealing factor the warm-up starts from, s + (1 - s) min(1, step/N) [default: 0; Pyro's DMM example: 0.2]."),
     ("--steps", "steps", POSITIVE, "Total optimisation steps (on --resume: train on to this many; see below)."),
     ("--batch-size", "batch_size", POSITIVE, "Sequences per step and process."),
     ("--lr", "lr", POSITIVE_FLOAT, "Adam's initial learning rate."),

@@ -33,7 +33,7 @@ from pyro.poutine.messenger import Messenger
 
 from pyroseq.errors import ConfigError
 
-__all__ = ["ScaleLatents", "warmup_factor", "DEFAULT_KL_WARMUP", "default_kl_warmup"]
+__all__ = ["ScaleLatents", "warmup_factor", "check_warmup_start", "DEFAULT_KL_WARMUP", "default_kl_warmup"]
 
 
 class ScaleLatents(Messenger):
@@ -81,17 +81,32 @@ def default_kl_warmup(total_steps: int) -> int:
     return min(DEFAULT_KL_WARMUP, total_steps // 2)
 
 
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    """``beta`` at 0-based training ``step`` of a linear warm-up over ``warmup_steps``:
-    ``min(1, (step + 1) / warmup_steps)``, so it is ``1 / warmup_steps`` at the first step and 1 from step
-    ``warmup_steps - 1`` on; ``warmup_steps = 0`` means no warm-up (always 1).
+def warmup_factor(step: int, warmup_steps: int, start: float = 0.0) -> float:
+    """``beta`` at 0-based training ``step`` of a linear warm-up over ``warmup_steps`` from ``start``:
+    ``start + (1 - start) min(1, (step + 1) / warmup_steps)``, so it is ``1 / warmup_steps`` at the first
+    step (with ``start = 0``) and 1 from step ``warmup_steps - 1`` on; ``warmup_steps = 0`` means no warm-up
+    (always 1). Pyro's Deep Markov Model example anneals with ``start = 0.2`` (its
+    ``--minimum-annealing-factor``) over 1,000 epochs.
 
     Examples:
         >>> [warmup_factor(s, 4) for s in range(6)]
         [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+        >>> [round(warmup_factor(s, 4, start=0.2), 2) for s in range(5)]
+        [0.4, 0.6, 0.8, 1.0, 1.0]
         >>> warmup_factor(0, 0)
         1.0
     """
     if warmup_steps < 0 or step < 0:
         raise ConfigError(f"warm-up steps and step must be >= 0, got {warmup_steps} and {step}")
-    return 1.0 if warmup_steps == 0 else min(1.0, (step + 1) / warmup_steps)
+    check_warmup_start(start)
+    return 1.0 if warmup_steps == 0 else start + (1.0 - start) * min(1.0, (step + 1) / warmup_steps)
+
+
+def check_warmup_start(start: float) -> None:
+    """Raise :class:`ConfigError` unless the warm-up's first factor ``start`` is in ``[0, 1]``."""
+    if not (isinstance(start, (int, float)) and math.isfinite(start) and 0.0 <= start <= 1.0):
+        raise ConfigError(
+            f"kl_warmup_start (the KL annealing factor a warm-up starts from) must be in [0, 1], "
+            f"got {start!r}",
+            params=("kl_warmup_start",),
+        )

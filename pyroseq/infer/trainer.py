@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
-from pyroseq.infer.annealing import ScaleLatents, default_kl_warmup, warmup_factor
+from pyroseq.infer.annealing import ScaleLatents, check_warmup_start, default_kl_warmup, warmup_factor
 from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
 from pyroseq.infer.objectives import make_objective, resolve_recipe
 from pyroseq.models.base import SequenceModel
@@ -110,6 +110,9 @@ class Trainer:
             (:class:`~pyroseq.infer.annealing.ScaleLatents`), so the objective's KL term is down-weighted
             until it reaches the ordinary bound; the step's figures include ``kl_scale``. Validation
             (:meth:`evaluate_loss`) always computes the unscaled bound.
+        kl_warmup_start: the factor the warm-up starts from, ``beta_i = s + (1 - s) min(1, (i + 1) /
+            kl_warmup)`` (:func:`~pyroseq.infer.annealing.warmup_factor`); 0 by default, 0.2 in Pyro's Deep
+            Markov Model example.
         max_param: the largest absolute parameter value taken as sane (Adam moves a parameter by at
             most about ``lr`` per step, so a trained model's stay far below the default).
         collapse_every: once the warm-up is over, every this many steps (0: never) the step's batch
@@ -140,6 +143,7 @@ class Trainer:
         clip_norm: float = 10.0,
         jit: bool = False,
         kl_warmup: int | None = None,
+        kl_warmup_start: float = 0.0,
         max_bad_steps: int = 20,
         max_param: float = 1e4,
         collapse_every: int = 250,
@@ -157,6 +161,7 @@ class Trainer:
             kl_warmup = default_kl_warmup(total_steps) if latent and not jit else 0
         if kl_warmup < 0:
             raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
+        check_warmup_start(kl_warmup_start)
         if collapse_every < 0:
             raise ConfigError(f"collapse_every must be >= 0 steps, got {collapse_every}")
         if jit and kl_warmup:
@@ -171,7 +176,7 @@ class Trainer:
         self.guide = guide
         self.loss = make_objective(objective, particles=particles, jit=jit)
         self.lr, self.lr_decay = lr, lr_decay
-        self.kl_warmup = kl_warmup
+        self.kl_warmup, self.kl_warmup_start = kl_warmup, kl_warmup_start
         self.collapse_every = collapse_every
         self.clip_norm = clip_norm
         self.max_bad_steps = max_bad_steps
@@ -216,7 +221,7 @@ class Trainer:
         # a function guide's pyro.param sites and those an autoguide creates on its first call.
         annealing = contextlib.nullcontext()
         if self.kl_warmup:
-            figures["kl_scale"] = beta = warmup_factor(self.step_count, self.kl_warmup)
+            figures["kl_scale"] = beta = warmup_factor(self.step_count, self.kl_warmup, self.kl_warmup_start)
             annealing = ScaleLatents(beta)
         with poutine.trace(param_only=True) as params, annealing:
             loss_tensor = self.objective(batch.observations, batch.mask) / len(batch)

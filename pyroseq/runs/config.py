@@ -24,7 +24,7 @@ from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
-from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, default_kl_warmup
+from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, check_warmup_start, default_kl_warmup
 from pyroseq.infer.objectives import OBJECTIVES, resolve_recipe
 from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
@@ -113,6 +113,7 @@ class RunConfig:
     # half of --steps if that is fewer, and none from --init-from (see resolve_kl_warmup); a run saved
     # before the option: none.
     kl_warmup: int | None = None
+    kl_warmup_start: float = 0.0  # dssm: the KL annealing factor the warm-up starts from (Pyro's DMM: 0.2)
     steps: int = 1000
     batch_size: int = 64  # per process: --devices N trains on N * batch_size sequences a step
     lr: float = 6e-3
@@ -146,6 +147,7 @@ class RunConfig:
         for name in ("valid_every", "checkpoint_every", "emitter_hidden", "kl_warmup"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", params=(name,))
+        check_warmup_start(self.kl_warmup_start)
         for name in ("lr", "clip_norm"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ConfigError(
@@ -278,8 +280,10 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
         (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
          config.model == "dssm", ("model", "applies to model rnn only")),
         (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "guide_cell",
-          "kl_warmup"),
+          "kl_warmup", "kl_warmup_start"),
          config.model == "rnn", ("model", "applies to model dssm only")),
+        (("kl_warmup_start",), config.kl_warmup == 0,
+         ("kl_warmup", "has no effect without a warm-up (kl_warmup=0)")),
         (("top", "max_length"), config.data != "words", ("data", "applies to data words only")),
         (("chunk_length",), config.data != "text", ("data", "applies to data text only")),
         (("guide_flow",), config.guide == "gaussian", ("guide", "has no effect: guide gaussian has no flow")),
