@@ -113,6 +113,21 @@ def draw_by_step(records: list[dict], out: Path) -> None:
     fig.savefig(out, dpi=120)
 
 
+def recorded(path: Path, names: list[str]) -> list[dict]:
+    """The latest line of ``path`` for each run ``NAME`` in ``names`` and each of its snapshots."""
+    if not names:
+        return []
+    latest: dict[str, dict] = {}
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for record in (json.loads(line) for line in lines if line.strip()):
+        if record.get("name", "").split("/")[0] in names:
+            latest[record["name"]] = record
+    missing = sorted(set(names) - {name.split("/")[0] for name in latest})
+    if missing:
+        raise SystemExit(f"error: {path} has no line of {', '.join(missing)}")
+    return list(latest.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run or snapshot directories")
@@ -129,8 +144,16 @@ def main() -> None:
     parser.add_argument(
         "--by-step", type=Path, help="also draw active dimensions against the training step here (PNG)"
     )
+    parser.add_argument(
+        "--recorded",
+        nargs="*",
+        default=[],
+        metavar="NAME",
+        help="runs measured before: draw their lines of --json (the run and its snapshots, the latest line of "
+        "each) beside the new ones, without measuring them again",
+    )
     args = parser.parse_args()
-    records = []
+    records = recorded(args.json, args.recorded)
     for path in args.runs:
         record = measure(path, words=args.words, samples=args.samples, seed=args.seed, device=args.device)
         args.json.parent.mkdir(parents=True, exist_ok=True)

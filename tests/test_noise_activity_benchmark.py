@@ -34,3 +34,14 @@ def test_each_run_appends_a_line_and_gets_a_panel(tmp_path):
         assert f"{record['name']} (step 2): {record['num_active']} of 4 active" in out
     assert records[0]["dimension_activity"] == records[1]["dimension_activity"]  # same words and draws
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Runs measured before are drawn from their recorded lines, not measured again.
+    by_step = tmp_path / "by_step.png"
+    again = [sys.executable, str(BENCHMARKS / "noise_activity.py"), str(snapshot), "--words", "8",
+             "--samples", "2", "--out", str(png), "--json", str(results),
+             "--by-step", str(by_step)]  # fmt: skip
+    subprocess.run([*again, "--recorded", "dssm"], check=True, capture_output=True, text=True, timeout=300)
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r.get("name") for r in lines[3:]] == ["dssm/step-000002"]  # one new line: the snapshot measured
+    assert by_step.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = subprocess.run([*again, "--recorded", "other"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and "has no line of other" in missing.stderr
