@@ -17,7 +17,8 @@ choices carry none (the usual biased but practical choice of all three papers).
 Both laws are read off the sites: the guide's and the model's trajectory site (``"h"`` for pyroseq's
 models, a :class:`~pyroseq.flows.trajectory.StateTrajectory`) give their ``step_law`` and initial state, so
 any guide that draws its trajectory as one ``StateTrajectory`` proposes; the emission is the model's
-``emission_logits``. It shares the particle filter's resampling with :mod:`pyroseq.infer.smc`.
+``emission_log_prob`` (any emission family: symbols, binary or real-valued frames). It shares the particle
+filter's resampling with :mod:`pyroseq.infer.smc`.
 
 References:
     C. J. Maddison, D. Lawson, G. Tucker, N. Heess, M. Norouzi, A. Mnih, A. Doucet, Y. W. Teh. Filtering
@@ -85,7 +86,8 @@ class FIVO(DifferentiableObjective):
         self.ess_threshold, self.site = ess_threshold, site
 
     def log_evidence(self, model: StateSpaceModel, guide: Callable, ids: Tensor, mask: Tensor) -> Tensor:
-        """``log Z`` of each sequence, ``(B,)``: the filter's estimate of ``log p(w)``."""
+        """``log Z`` of each sequence, ``(B,)``: the filter's estimate of ``log p(w)``; ``ids`` are symbol ids
+        ``(B, T)`` or frames ``(B, T, F)``, as the model observes them."""
         if not isinstance(model, StateSpaceModel):
             raise ConfigError(f"FIVO filters a state-space model's steps; {type(model).__name__} is not one")
         if any(isinstance(handler, ScaleLatents) for handler in _PYRO_STACK):
@@ -95,7 +97,7 @@ class FIVO(DifferentiableObjective):
                 "have no effect; train FIVO with kl_warmup=0 (warm up with another objective first)",
                 params=("kl_warmup",),
             )
-        N, (B, T) = self.num_particles, ids.shape
+        N, (B, T) = self.num_particles, mask.shape
         proposal = self._trajectory_law(guide, ids, mask)  # batch (N, B)
         prior = self._trajectory_law(model, ids, mask)
         h_guide, h_model = proposal.initial, prior.initial  # (N, B, D): each its own h_0
@@ -105,10 +107,7 @@ class FIVO(DifferentiableObjective):
             live = mask[:, t]  # (B,)
             q = proposal.step_law(h_guide, t)
             h = q.rsample()  # (N, B, D)
-            # EOS stands in for PAD after a sequence's end (a finite weight there keeps gradients finite)
-            symbols = torch.where(live, ids[:, t], Vocabulary.eos_id).expand(N, B)
-            log_emit = torch.log_softmax(model.emission_logits(h), dim=-1)  # (N, B, V)
-            log_alpha = log_emit.gather(-1, symbols.unsqueeze(-1)).squeeze(-1)  # (N, B)
+            log_alpha = model.emission_log_prob(h, self._observed(model, ids, live, t))  # (N, B)
             log_alpha = log_alpha + prior.step_law(h_model, t).log_prob(h) - q.log_prob(h)
             unnormalised = log_w + log_alpha
             increment = torch.logsumexp(unnormalised, dim=0)  # (B,)
@@ -120,6 +119,15 @@ class FIVO(DifferentiableObjective):
             h_model = h_guide = states.transpose(0, 1)  # (N, B, D)
             log_w = log_w.T  # (N, B)
         return log_z
+
+    @staticmethod
+    def _observed(model: StateSpaceModel, obs: Tensor, live: Tensor, t: int) -> Tensor:
+        """Step ``t``'s observations, ``(B,)`` ids or ``(B, F)`` frames. After a symbol sequence's end EOS
+        stands in for PAD, which has probability 0 (a finite weight there keeps the gradients finite); a
+        padded frame is scored as it is (the step counts no more either way)."""
+        if model.emits_symbols:
+            return torch.where(live, obs[:, t], Vocabulary.eos_id)
+        return obs[:, t]
 
     def _trajectory_law(self, fn: Callable, ids: Tensor, mask: Tensor) -> StateTrajectory:
         """The law of ``fn``'s trajectory site with N particles (batch ``(N, B)``), read without drawing it:

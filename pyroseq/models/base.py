@@ -179,3 +179,13 @@ class StateSpaceModel(SequenceModel):
     def emission_logits(self, h: Tensor) -> Tensor:
         """Logits of ``p(w_t | h_t)``, ``(..., V)``, PAD and BOS masked."""
         raise NotImplementedError
+
+    def emission_log_prob(self, h: Tensor, obs: Tensor) -> Tensor:
+        """``log p(x_t | h_t)`` at states ``h (..., D)`` of one step's observations ``obs``: symbol ids
+        ``(...)`` or frames ``(..., F)``, broadcast against ``h.shape[:-1]``.
+
+        This default reads :meth:`emission_logits` (a categorical emission); a model with another emission
+        family overrides it (the DSSM asks its emission).
+        """
+        ids = obs.expand(h.shape[:-1]).unsqueeze(-1)
+        return torch.log_softmax(self.emission_logits(h), dim=-1).gather(-1, ids).squeeze(-1)

@@ -206,6 +206,11 @@ class DSSM(StateSpaceModel):
             )
         return self.emitter.logits(self.emitter(h))  # (..., V)
 
+    def emission_log_prob(self, h: Tensor, obs: Tensor) -> Tensor:
+        """``log p(x_t | h_t)`` by the model's emission family: symbol ids ``(...)`` or frames ``(..., F)``
+        at states ``h (..., D)``."""
+        return self.emitter.log_prob(self.emitter(h), obs)
+
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:
         """The Pyro model over a padded batch.
 
