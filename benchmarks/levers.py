@@ -32,7 +32,7 @@ import torch
 from pyroseq.data.words import load_words
 from pyroseq.evaluate.words import word_log_probs, word_metrics
 from pyroseq.guides import FutureGuide, empty_guide
-from pyroseq.infer import FIVO, FreeBitsELBO
+from pyroseq.infer import FreeBitsELBO
 from pyroseq.infer.trainer import ObjectiveModule, Trainer
 from pyroseq.models import DSSM, RNNLM, init_emitter_bias
 
@@ -56,7 +56,7 @@ def parse() -> argparse.Namespace:
         "--free-bits", type=float, default=0.0, help="FreeBitsELBO's floor per word (nats); 0: off"
     )
     p.add_argument(
-        "--kl-warmup", type=int, default=500, help="steps; FIVO ignores it (it scores the laws itself)"
+        "--kl-warmup", type=int, default=500, help="steps; FIVO refuses any but 0 (it scores the laws itself)"
     )
     p.add_argument("--emitter-bias", choices=["unigram", "default"], default="unigram")
     p.add_argument("--lr", type=float, default=6e-3)
@@ -85,15 +85,10 @@ def main() -> None:
             model, corpus.batch().ids, weights=torch.as_tensor(corpus.counts, dtype=torch.float64)
         )
     warmup = args.kl_warmup if args.model == "dssm" else 0
-    fivo = args.objective == "fivo"
-    trainer = Trainer(model, guide, objective="elbo" if fivo else args.objective, particles=args.particles,
+    trainer = Trainer(model, guide, objective=args.objective, particles=args.particles,
                       lr=args.lr, total_steps=args.horizon, kl_warmup=warmup)  # fmt: skip
-    if args.free_bits or fivo:  # objectives the Trainer does not name: handed in as Pyro objectives
-        trainer.loss = (
-            FIVO(num_particles=args.particles)
-            if fivo
-            else FreeBitsELBO(free_nats=args.free_bits, num_particles=args.particles)
-        )
+    if args.free_bits:  # an objective the Trainer does not name: handed in as a Pyro objective
+        trainer.loss = FreeBitsELBO(free_nats=args.free_bits, num_particles=args.particles)
         trainer.objective = ObjectiveModule(model, guide, trainer.loss)
     words = corpus.encode()
 

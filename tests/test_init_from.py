@@ -245,3 +245,20 @@ def test_a_resume_may_name_the_same_source_again_by_another_path(tmp_path, base,
     with pytest.raises(CheckpointError, match="init_from=elsewhere"):
         train_run(None, tmp_path / "ft", resume=True, overrides={"init_from": "elsewhere", "steps": 9},
                   progress=False)  # fmt: skip
+
+
+def test_fivo_trains_on_from_a_warmed_up_run_and_refuses_a_warm_up(tmp_path, base):
+    """FIVO after a warm-up, as a user continues a run: no warm-up by default, the filter's bound falls;
+    an explicit warm-up is refused in one line naming the option, before anything is written."""
+    config = RunConfig(init_from=str(base), objective="fivo", particles=4, steps=30, lr=3e-3, **AFTER)
+    result = train_run(config, tmp_path / "ft", progress=False)
+    assert (result["objective"], result["particles"]) == ("fivo", 4)
+    assert load_run(tmp_path / "ft").config.kl_warmup == 0
+    curve = [json.loads(x)["valid_loss"] for x in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()
+             if "valid_loss" in json.loads(x)]  # fmt: skip
+    assert curve[-1] < curve[0]
+    args = ["train", "--init-from", str(base), "--objective", "fivo", "--kl-warmup", "10", "--steps", "2",
+            "--out", str(tmp_path / "refused"), "--no-progress"]  # fmt: skip
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code != 0 and "set --kl-warmup 0 (got 10)" in refused.output
+    assert not (tmp_path / "refused").exists()

@@ -159,3 +159,21 @@ def test_iwae_refuses_a_guide_site_without_reparameterisation():
 
     with pytest.raises(ConfigError, match="'c' .* is not reparameterised"):
         IWAE(num_particles=2).differentiable_loss(model, guide, BATCH.ids, BATCH.mask)
+
+
+def test_fivo_is_a_named_objective_for_state_space_models_only_and_without_a_warm_up():
+    from pyroseq.infer import FIVO, Trainer
+    from pyroseq.models import RNNLM
+
+    objective = make_objective("fivo", particles=3)
+    assert isinstance(objective, FIVO) and objective.num_particles == 3
+    with pytest.raises(ConfigError, match="no JIT version of the FIVO"):
+        make_objective("fivo", particles=3, jit=True)
+    model, guide = DSSM(vocab_size=5, state_dim=2), FutureGuide(vocab_size=5, state_dim=2)
+    trainer = Trainer(model, guide, objective="fivo")
+    assert trainer.kl_warmup == 0 and trainer.loss.num_particles == 4  # the recipe's K, and no warm-up
+    with pytest.raises(ConfigError, match="set kl_warmup=0 \\(got 100\\)") as refused:
+        Trainer(model, guide, objective="fivo", kl_warmup=100)
+    assert refused.value.params == ("objective", "kl_warmup")
+    with pytest.raises(ConfigError, match="RNNLM has none"):
+        Trainer(RNNLM(vocab_size=5), None, objective="fivo")

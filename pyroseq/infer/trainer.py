@@ -28,7 +28,7 @@ from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, check_warmup_start, default_kl_warmup, warmup_factor
 from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
-from pyroseq.infer.objectives import make_objective, resolve_recipe
+from pyroseq.infer.objectives import UNANNEALED, check_objective_applies, make_objective, resolve_recipe
 from pyroseq.models.base import SequenceModel
 from pyroseq.module import load_modules
 
@@ -98,15 +98,16 @@ class Trainer:
             ``pyro.param`` statements, or an autoguide. Parameters are collected from each step's param
             sites, as ``pyro.infer.SVI`` does; a guide with latent sites but no parameter the trainer can
             see is a :class:`ConfigError` at the first step.
-        objective: ``"elbo"``, ``"iwae"`` or ``"dreg"``; ``particles`` K >= 1. ``None`` (each): pyroseq's
+        objective: ``"elbo"``, ``"iwae"``, ``"dreg"`` or ``"fivo"`` (a state-space model only, without a
+            warm-up: it scores the state laws itself); ``particles`` K >= 1. ``None`` (each): pyroseq's
             recipe, :func:`~pyroseq.infer.objectives.default_objective` (DReG with K = 4 for a model with
             latent states, the ELBO with K = 1 for one without); an importance-weighted objective named
             without ``particles`` takes K = 4 (:func:`~pyroseq.infer.objectives.resolve_recipe`).
         jit: use ``JitTrace_ELBO`` (ELBO only).
         kl_warmup: KL annealing over this many steps (0: none; ``None``: for a model with latent states
             :func:`~pyroseq.infer.annealing.default_kl_warmup` of ``total_steps``, i.e. 500 steps or half
-            of them if fewer, and none without latent states or under ``jit``): step ``i`` scales every
-            latent site of the model and guide by ``beta_i = min(1, (i + 1) / kl_warmup)``
+            of them if fewer, and none without latent states, under ``jit`` or for ``"fivo"``): step ``i``
+            scales every latent site of the model and guide by ``beta_i = min(1, (i + 1) / kl_warmup)``
             (:class:`~pyroseq.infer.annealing.ScaleLatents`), so the objective's KL term is down-weighted
             until it reaches the ordinary bound; the step's figures include ``kl_scale``. Validation
             (:meth:`evaluate_loss`) always computes the unscaled bound.
@@ -157,10 +158,12 @@ class Trainer:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
         latent = not model.autoregressive
         objective, particles = resolve_recipe(objective, particles, latent=latent, jit=jit)
+        annealable = latent and not jit and objective not in UNANNEALED
         if kl_warmup is None:
-            kl_warmup = default_kl_warmup(total_steps) if latent and not jit else 0
+            kl_warmup = default_kl_warmup(total_steps) if annealable else 0
         if kl_warmup < 0:
             raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
+        check_objective_applies(objective, latent=latent, kl_warmup=kl_warmup, who=type(model).__name__)
         check_warmup_start(kl_warmup_start)
         if collapse_every < 0:
             raise ConfigError(f"collapse_every must be >= 0 steps, got {collapse_every}")

@@ -25,7 +25,7 @@ from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
 from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, check_warmup_start, default_kl_warmup
-from pyroseq.infer.objectives import OBJECTIVES, resolve_recipe
+from pyroseq.infer.objectives import OBJECTIVES, UNANNEALED, check_objective_applies, resolve_recipe
 from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
 
@@ -161,6 +161,13 @@ class RunConfig:
                 f"the RNN has no latent variables: {self.objective.upper()} with K > 1 is the same as the "
                 "exact ELBO",
                 params=("objective", "particles"),
+            )
+        if self.objective is not None:
+            check_objective_applies(
+                self.objective,
+                latent=self.model == "dssm",
+                kl_warmup=self.kl_warmup or 0,
+                who=f"model {self.model}",
             )
         if self.data == "polyphonic" and self.source is None:
             raise ConfigError(
@@ -312,11 +319,12 @@ def resolve_kl_warmup(config: RunConfig) -> RunConfig:
     """``config`` with ``kl_warmup`` set: for a DSSM left at None, :data:`DEFAULT_KL_WARMUP` steps or half of
     ``steps`` if that is fewer (so the bound is the ordinary one for the second half of any run); 0 for an
     RNN, which has no latent sites, under ``--jit``, whose trace would freeze the factor (an explicit
-    ``--kl-warmup`` with ``--jit`` is refused by the Trainer), and for a run that starts ``--init-from``
-    trained weights, whose states are in use already."""
+    ``--kl-warmup`` with ``--jit`` is refused by the Trainer), for an objective that cannot be annealed
+    (FIVO), and for a run that starts ``--init-from`` trained weights, whose states are in use already."""
     if config.kl_warmup is not None:
         return config
     annealed = config.model == "dssm" and not config.jit and config.init_from is None
+    annealed = annealed and config.objective not in UNANNEALED
     warmup = default_kl_warmup(config.steps) if annealed else 0
     return dataclasses.replace(config, kl_warmup=warmup)
 
