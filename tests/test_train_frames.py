@@ -394,6 +394,36 @@ def test_the_guide_cell_is_a_run_option_that_a_loaded_run_keeps(tmp_path, cell, 
     assert type(load_run(tmp_path / "run").guide.future_rnn) is module
 
 
+def test_the_emitter_depth_and_nonlinearity_are_run_options_that_a_loaded_run_keeps(tmp_path):
+    """Pyro's DMM example's emitter (two ReLU layers): built, saved in the spec, rebuilt on load with the
+    same weights; a run of the default emitter keeps the spec it had before the options existed."""
+    code, output = run("train", "--model", "dssm", "--data", "polyphonic", "--file", music(tmp_path),
+                       "--state-dim", 3, "--emitter-hidden", 5, "--emitter-layers", 2, "--emitter-activation",
+                       "relu", "--steps", 1, "--out", tmp_path / "run", "--no-progress")  # fmt: skip
+    assert code == 0, output
+    net = load_run(tmp_path / "run").model.emitter.net
+    assert [type(m) for m in net] == [torch.nn.Linear, torch.nn.ReLU] * 2 + [torch.nn.Linear]
+    assert [m.out_features for m in net[::2]] == [5, 5, NUM_KEYS]
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert saved["model_spec"]["kwargs"]["emitter_layers"] == 2
+    torch.testing.assert_close(net[2].weight, saved["model"]["emitter.net.2.weight"])
+    default = model_spec(RunConfig(data="polyphonic", source="x.pickle"), None)["kwargs"]
+    assert "emitter_layers" not in default and "emitter_activation" not in default
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "rnn", "--emitter-layers", "2"], "--emitter-layers applies to --model dssm only"),
+        (["--emitter-hidden", "0", "--emitter-activation", "relu"], "no effect on a linear emitter"),
+    ],
+)
+def test_the_emitter_options_are_refused_where_they_have_no_effect(tmp_path, args, message):
+    code, output = run("train", "--data", "polyphonic", "--file", music(tmp_path), *args, "--steps", 1,
+                       "--out", tmp_path / "run")  # fmt: skip
+    assert code == 2 and message in output, output
+
+
 def test_the_guide_cell_is_refused_where_it_has_no_effect(tmp_path):
     code, output = run("train", "--model", "rnn", "--data", "polyphonic", "--file", music(tmp_path),
                        "--guide-cell", "relu", "--steps", 1, "--out", tmp_path / "run")  # fmt: skip

@@ -21,6 +21,7 @@ from pyroseq.cli.common import (
     json_option,
     threads_option,
 )
+from pyroseq.emissions import EMITTER_ACTIVATIONS
 from pyroseq.errors import ConfigError
 from pyroseq.guides import RNN_CELLS
 from pyroseq.infer.objectives import OBJECTIVES
@@ -42,6 +43,8 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--flow", "flow", str, "DSSM transition flow: diagonal, triangular, coupling, spline, or a+b."),
     ("--flow-hidden", "flow_hidden", POSITIVE, "Hidden units of the flows' conditioners."),
     ("--emitter-hidden", "emitter_hidden", NON_NEGATIVE, "Hidden units of the emitter (0: linear)."),
+    ("--emitter-layers", "emitter_layers", POSITIVE, "DSSM: hidden layers of the emitter, each of --emitter-hidden units [default: 1; Pyro's DMM example: 2]."),
+    ("--emitter-activation", "emitter_activation", click.Choice(tuple(EMITTER_ACTIVATIONS)), "DSSM: the emitter's nonlinearity [default: tanh; Pyro's DMM example: relu]."),
     ("--guide", "guide", str, "DSSM guide: future (with its own flow) or gaussian (no flow)."),
     ("--guide-flow", "guide_flow", str, "The guide's flow (a flow name, or none)."),
     ("--guide-hidden", "guide_hidden", POSITIVE, "Size of the guide's backward RNN."),

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from functools import partial
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
-from pyroseq.emissions.base import Emission, check_vectors, emitter_network
+from pyroseq.emissions.base import EMITTER_ACTIVATIONS, Emission, check_vectors, emitter_network
 from pyroseq.emissions.bernoulli import BernoulliEmission
 from pyroseq.emissions.categorical import CategoricalEmission, mask_special_logits
 from pyroseq.emissions.normal import NormalEmission
@@ -28,6 +28,7 @@ __all__ = [
     "emission_size",
     "Emission",
     "emitter_network",
+    "EMITTER_ACTIVATIONS",
     "check_vectors",
     "CategoricalEmission",
     "mask_special_logits",
@@ -41,11 +42,19 @@ EMISSIONS: dict[str, Callable[..., Emission]] = {
     "normal": partial(NormalEmission, scale="learned"),
     "normal_state": partial(NormalEmission, scale="state"),
 }
-"""Name -> factory ``(*, state_dim, obs_dim, hidden)`` of every emission family; add an entry to make a new
-family nameable."""
+"""Name -> factory ``(*, state_dim, obs_dim, hidden, layers, activation)`` of every emission family; add an
+entry to make a new family nameable."""
 
 
-def make_emission(name: str, *, state_dim: int, obs_dim: int, hidden: int | None = 64) -> Emission:
+def make_emission(
+    name: str,
+    *,
+    state_dim: int,
+    obs_dim: int,
+    hidden: int | None = 64,
+    layers: int = 1,
+    activation: str = "tanh",
+) -> Emission:
     """The emission family called ``name`` (a key of :data:`EMISSIONS`).
 
     Args:
@@ -53,6 +62,9 @@ def make_emission(name: str, *, state_dim: int, obs_dim: int, hidden: int | None
         state_dim: D, the dimension of the state.
         obs_dim: V symbols (categorical) or F, the length of each observed vector.
         hidden: hidden width of the emitter MLP; ``None`` for a linear emitter.
+        layers: the MLP's hidden layers, each of ``hidden`` units.
+        activation: the nonlinearity after each hidden layer, a key of
+            :data:`~pyroseq.emissions.base.EMITTER_ACTIVATIONS` (``"tanh"``, ``"relu"``).
 
     Raises:
         ConfigError: an unknown name (the message lists the valid ones), or a size that is not positive.
@@ -64,7 +76,9 @@ def make_emission(name: str, *, state_dim: int, obs_dim: int, hidden: int | None
     """
     if name not in EMISSIONS:
         raise ConfigError(f"unknown emission {name!r}; valid names: {', '.join(EMISSIONS)}")
-    return EMISSIONS[name](state_dim=state_dim, obs_dim=obs_dim, hidden=hidden)
+    return EMISSIONS[name](
+        state_dim=state_dim, obs_dim=obs_dim, hidden=hidden, layers=layers, activation=activation
+    )
 
 
 def emission_size(name: str, *, vocab_size: int | None, obs_dim: int | None) -> int:

@@ -16,18 +16,45 @@ from pyro.distributions import TorchDistribution
 from torch import Tensor, nn
 
 from pyroseq.checks import check_inputs, check_positive_sizes
-from pyroseq.errors import DataError
+from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["Emission", "emitter_network", "check_vectors"]
+__all__ = ["Emission", "EMITTER_ACTIVATIONS", "emitter_network", "check_vectors"]
 
 
-def emitter_network(state_dim: int, out_dim: int, hidden: int | None) -> nn.Module:
-    """The emitter ``g``: linear ``D -> out_dim`` when ``hidden`` is ``None``, else ``D -> hidden -> out_dim``
-    with a tanh between."""
-    check_positive_sizes(state_dim=state_dim, out_dim=out_dim, emitter_hidden=hidden)
+EMITTER_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+"""The emitter's hidden nonlinearity by name: tanh (pyroseq's default), relu (the emitter of Pyro's Deep
+Markov Model example)."""
+
+
+def emitter_network(
+    state_dim: int, out_dim: int, hidden: int | None, *, layers: int = 1, activation: str = "tanh"
+) -> nn.Module:
+    """The emitter ``g``: linear ``D -> out_dim`` when ``hidden`` is ``None``, else an MLP of ``layers``
+    hidden layers of ``hidden`` units with ``activation`` after each, ``D -> hidden (-> hidden ...) ->
+    out_dim``.
+
+    Example:
+        >>> emitter_network(4, 88, 100, layers=2, activation="relu")  # Pyro's DMM example's emitter
+        Sequential(
+          (0): Linear(in_features=4, out_features=100, bias=True)
+          (1): ReLU()
+          (2): Linear(in_features=100, out_features=100, bias=True)
+          (3): ReLU()
+          (4): Linear(in_features=100, out_features=88, bias=True)
+        )
+    """
+    check_positive_sizes(state_dim=state_dim, out_dim=out_dim, emitter_hidden=hidden, emitter_layers=layers)
+    if activation not in EMITTER_ACTIVATIONS:
+        raise ConfigError(
+            f"unknown emitter_activation {activation!r}: use one of {', '.join(EMITTER_ACTIVATIONS)}",
+            params=("emitter_activation",),
+        )
     if hidden is None:
         return nn.Linear(state_dim, out_dim)
-    return nn.Sequential(nn.Linear(state_dim, hidden), nn.Tanh(), nn.Linear(hidden, out_dim))
+    body: list[nn.Module] = []
+    for width_in in [state_dim] + [hidden] * (layers - 1):
+        body += [nn.Linear(width_in, hidden), EMITTER_ACTIVATIONS[activation]()]
+    return nn.Sequential(*body, nn.Linear(hidden, out_dim))
 
 
 class Emission(nn.Module):

@@ -37,11 +37,19 @@ class BernoulliEmission(Emission):
 
     observations = "vectors"
 
-    def __init__(self, *, state_dim: int, obs_dim: int, hidden: int | None = 64) -> None:
+    def __init__(
+        self,
+        *,
+        state_dim: int,
+        obs_dim: int,
+        hidden: int | None = 64,
+        layers: int = 1,
+        activation: str = "tanh",
+    ) -> None:
         check_positive_sizes(state_dim=state_dim, obs_dim=obs_dim)
         super().__init__()
         self.obs_dim = obs_dim
-        self.net = emitter_network(state_dim, obs_dim, hidden)
+        self.net = emitter_network(state_dim, obs_dim, hidden, layers=layers, activation=activation)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.net(h)  # (..., F) logits

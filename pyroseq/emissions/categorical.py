@@ -50,11 +50,19 @@ class CategoricalEmission(Emission):
 
     observations = "symbols"
 
-    def __init__(self, *, state_dim: int, obs_dim: int, hidden: int | None = 64) -> None:
+    def __init__(
+        self,
+        *,
+        state_dim: int,
+        obs_dim: int,
+        hidden: int | None = 64,
+        layers: int = 1,
+        activation: str = "tanh",
+    ) -> None:
         check_vocab_size(obs_dim)
         super().__init__()
         self.obs_dim = obs_dim
-        self.net = emitter_network(state_dim, obs_dim, hidden)
+        self.net = emitter_network(state_dim, obs_dim, hidden, layers=layers, activation=activation)
         self.register_load_state_dict_pre_hook(_emitter_keys_before_families)
 
     def forward(self, h: Tensor) -> Tensor:

@@ -37,7 +37,14 @@ class NormalEmission(Emission):
     observations = "vectors"
 
     def __init__(
-        self, *, state_dim: int, obs_dim: int, hidden: int | None = 64, scale: str = "learned"
+        self,
+        *,
+        state_dim: int,
+        obs_dim: int,
+        hidden: int | None = 64,
+        scale: str = "learned",
+        layers: int = 1,
+        activation: str = "tanh",
     ) -> None:
         if scale not in ("learned", "state"):
             raise ConfigError(f"the Normal emission's scale is 'learned' or 'state', got {scale!r}")
@@ -45,7 +52,8 @@ class NormalEmission(Emission):
         super().__init__()
         self.obs_dim = obs_dim
         self.scale = scale
-        self.net = emitter_network(state_dim, obs_dim * (2 if scale == "state" else 1), hidden)
+        out_dim = obs_dim * (2 if scale == "state" else 1)
+        self.net = emitter_network(state_dim, out_dim, hidden, layers=layers, activation=activation)
         if scale == "learned":
             self.log_scale = nn.Parameter(torch.zeros(obs_dim))
 

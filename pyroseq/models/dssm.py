@@ -128,6 +128,10 @@ class DSSM(StateSpaceModel):
         flow_hidden: hidden width of a named flow's networks.
         emitter_hidden: hidden width of the emitter MLP ``D -> emitter_hidden -> V``; ``None`` for a linear
             emitter ``D -> V``.
+        emitter_layers: the emitter MLP's hidden layers, each of ``emitter_hidden`` units (Pyro's DMM example:
+            2).
+        emitter_activation: the nonlinearity after each hidden layer, ``"tanh"`` or ``"relu"`` (Pyro's DMM
+            example).
         emission: the emission family, a name of :data:`pyroseq.emissions.EMISSIONS`: ``"categorical"``
             (symbols), ``"bernoulli"`` (multi-hot frames), ``"normal"`` or ``"normal_state"`` (real vectors).
         obs_dim: F, the length of each observed vector (the emissions of vectors only).
@@ -153,6 +157,8 @@ class DSSM(StateSpaceModel):
         flow: str | ConditionalTransformModule = "coupling+coupling",
         flow_hidden: int = 64,
         emitter_hidden: int | None = 64,
+        emitter_layers: int = 1,
+        emitter_activation: str = "tanh",
         emission: str = "categorical",
         obs_dim: int | None = None,
         name: str | None = None,
@@ -171,7 +177,14 @@ class DSSM(StateSpaceModel):
             need_inverse=True,
             role="transition flow",
         )
-        self.emitter = make_emission(emission, state_dim=state_dim, obs_dim=obs_dim, hidden=emitter_hidden)
+        self.emitter = make_emission(
+            emission,
+            state_dim=state_dim,
+            obs_dim=obs_dim,
+            hidden=emitter_hidden,
+            layers=emitter_layers,
+            activation=emitter_activation,
+        )
 
     @property
     def obs_dim(self) -> int:

@@ -22,6 +22,7 @@ from pyroseq.data.batch import check_seed
 from pyroseq.data.polyphonic import NUM_KEYS, PolyphonicCorpus, load_polyphonic
 from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
 from pyroseq.data.words import WORD_SOURCES, WordCorpus, load_words
+from pyroseq.emissions import EMITTER_ACTIVATIONS
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
 from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, check_warmup_start, default_kl_warmup
@@ -88,6 +89,8 @@ class RunConfig:
     flow: str = _default(DSSM, "flow")  # DSSM transition flow f_G
     flow_hidden: int = _default(DSSM, "flow_hidden")
     emitter_hidden: int = _default(DSSM, "emitter_hidden")  # 0: a linear emitter
+    emitter_layers: int = _default(DSSM, "emitter_layers")  # the emitter's hidden layers
+    emitter_activation: str = _default(DSSM, "emitter_activation")  # tanh | relu
     guide: str = "future"  # future | gaussian
     guide_flow: str = _default(FutureGuide, "flow")  # the guide's own flow f_Q ("none" for none)
     guide_hidden: int = _default(FutureGuide, "rnn_hidden")  # the guide's backward-RNN size
@@ -136,11 +139,13 @@ class RunConfig:
             ("objective", OBJECTIVES),
             ("training", TRAINING),
             ("emitter_bias", EMITTER_BIASES),
+            ("emitter_activation", tuple(EMITTER_ACTIVATIONS)),
         ):
             if getattr(self, name) not in valid and not (name == "objective" and self.objective is None):
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}: use one of {', '.join(valid)}")
-        positive = ("state_dim", "flow_hidden", "guide_hidden", "embed_dim", "layers", "particles", "steps",
-                    "batch_size", "chunk_length", "valid_size", "devices", "num_nodes")  # fmt: skip
+        positive = ("state_dim", "flow_hidden", "emitter_layers", "guide_hidden", "embed_dim", "layers",
+                    "particles", "steps", "batch_size", "chunk_length", "valid_size", "devices",
+                    "num_nodes")  # fmt: skip
         for name in positive:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}", params=(name,))
@@ -215,9 +220,9 @@ class RunConfig:
 # corpus options (CORPUS) are taken only when no corpus other than its own is named: another --data,
 # --source or --file starts them from their defaults, as a new run on it would.
 CORPUS = ("source", "top", "max_length", "chunk_length")
-SHAPES = ("model", "state_dim", "flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow",
-          "guide_hidden", "guide_cell", "cell", "embed_dim", "layers", "training")  # fmt: skip
-INHERITED = ("data", *CORPUS, *SHAPES, "schedule", "schedule_k", "adversarial_weight")
+SHAPES = ("model", "state_dim", "flow", "flow_hidden", "emitter_hidden", "emitter_layers", "guide",
+          "guide_flow", "guide_hidden", "guide_cell", "cell", "embed_dim", "layers", "training")  # fmt: skip
+INHERITED = ("data", *CORPUS, *SHAPES, "emitter_activation", "schedule", "schedule_k", "adversarial_weight")
 
 # Options that may change on resume: the length of training, where it runs (on as many processes:
 # the run's per-rank word streams continue), how often it logs, and the step size (as
@@ -286,9 +291,11 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
     rules: list[tuple[tuple[str, ...], bool, str]] = [
         (("training", "schedule", "schedule_k", "adversarial_weight", "cell", "layers"),
          config.model == "dssm", ("model", "applies to model rnn only")),
-        (("flow", "flow_hidden", "emitter_hidden", "guide", "guide_flow", "guide_hidden", "guide_cell",
-          "kl_warmup", "kl_warmup_start"),
+        (("flow", "flow_hidden", "emitter_hidden", "emitter_layers", "emitter_activation", "guide",
+          "guide_flow", "guide_hidden", "guide_cell", "kl_warmup", "kl_warmup_start"),
          config.model == "rnn", ("model", "applies to model dssm only")),
+        (("emitter_layers", "emitter_activation"), config.emitter_hidden == 0,
+         ("emitter_hidden", "has no effect on a linear emitter (emitter_hidden=0)")),
         (("kl_warmup_start",), config.kl_warmup == 0,
          ("kl_warmup", "has no effect without a warm-up (kl_warmup=0)")),
         (("top", "max_length"), config.data != "words", ("data", "applies to data words only")),

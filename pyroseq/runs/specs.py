@@ -42,6 +42,11 @@ def model_spec(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
         kwargs = {**observed, "state_dim": config.state_dim, "flow": config.flow,
                   "flow_hidden": config.flow_hidden,
                   "emitter_hidden": config.emitter_hidden or None}  # fmt: skip
+        # Given only where they differ from the default, so that the spec of a run saved before they existed
+        # is the spec a run of the same options gets today.
+        for name in ("emitter_layers", "emitter_activation"):
+            if getattr(config, name) != getattr(RunConfig, name):
+                kwargs[name] = getattr(config, name)
         return {"name": "dssm", "kwargs": kwargs}
     kwargs = {**observed, "cell": config.cell, "state_dim": config.state_dim,
               "embed_dim": config.embed_dim, "num_layers": config.layers}  # fmt: skip
