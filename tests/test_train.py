@@ -131,10 +131,13 @@ def test_bad_options(tmp_path, change, error):
 def test_trainer_refuses_bad_arguments():
     model = build_model("dssm", vocab_size=8, state_dim=2, flow_hidden=4, emitter_hidden=4)
     guide = build_guide("gaussian", vocab_size=8, state_dim=2, rnn_hidden=4)
-    for name in ("lr", "clip_norm", "total_steps", "max_param"):
+    for name in ("lr", "total_steps", "max_param"):
         for bad in (0, -1.0, math.inf, math.nan):
             with pytest.raises(ConfigError, match=f"{name} must be a positive finite number"):
                 Trainer(model, guide, **{name: bad})
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ConfigError, match="clip_norm must be a finite number >= 0 \\(0: no clipping\\)"):
+            Trainer(model, guide, clip_norm=bad)
     professor = build_model("professor", vocab_size=8, state_dim=4, embed_dim=4, disc_hidden=4)
     with pytest.raises(ConfigError, match="jit=True cannot trace ProfessorForcing"):
         Trainer(professor, build_guide("empty"), jit=True)
@@ -587,6 +590,30 @@ def test_gradients_are_averaged_over_the_sequences_of_a_batch():
         figures.append(trainer.step(pad_batch([[3, 4, 5, 2]] * copies)))
     assert figures[1]["grad_norm"] == pytest.approx(figures[0]["grad_norm"], rel=1e-5)
     assert figures[1]["loss"] == pytest.approx(figures[0]["loss"], rel=1e-5)  # per sequence too
+
+
+def test_clip_norm_clips_the_step_and_zero_leaves_the_gradient_as_it_is():
+    """The gradient Adam is handed: the raw one with clip_norm 0, one of norm clip_norm where the raw norm is
+    above it; grad_norm is the raw norm either way."""
+    from pyroseq.data.batch import pad_batch
+
+    batch = pad_batch([[3, 4, 5, 2], [4, 3, 2]])
+    for clip in (0.0, 1e-3):
+        torch.manual_seed(0)
+        trainer = Trainer(build_model("rnn", vocab_size=6, state_dim=4, embed_dim=4), build_guide("empty"),
+                          clip_norm=clip)  # fmt: skip
+        handed = []
+
+        def record(optimizer, args, kwargs, handed=handed):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            grads = [p.grad for p in params if p.grad is not None]
+            handed.append(float(torch.nn.utils.get_total_norm(grads)))
+
+        trainer.optimizer.register_step_pre_hook(record)
+        raw = [trainer.step(batch)["grad_norm"] for _ in range(3)]
+        assert all(r > 0.1 for r in raw)
+        expected = raw if clip == 0 else [clip] * 3
+        assert handed == pytest.approx(expected, rel=1e-4)
 
 
 def test_the_trainer_does_not_trace_by_default():

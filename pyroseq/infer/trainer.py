@@ -32,7 +32,7 @@ from pyroseq.infer.objectives import UNANNEALED, check_objective_applies, make_o
 from pyroseq.models.base import SequenceModel
 from pyroseq.module import load_modules
 
-__all__ = ["Trainer", "DivergenceError", "NonFiniteLossError"]
+__all__ = ["Trainer", "DivergenceError", "NonFiniteLossError", "check_clip_norm"]
 
 SUMMARY_STEPS = 20  # the initial and final losses average this many steps of the whole run
 # Ctrl-C, and what schedulers, `timeout` and container stops send.
@@ -77,12 +77,21 @@ class ObjectiveModule(torch.nn.Module):
         return math.nan * sum(p.sum() for p in self.parameters() if p.requires_grad)
 
 
+def check_clip_norm(clip_norm: float) -> None:
+    """Raise :class:`ConfigError` unless ``clip_norm`` is a finite number >= 0 (0: no clipping)."""
+    if not (clip_norm >= 0 and math.isfinite(clip_norm)):
+        raise ConfigError(
+            f"clip_norm must be a finite number >= 0 (0: no clipping), got {clip_norm}", params=("clip_norm",)
+        )
+
+
 class Trainer:
     """Fits a model and its guide by stochastic variational inference.
 
     Each step: ``model.train_hook(step, batch)`` (scheduled sampling, a discriminator update, ...), the
     objective's differentiable loss for the batch divided by the batch size (the loss is summed over
-    sequences), its gradients (averaged over the ranks with ``fabric``) clipped to ``clip_norm``, then
+    sequences), its gradients (averaged over the ranks with ``fabric``) clipped to the norm ``clip_norm``
+    (0: not clipped; the norm is logged as ``grad_norm`` either way), then
     Adam with a learning rate that decays geometrically from ``lr`` to ``lr * lr_decay`` over
     ``total_steps`` (a torch ``ExponentialLR`` with the per-step factor ``lr_decay ** (1 / total_steps)``).
     A step whose loss or gradients are not finite is skipped (the parameters stay as they were) with a
@@ -150,10 +159,11 @@ class Trainer:
         collapse_every: int = 250,
         fabric: Any = None,
     ) -> None:
-        sizes = (("lr", lr), ("clip_norm", clip_norm), ("total_steps", total_steps), ("max_param", max_param))
+        sizes = (("lr", lr), ("total_steps", total_steps), ("max_param", max_param))
         for name, value in sizes:
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive finite number, got {value}")
+        check_clip_norm(clip_norm)
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
         latent = not model.autoregressive
@@ -236,7 +246,9 @@ class Trainer:
             loss_tensor = self.fabric.all_reduce(loss_tensor.detach(), reduce_op="mean")
         loss = float(loss_tensor.detach())
         grads = [p.grad for p in self.params if p.grad is not None]
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)) if grads else 0.0
+        # clip_grad_norm_ leaves the gradients as they are at an infinite norm, and still returns theirs
+        max_norm = self.clip_norm or math.inf
+        norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm)) if grads else 0.0
         if math.isfinite(loss) and math.isfinite(norm):
             self.optimizer.step()
             self.scheduler.step()  # a skipped step leaves the schedule too, as it leaves the parameters

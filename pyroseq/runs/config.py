@@ -27,6 +27,7 @@ from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
 from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, check_warmup_start, default_kl_warmup
 from pyroseq.infer.objectives import OBJECTIVES, UNANNEALED, check_objective_applies, resolve_recipe
+from pyroseq.infer.trainer import check_clip_norm
 from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
 
@@ -121,7 +122,7 @@ class RunConfig:
     batch_size: int = 64  # per process: --devices N trains on N * batch_size sequences a step
     lr: float = 6e-3
     lr_decay: float = 0.1  # the learning rate decays geometrically to lr * lr_decay at the first --steps
-    clip_norm: float = 10.0
+    clip_norm: float = 10.0  # 0: no clipping
     jit: bool = False
     device: str = "cpu"
     devices: int = 1  # processes per node (GPUs with --device cuda), data-parallel
@@ -153,11 +154,9 @@ class RunConfig:
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", params=(name,))
         check_warmup_start(self.kl_warmup_start)
-        for name in ("lr", "clip_norm"):
-            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ConfigError(
-                    f"{name} must be a positive finite number, got {getattr(self, name)}", params=(name,)
-                )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr}", params=("lr",))
+        check_clip_norm(self.clip_norm)
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
         check_seed(self.seed)
