@@ -3,6 +3,7 @@ runs."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError, ResourceError
 
 __all__ = [
+    "check_clip_norm",
     "check_positive_sizes",
     "check_vocab_size",
     "check_inputs",
@@ -183,3 +185,11 @@ def check_inputs(
                 "(Vocabulary.encode adds it; pass add_eos=True to your own encoder)"
             )
     return ids, mask
+
+
+def check_clip_norm(clip_norm: float) -> None:
+    """Raise :class:`ConfigError` unless ``clip_norm`` is a finite number >= 0 (0: no clipping)."""
+    if not (clip_norm >= 0 and math.isfinite(clip_norm)):
+        raise ConfigError(
+            f"clip_norm must be a finite number >= 0 (0: no clipping), got {clip_norm}", params=("clip_norm",)
+        )

@@ -24,6 +24,7 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from pyroseq.checks import check_clip_norm
 from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, check_warmup_start, default_kl_warmup, warmup_factor
@@ -32,7 +33,7 @@ from pyroseq.infer.objectives import UNANNEALED, check_objective_applies, make_o
 from pyroseq.models.base import SequenceModel
 from pyroseq.module import load_modules
 
-__all__ = ["Trainer", "DivergenceError", "NonFiniteLossError", "check_clip_norm"]
+__all__ = ["Trainer", "DivergenceError", "NonFiniteLossError"]
 
 SUMMARY_STEPS = 20  # the initial and final losses average this many steps of the whole run
 # Ctrl-C, and what schedulers, `timeout` and container stops send.
@@ -75,14 +76,6 @@ class ObjectiveModule(torch.nn.Module):
             if "invalid values" not in str(e):
                 raise
         return math.nan * sum(p.sum() for p in self.parameters() if p.requires_grad)
-
-
-def check_clip_norm(clip_norm: float) -> None:
-    """Raise :class:`ConfigError` unless ``clip_norm`` is a finite number >= 0 (0: no clipping)."""
-    if not (clip_norm >= 0 and math.isfinite(clip_norm)):
-        raise ConfigError(
-            f"clip_norm must be a finite number >= 0 (0: no clipping), got {clip_norm}", params=("clip_norm",)
-        )
 
 
 class Trainer:

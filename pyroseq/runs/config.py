@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from pyroseq.checks import check_clip_norm
 from pyroseq.data.batch import check_seed
 from pyroseq.data.polyphonic import NUM_KEYS, PolyphonicCorpus, load_polyphonic
 from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
@@ -27,7 +28,6 @@ from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
 from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, check_warmup_start, default_kl_warmup
 from pyroseq.infer.objectives import OBJECTIVES, UNANNEALED, check_objective_applies, resolve_recipe
-from pyroseq.infer.trainer import check_clip_norm
 from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
 
