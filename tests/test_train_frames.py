@@ -362,6 +362,8 @@ def test_the_dmm_preset_builds_krishnans_model_at_pyros_sizes():
     # the example's guide RNN: a plain ReLU RNN (a GRU does three times its recurrent arithmetic)
     assert type(guide.future_rnn) is torch.nn.RNN and guide.future_rnn.nonlinearity == "relu"
     assert (config.lr, config.batch_size, config.flow_hidden) == (3e-4, 20, 200)
+    # unclipped: a chorale's gradient norm is in the hundreds, and a clip at 10 held the preset back
+    assert config.clip_norm == 0
     # the example's Trace_ELBO, one particle: the DSSM's default (DReG, K = 4) would do four times its work
     assert (config.objective, resolve_objective(config).particles) == ("elbo", 1)
     # another objective named beside the preset gets its own default K, not the ELBO's one particle
