@@ -389,8 +389,8 @@ def dmm_config(**overrides: Any) -> RunConfig:
     Adam at ``3e-4`` on batches of 20 sequences with KL annealing, and without clipping the gradient
     (``clip_norm=0``: on a chorale's loss its norm is 300-500, so the library's clip at 10 normalised every
     step, and the preset trailed the example by 0.24 nats per frame at epoch 600; unclipped it is level
-    with the example at epoch 450 and 0.14 behind at 600, docs/results.md). Where pyroseq differs from the example: the emitter
-    has one tanh hidden layer (the example's two ReLU layers, ``emitter_layers=2,
+    with the example at epoch 450 and 0.14 behind at 600, docs/results.md). Where pyroseq differs from
+    the example: the emitter has one tanh hidden layer (the example's two ReLU layers, ``emitter_layers=2,
     emitter_activation="relu"``, were slower over the 180 epochs measured), the guide's backward RNN (a
     plain ReLU RNN, as the example's) reads a linear map of each frame (the example's reads the frame), the
     optimiser is pyroseq's Adam with betas (0.9, 0.999) on the loss per sequence (the example's
