@@ -427,7 +427,7 @@ def test_save_run_writes_a_run_that_the_commands_accept(corpus, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "case", ["another size", "another guide cell", "an autoguide", "a run already there"]
+    "case", ["another size", "another guide cell", "another emitter", "an autoguide", "a run already there"]
 )
 def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, case):
     from pyroseq.errors import CheckpointError
@@ -447,6 +447,9 @@ def test_save_run_refuses_what_the_config_does_not_describe(corpus, tmp_path, ca
             "relu",
             r"describes \(guide_cell \(rnn_cell\) 'relu' vs the guide's 'gru'\)",
         )
+    elif case == "another emitter":  # an argument the spec leaves out at its default, on the model alone
+        model = DSSM(vocab_size=V, state_dim=4, flow_hidden=8, emitter_hidden=8, emitter_activation="relu")
+        match = r"describes \(emitter_activation 'tanh' vs the model's 'relu'\)"
     elif case == "an autoguide":
         guide, match = AutoNormal(model), "AutoNormal"
     else:
@@ -468,7 +471,8 @@ def test_spec_differences_name_the_option_of_the_config_behind_each_argument(cor
     dssm = RunConfig(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8)
     rnn = RunConfig(model="rnn", source="sample", state_dim=4, embed_dim=4)
     for config, changes, model_says, guide_says in (
-        (dssm, dict(state_dim=5, guide_hidden=9, guide_cell="relu"), ["state_dim 4 vs the model's 5"],
+        (dssm, dict(state_dim=5, guide_hidden=9, guide_cell="relu", emitter_layers=2),
+         ["emitter_layers 1 vs the model's 2", "state_dim 4 vs the model's 5"],
          ["state_dim 4 vs the guide's 5", "guide_hidden (rnn_hidden) 8 vs the guide's 9",
           "guide_cell (rnn_cell) 'gru' vs the guide's 'relu'"]),
         (rnn, dict(cell="lstm", layers=2),

@@ -168,6 +168,7 @@ class DSSM(StateSpaceModel):
         super().__init__(vocab_size=vocab_size, name=name)
         self.emission = emission
         self.state_dim = state_dim
+        self.emitter_layers, self.emitter_activation = emitter_layers, emitter_activation
         self.h_0 = nn.Parameter(torch.zeros(state_dim))
         self.transition_flow = resolve_flow(
             flow,

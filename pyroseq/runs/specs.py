@@ -23,6 +23,12 @@ from pyroseq.runs.config import RunConfig
 __all__ = ["model_spec", "guide_spec", "build_from_specs", "spec_differences"]
 
 
+# The DSSM's arguments added after runs were first saved, and their defaults: a spec gives them only where
+# they differ, so that the spec of a run saved before they existed is the spec a run of the same options
+# gets today, and spec_differences fills the defaults back in.
+_DSSM_LATER = {"emitter_layers": RunConfig.emitter_layers, "emitter_activation": RunConfig.emitter_activation}
+
+
 def _observed(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
     """What a model or guide is told of its observations: ``vocab_size`` for symbols; for frames the
     emission family the data calls for and ``obs_dim`` (the arguments a model of symbols saved before
@@ -42,11 +48,8 @@ def model_spec(config: RunConfig, vocab: Vocabulary | None) -> dict[str, Any]:
         kwargs = {**observed, "state_dim": config.state_dim, "flow": config.flow,
                   "flow_hidden": config.flow_hidden,
                   "emitter_hidden": config.emitter_hidden or None}  # fmt: skip
-        # Given only where they differ from the default, so that the spec of a run saved before they existed
-        # is the spec a run of the same options gets today.
-        for name in ("emitter_layers", "emitter_activation"):
-            if getattr(config, name) != getattr(RunConfig, name):
-                kwargs[name] = getattr(config, name)
+        later = {name: getattr(config, name) for name in _DSSM_LATER}
+        kwargs |= {name: value for name, value in later.items() if value != _DSSM_LATER[name]}
         return {"name": "dssm", "kwargs": kwargs}
     kwargs = {**observed, "cell": config.cell, "state_dim": config.state_dim,
               "embed_dim": config.embed_dim, "num_layers": config.layers}  # fmt: skip
@@ -105,7 +108,8 @@ def spec_differences(spec: dict[str, Any], module: Any, *, role: str) -> list[st
         role: ``"model"`` or ``"guide"``.
     """
     differ = []
-    for argument, wanted in spec["kwargs"].items():
+    kwargs = {**(_DSSM_LATER if role == "model" and spec["name"] == "dssm" else {}), **spec["kwargs"]}
+    for argument, wanted in kwargs.items():
         have = getattr(module, argument, wanted)
         if isinstance(have, str | int | float | None) and have != wanted:
             source = _SOURCES[role].get(argument, argument)
