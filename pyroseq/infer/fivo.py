@@ -97,6 +97,7 @@ class FIVO(DifferentiableObjective):
                 "have no effect; train FIVO with kl_warmup=0 (warm up with another objective first)",
                 params=("kl_warmup",),
             )
+        ids, mask = model.checked_inputs(ids, mask)  # as the model takes them (frames as floats)
         N, (B, T) = self.num_particles, mask.shape
         proposal = self._trajectory_law(guide, ids, mask)  # batch (N, B)
         prior = self._trajectory_law(model, ids, mask)
@@ -122,12 +123,12 @@ class FIVO(DifferentiableObjective):
 
     @staticmethod
     def _observed(model: StateSpaceModel, obs: Tensor, live: Tensor, t: int) -> Tensor:
-        """Step ``t``'s observations, ``(B,)`` ids or ``(B, F)`` frames. After a symbol sequence's end EOS
-        stands in for PAD, which has probability 0 (a finite weight there keeps the gradients finite); a
-        padded frame is scored as it is (the step counts no more either way)."""
+        """Step ``t``'s observations, ``(B,)`` ids or ``(B, F)`` frames. After a sequence's end a valid
+        observation stands in for the padding, EOS for PAD (probability 0) and zeros for a padded frame (of
+        any value), so that the weight there, which counts no more, stays finite and so do the gradients."""
         if model.emits_symbols:
             return torch.where(live, obs[:, t], Vocabulary.eos_id)
-        return obs[:, t]
+        return torch.where(live[:, None], obs[:, t], 0.0)
 
     def _trajectory_law(self, fn: Callable, ids: Tensor, mask: Tensor) -> StateTrajectory:
         """The law of ``fn``'s trajectory site with N particles (batch ``(N, B)``), read without drawing it:
