@@ -56,7 +56,10 @@ def parse() -> argparse.Namespace:
         "--free-bits", type=float, default=0.0, help="FreeBitsELBO's floor per word (nats); 0: off"
     )
     p.add_argument(
-        "--kl-warmup", type=int, default=500, help="steps; FIVO refuses any but 0 (it scores the laws itself)"
+        "--kl-warmup",
+        type=int,
+        default=None,
+        help="steps [default: the Trainer's, 500 for a DSSM, none for FIVO, which scores the laws itself]",
     )
     p.add_argument("--emitter-bias", choices=["unigram", "default"], default="unigram")
     p.add_argument("--lr", type=float, default=6e-3)
@@ -87,6 +90,10 @@ def main() -> None:
     warmup = args.kl_warmup if args.model == "dssm" else 0
     trainer = Trainer(model, guide, objective=args.objective, particles=args.particles,
                       lr=args.lr, total_steps=args.horizon, kl_warmup=warmup)  # fmt: skip
+    if args.free_bits and args.objective != "elbo":
+        raise SystemExit(
+            f"--free-bits is a floor under the ELBO's KL terms: drop --objective {args.objective}"
+        )
     if args.free_bits:  # an objective the Trainer does not name: handed in as a Pyro objective
         trainer.loss = FreeBitsELBO(free_nats=args.free_bits, num_particles=args.particles)
         trainer.objective = ObjectiveModule(model, guide, trainer.loss)
@@ -112,7 +119,7 @@ def main() -> None:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "ce": metrics["ce_nats"], "ce_stderr": metrics["ce_stderr"], "vocab_mass": metrics["vocab_mass"],
         "estimator": metrics["estimator"], "k": metrics["samples"], "train_cpu_s": round(train_cpu, 1),
-        "curve": curve, "torch": torch.__version__,
+        "curve": curve, "trained_by": type(trainer.loss).__name__, "torch": torch.__version__,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:

@@ -184,6 +184,28 @@ def test_registry_errors():
         make_emission("categorical", state_dim=D, obs_dim=3)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_family_builds_an_emitter_of_another_depth_and_nonlinearity(name):
+    emission = make_emission(name, state_dim=3, obs_dim=6, hidden=5, layers=3, activation="relu")
+    kinds = [type(m) for m in emission.net]
+    assert kinds == [torch.nn.Linear, torch.nn.ReLU] * 3 + [torch.nn.Linear]
+    assert emission(torch.randn(2, 3)).shape[:-1] == (2,)
+    with pytest.raises(ConfigError, match="a linear emitter .* has no layers or activation"):
+        make_emission(name, state_dim=3, obs_dim=6, hidden=None, layers=2)
+    with pytest.raises(ConfigError, match="unknown emitter_activation 'gelu'"):
+        make_emission(name, state_dim=3, obs_dim=6, hidden=5, activation="gelu")
+
+
+def test_a_family_registered_with_the_old_signature_still_builds(monkeypatch):
+    """A factory of ``(*, state_dim, obs_dim, hidden)`` (the registry's contract before emitter depth)."""
+
+    def old_factory(*, state_dim, obs_dim, hidden):
+        return CategoricalEmission(state_dim=state_dim, obs_dim=obs_dim, hidden=hidden)
+
+    monkeypatch.setitem(EMISSIONS, "mine", old_factory)
+    assert make_emission("mine", state_dim=3, obs_dim=6, hidden=4).obs_dim == 6
+
+
 def test_categorical_loads_a_state_dict_from_before_the_families():
     """Checkpoints saved when the DSSM's emitter was the network itself (``emitter.0.weight``) still load."""
     for hidden, keys in [(8, ["0.weight", "0.bias", "2.weight", "2.bias"]), (None, ["weight", "bias"])]:

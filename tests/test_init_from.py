@@ -262,3 +262,14 @@ def test_fivo_trains_on_from_a_warmed_up_run_and_refuses_a_warm_up(tmp_path, bas
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code != 0 and "set --kl-warmup 0 (got 10)" in refused.output
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_emitter_options_come_from_the_source(tmp_path):
+    src = tmp_path / "src"
+    train_run(
+        RunConfig(**{**TINY, "steps": 1}, emitter_layers=2, emitter_activation="relu"), src, progress=False
+    )
+    train_run(RunConfig(init_from=str(src), steps=1, **AFTER), tmp_path / "ft", progress=False)
+    run = load_run(tmp_path / "ft")
+    assert (run.config.emitter_layers, run.config.emitter_activation) == (2, "relu")
+    assert [type(m) for m in run.model.emitter.net][1::2] == [torch.nn.ReLU] * 2

@@ -20,17 +20,17 @@ def screen(tmp_path, *options):
 
 
 @pytest.mark.parametrize(
-    "options, estimator",
+    "options, estimator, trained_by",
     [
-        (("--model", "rnn"), "exact"),
-        (("--objective", "dreg", "--particles", "2"), "iwae"),
-        (("--free-bits", "1", "--kl-warmup", "0"), "iwae"),
-        (("--objective", "fivo", "--particles", "2", "--kl-warmup", "0"), "iwae"),
+        (("--model", "rnn"), "exact", "Trace_ELBO"),
+        (("--objective", "dreg", "--particles", "2"), "iwae", "DReG"),
+        (("--free-bits", "1", "--kl-warmup", "0"), "iwae", "FreeBitsELBO"),
+        (("--objective", "fivo", "--particles", "2"), "iwae", "FIVO"),
     ],
 )
-def test_a_screen_appends_its_curve_and_figures(tmp_path, options, estimator):
+def test_a_screen_appends_its_curve_and_figures(tmp_path, options, estimator, trained_by):
     (record,) = screen(tmp_path, *options)
-    assert record["estimator"] == estimator
+    assert (record["estimator"], record["trained_by"]) == (estimator, trained_by)
     assert [point[0] for point in record["curve"]] == [2, 4]  # every 2 steps, up to the budget
     assert record["ce"] == record["curve"][-1][2] > 0
     assert record["curve"][0][1] <= record["curve"][1][1] == record["train_cpu_s"]

@@ -177,3 +177,13 @@ def test_fivo_is_a_named_objective_for_state_space_models_only_and_without_a_war
     assert refused.value.params == ("objective", "kl_warmup")
     with pytest.raises(ConfigError, match="RNNLM has none"):
         Trainer(RNNLM(vocab_size=5), None, objective="fivo")
+
+
+def test_a_run_by_fivo_starts_without_a_warm_up_and_a_model_without_states_is_refused():
+    from pyroseq.runs.config import RunConfig, resolve_kl_warmup
+
+    assert resolve_kl_warmup(RunConfig(objective="fivo")).kl_warmup == 0  # a new run, not --init-from
+    assert resolve_kl_warmup(RunConfig(objective="dreg")).kl_warmup > 0
+    with pytest.raises(ConfigError, match="model rnn has none") as refused:
+        RunConfig(model="rnn", objective="fivo").validate()
+    assert refused.value.params == ("objective", "model")

@@ -42,8 +42,12 @@ EMISSIONS: dict[str, Callable[..., Emission]] = {
     "normal": partial(NormalEmission, scale="learned"),
     "normal_state": partial(NormalEmission, scale="state"),
 }
-"""Name -> factory ``(*, state_dim, obs_dim, hidden, layers, activation)`` of every emission family; add an
-entry to make a new family nameable."""
+"""Name -> factory ``(*, state_dim, obs_dim, hidden)`` of every emission family, which also takes ``layers``
+and ``activation`` to be built with an emitter of another depth or nonlinearity; add an entry to make a new
+family nameable."""
+
+
+_NETWORK_DEFAULTS = {"layers": 1, "activation": "tanh"}
 
 
 def make_emission(
@@ -76,9 +80,9 @@ def make_emission(
     """
     if name not in EMISSIONS:
         raise ConfigError(f"unknown emission {name!r}; valid names: {', '.join(EMISSIONS)}")
-    return EMISSIONS[name](
-        state_dim=state_dim, obs_dim=obs_dim, hidden=hidden, layers=layers, activation=activation
-    )
+    # A family registered before emitters had depth and a nonlinearity takes neither: pass them where set.
+    network = {k: v for k, v in (("layers", layers), ("activation", activation)) if v != _NETWORK_DEFAULTS[k]}
+    return EMISSIONS[name](state_dim=state_dim, obs_dim=obs_dim, hidden=hidden, **network)
 
 
 def emission_size(name: str, *, vocab_size: int | None, obs_dim: int | None) -> int:

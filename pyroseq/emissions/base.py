@@ -50,6 +50,13 @@ def emitter_network(
             params=("emitter_activation",),
         )
     if hidden is None:
+        if (layers, activation) != (1, "tanh"):
+            raise ConfigError(
+                "a linear emitter (no hidden layer) has no layers or activation to set: give emitter_hidden "
+                "a width, or leave emitter_layers=1 and emitter_activation='tanh' (got "
+                f"{layers}, {activation!r})",
+                params=("emitter_hidden", "emitter_layers", "emitter_activation"),
+            )
         return nn.Linear(state_dim, out_dim)
     body: list[nn.Module] = []
     for width_in in [state_dim] + [hidden] * (layers - 1):

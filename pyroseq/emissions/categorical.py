@@ -15,7 +15,7 @@ from pyroseq.data.vocab import Vocabulary
 from pyroseq.emissions.base import Emission, emitter_network
 from pyroseq.errors import DataError
 
-__all__ = ["CategoricalEmission", "mask_special_logits"]
+__all__ = ["CategoricalEmission", "mask_special_logits", "symbol_log_prob"]
 
 
 # The ids of PAD and BOS, one small index tensor per device: mask_special_logits runs every time step.
@@ -31,6 +31,12 @@ def mask_special_logits(logits: Tensor) -> Tensor:
     return logits.index_fill(-1, index, float("-inf"))
 
 
+def symbol_log_prob(logits: Tensor, ids: Tensor) -> Tensor:
+    """``log softmax(logits)`` gathered at the symbols ``ids``, broadcast against ``logits.shape[:-1]``."""
+    index = ids.expand(logits.shape[:-1]).unsqueeze(-1)  # (..., 1)
+    return torch.log_softmax(logits, dim=-1).gather(-1, index).squeeze(-1)
+
+
 class CategoricalEmission(Emission):
     """``p(w_t | h_t) = Categorical(softmax(g(h_t)))`` over V symbols, PAD and BOS masked.
 
@@ -40,6 +46,8 @@ class CategoricalEmission(Emission):
         state_dim: D, the dimension of the state.
         obs_dim: V, the number of symbols including PAD, BOS and EOS.
         hidden: hidden width of the emitter MLP ``D -> hidden -> V``; ``None`` for a linear ``D -> V``.
+        layers, activation: the MLP's hidden layers and the nonlinearity after each
+            (:func:`~pyroseq.emissions.base.emitter_network`).
 
     Example:
         >>> emission = CategoricalEmission(state_dim=4, obs_dim=6, hidden=8)
@@ -81,8 +89,7 @@ class CategoricalEmission(Emission):
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         """``log softmax`` gathered at the symbols ``value`` (broadcast against ``params.shape[:-1]``)."""
-        ids = value.expand(params.shape[:-1]).unsqueeze(-1)  # (..., 1)
-        return torch.log_softmax(self.logits(params), dim=-1).gather(-1, ids).squeeze(-1)
+        return symbol_log_prob(self.logits(params), value)
 
     def check_observations(
         self, obs: Tensor | None, mask: Tensor, *, who: str

@@ -1,7 +1,8 @@
 """Inference: SVI objectives, KL annealing, the training loop and the particle filter.
 
-* :mod:`~pyroseq.infer.objectives`: ELBO and IWAE by name; :class:`IWAE`, a differentiable IWAE loss, and
-  :func:`~pyroseq.infer.objectives.importance_log_weights`, the one computation of importance log-weights;
+* :mod:`~pyroseq.infer.objectives`: ELBO, IWAE, DReG and FIVO by name; :class:`IWAE`, a differentiable
+  IWAE loss, and :func:`~pyroseq.infer.objectives.importance_log_weights`, the one computation of
+  importance log-weights;
 * :mod:`~pyroseq.infer.dreg`: :class:`DReG`, IWAE with doubly reparameterised guide gradients;
 * :mod:`~pyroseq.infer.freebits`: :class:`FreeBitsELBO`, the ELBO with a floor under each KL term;
 * :mod:`~pyroseq.infer.fivo`: :class:`FIVO`, a particle filter's bound with the guide proposing;

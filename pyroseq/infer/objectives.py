@@ -72,14 +72,14 @@ def resolve_recipe(
     return objective, particles
 
 
-def check_objective_applies(objective: str, *, latent: bool, kl_warmup: int, who: str) -> None:
-    """Raise :class:`ConfigError` where ``objective`` cannot train the model as asked: FIVO filters a
-    state-space model's states (``latent``), and a warm-up cannot reach an objective of
-    :data:`UNANNEALED` (it would be silently ignored)."""
-    if objective == "fivo" and not latent:
+def check_objective_applies(objective: str, *, states: bool, kl_warmup: int, who: str) -> None:
+    """Raise :class:`ConfigError` where ``objective`` cannot train the model as asked: FIVO filters the states
+    of a state-space model (``states``), and a warm-up cannot reach an objective of :data:`UNANNEALED` (it
+    would be silently ignored)."""
+    if objective == "fivo" and not states:
         raise ConfigError(
             f"objective 'fivo' filters a state-space model's states, and {who} has none: use elbo",
-            params=("objective",),
+            params=("objective", "model"),
         )
     if objective in UNANNEALED and kl_warmup:
         raise ConfigError(

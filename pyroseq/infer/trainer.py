@@ -30,7 +30,7 @@ from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, check_warmup_start, default_kl_warmup, warmup_factor
 from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
 from pyroseq.infer.objectives import UNANNEALED, check_objective_applies, make_objective, resolve_recipe
-from pyroseq.models.base import SequenceModel
+from pyroseq.models.base import SequenceModel, StateSpaceModel
 from pyroseq.module import load_modules
 
 __all__ = ["Trainer", "DivergenceError", "NonFiniteLossError"]
@@ -166,7 +166,8 @@ class Trainer:
             kl_warmup = default_kl_warmup(total_steps) if annealable else 0
         if kl_warmup < 0:
             raise ConfigError(f"kl_warmup must be >= 0 steps, got {kl_warmup}")
-        check_objective_applies(objective, latent=latent, kl_warmup=kl_warmup, who=type(model).__name__)
+        states = isinstance(model, StateSpaceModel)
+        check_objective_applies(objective, states=states, kl_warmup=kl_warmup, who=type(model).__name__)
         check_warmup_start(kl_warmup_start)
         if collapse_every < 0:
             raise ConfigError(f"collapse_every must be >= 0 steps, got {collapse_every}")

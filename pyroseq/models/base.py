@@ -29,7 +29,7 @@ from torch.distributions.transforms import ComposeTransform
 
 from pyroseq.data.batch import Batch
 from pyroseq.data.vocab import Vocabulary
-from pyroseq.emissions.categorical import mask_special_logits
+from pyroseq.emissions.categorical import mask_special_logits, symbol_log_prob
 from pyroseq.errors import ConfigError
 from pyroseq.flows.trajectory import shift_states
 from pyroseq.module import PyroseqModule
@@ -187,5 +187,4 @@ class StateSpaceModel(SequenceModel):
         This default reads :meth:`emission_logits` (a categorical emission); a model with another emission
         family overrides it (the DSSM asks its emission).
         """
-        ids = obs.expand(h.shape[:-1]).unsqueeze(-1)
-        return torch.log_softmax(self.emission_logits(h), dim=-1).gather(-1, ids).squeeze(-1)
+        return symbol_log_prob(self.emission_logits(h), obs)

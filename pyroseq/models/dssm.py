@@ -126,8 +126,8 @@ class DSSM(StateSpaceModel):
             :class:`~pyro.distributions.conditional.ConditionalTransformModule` mapping ``(D,)`` to ``(D,)``
             with a ``(D,)`` context; it must have an inverse.
         flow_hidden: hidden width of a named flow's networks.
-        emitter_hidden: hidden width of the emitter MLP ``D -> emitter_hidden -> V``; ``None`` for a linear
-            emitter ``D -> V``.
+        emitter_hidden: hidden width of the emitter MLP ``D -> emitter_hidden (-> emitter_hidden ...) -> V``;
+            ``None`` for a linear emitter ``D -> V``.
         emitter_layers: the emitter MLP's hidden layers, each of ``emitter_hidden`` units (Pyro's DMM example:
             2).
         emitter_activation: the nonlinearity after each hidden layer, ``"tanh"`` or ``"relu"`` (Pyro's DMM

@@ -110,12 +110,14 @@ class RunConfig:
     # (init_emitter_bias, every model alike) or "default", nn.Linear's own draw (runs saved before the option)
     emitter_bias: str = "unigram"
     # optimisation
-    # elbo | iwae | dreg; None, in a new run: dreg for a DSSM, elbo for an RNN (see resolve_objective)
+    # elbo | iwae | dreg | fivo; None, in a new run: dreg for a DSSM, elbo for an RNN (see resolve_objective)
     objective: str | None = None
-    particles: int | None = None  # K; None, in a new run: DEFAULT_PARTICLES for a DSSM's dreg/iwae, else 1
+    particles: int | None = (
+        None  # K; None, in a new run: DEFAULT_PARTICLES for a DSSM's iwae/dreg/fivo, else 1
+    )
     # dssm: KL annealing over this many steps (0: none). None, in a new run: DEFAULT_KL_WARMUP steps, or
-    # half of --steps if that is fewer, and none from --init-from (see resolve_kl_warmup); a run saved
-    # before the option: none.
+    # half of --steps if that is fewer, and none from --init-from or for fivo (see resolve_kl_warmup); a run
+    # saved before the option: none.
     kl_warmup: int | None = None
     kl_warmup_start: float = 0.0  # dssm: the KL annealing factor the warm-up starts from (Pyro's DMM: 0.2)
     steps: int = 1000
@@ -169,7 +171,7 @@ class RunConfig:
         if self.objective is not None:
             check_objective_applies(
                 self.objective,
-                latent=self.model == "dssm",
+                states=self.model == "dssm",
                 kl_warmup=self.kl_warmup or 0,
                 who=f"model {self.model}",
             )
@@ -314,8 +316,8 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
 def resolve_objective(config: RunConfig) -> RunConfig:
     """``config`` with ``objective`` and ``particles`` set where a new run left them at None, by
     :func:`~pyroseq.infer.objectives.resolve_recipe` (as the ``Trainer`` sets them): DReG with K = 4 for a
-    DSSM, the ELBO with K = 1 for an RNN or under ``jit``; IWAE or DReG named without ``particles`` for a
-    DSSM gets K = 4."""
+    DSSM, the ELBO with K = 1 for an RNN or under ``jit``; IWAE, DReG or FIVO named without ``particles``
+    for a DSSM gets K = 4."""
     objective, k = resolve_recipe(config.objective, config.particles, latent=config.model == "dssm",
                                   jit=config.jit)  # fmt: skip
     return dataclasses.replace(config, objective=objective, particles=k)
