@@ -189,7 +189,8 @@ def check_inputs(
 
 def check_clip_norm(clip_norm: float) -> None:
     """Raise :class:`ConfigError` unless ``clip_norm`` is a finite number >= 0 (0: no clipping)."""
-    if not (clip_norm >= 0 and math.isfinite(clip_norm)):
+    number = isinstance(clip_norm, int | float) and not isinstance(clip_norm, bool)
+    if not (number and clip_norm >= 0 and math.isfinite(clip_norm)):
         raise ConfigError(
             f"clip_norm must be a finite number >= 0 (0: no clipping), got {clip_norm}", params=("clip_norm",)
         )

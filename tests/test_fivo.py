@@ -196,3 +196,14 @@ def test_fivo_takes_frames_as_the_model_does_and_ignores_what_pads_them():
         assert torch.allclose(log_z, reference)
         grads = torch.autograd.grad(log_z.sum(), list(model.parameters()))
         assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_fivo_refuses_a_guide_of_another_state_size_and_a_particle_count_that_is_not_a_count():
+    batch = pad_batch([VOCAB.encode(w) for w in WORDS])
+    model = DSSM(vocab_size=len(VOCAB), state_dim=D, flow_hidden=4, emitter_hidden=4)
+    guide = FutureGuide(vocab_size=len(VOCAB), state_dim=D + 1, embed_dim=3, rnn_hidden=4, flow_hidden=4)
+    with pytest.raises(ConfigError, match=f"give the guide state_dim={D}"):
+        FIVO(num_particles=2).loss(model, guide, batch.ids, batch.mask)
+    for bad in (2.5, True, 0):
+        with pytest.raises(ConfigError, match="num_particles must be an integer N >= 1"):
+            FIVO(num_particles=bad)

@@ -175,8 +175,10 @@ def test_fivo_is_a_named_objective_for_state_space_models_only_and_without_a_war
     with pytest.raises(ConfigError, match="set kl_warmup=0 \\(got 100\\)") as refused:
         Trainer(model, guide, objective="fivo", kl_warmup=100)
     assert refused.value.params == ("objective", "kl_warmup")
-    with pytest.raises(ConfigError, match="RNNLM has none"):
+    with pytest.raises(ConfigError, match="RNNLM has no states for objective 'fivo' to filter"):
         Trainer(RNNLM(vocab_size=5), None, objective="fivo")
+    with pytest.raises(ConfigError, match="kl_warmup_start=0.2 has no effect .* objective 'fivo' needs"):
+        Trainer(model, guide, objective="fivo", kl_warmup_start=0.2)
 
 
 def test_a_run_by_fivo_starts_without_a_warm_up_and_a_model_without_states_is_refused():
@@ -184,6 +186,7 @@ def test_a_run_by_fivo_starts_without_a_warm_up_and_a_model_without_states_is_re
 
     assert resolve_kl_warmup(RunConfig(objective="fivo")).kl_warmup == 0  # a new run, not --init-from
     assert resolve_kl_warmup(RunConfig(objective="dreg")).kl_warmup > 0
-    with pytest.raises(ConfigError, match="model rnn has none") as refused:
+    with pytest.raises(ConfigError, match="model rnn has no states") as refused:
         RunConfig(model="rnn", objective="fivo").validate()
     assert refused.value.params == ("objective", "model")
+    assert refused.value.naming({}).startswith("--model rnn has no states for --objective 'fivo' to filter")

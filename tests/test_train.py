@@ -135,7 +135,7 @@ def test_trainer_refuses_bad_arguments():
         for bad in (0, -1.0, math.inf, math.nan):
             with pytest.raises(ConfigError, match=f"{name} must be a positive finite number"):
                 Trainer(model, guide, **{name: bad})
-    for bad in (-1.0, math.inf, math.nan):
+    for bad in (-1.0, math.inf, math.nan, None, "10"):
         with pytest.raises(ConfigError, match="clip_norm must be a finite number >= 0 \\(0: no clipping\\)"):
             Trainer(model, guide, clip_norm=bad)
     professor = build_model("professor", vocab_size=8, state_dim=4, embed_dim=4, disc_hidden=4)

@@ -79,8 +79,10 @@ class FIVO(DifferentiableObjective):
     """
 
     def __init__(self, *, num_particles: int = 8, ess_threshold: float = 0.5, site: str = "h") -> None:
-        if num_particles < 1:
-            raise ConfigError(f"the number of particles N must be at least 1, got {num_particles}")
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+            raise ConfigError(
+                f"num_particles must be an integer N >= 1, got {num_particles!r}", params=("num_particles",)
+            )
         check_ess_threshold(ess_threshold)
         super().__init__(num_particles=num_particles, max_plate_nesting=1)
         self.ess_threshold, self.site = ess_threshold, site
@@ -102,6 +104,12 @@ class FIVO(DifferentiableObjective):
         proposal = self._trajectory_law(guide, ids, mask)  # batch (N, B)
         prior = self._trajectory_law(model, ids, mask)
         h_guide, h_model = proposal.initial, prior.initial  # (N, B, D): each its own h_0
+        if h_guide.shape != h_model.shape:
+            raise ConfigError(
+                f"the guide's states have shape {tuple(h_guide.shape[2:])} and the model's "
+                f"{tuple(h_model.shape[2:])}: give the guide state_dim={h_model.shape[-1]}",
+                params=("state_dim",),
+            )
         log_w = torch.full((N, B), -math.log(N), device=ids.device)  # normalised
         log_z = torch.zeros(B, device=ids.device)
         for t in range(T):

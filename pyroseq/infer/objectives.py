@@ -78,7 +78,8 @@ def check_objective_applies(objective: str, *, states: bool, kl_warmup: int, who
     would be silently ignored)."""
     if objective == "fivo" and not states:
         raise ConfigError(
-            f"objective 'fivo' filters a state-space model's states, and {who} has none: use elbo",
+            f"{who} has no states for objective 'fivo' to filter (it needs a state-space model, a DSSM): use "
+            "elbo",
             params=("objective", "model"),
         )
     if objective in UNANNEALED and kl_warmup:

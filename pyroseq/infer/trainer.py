@@ -169,6 +169,12 @@ class Trainer:
         states = isinstance(model, StateSpaceModel)
         check_objective_applies(objective, states=states, kl_warmup=kl_warmup, who=type(model).__name__)
         check_warmup_start(kl_warmup_start)
+        if kl_warmup_start and not kl_warmup:
+            raise ConfigError(
+                f"kl_warmup_start={kl_warmup_start:g} has no effect without a warm-up (kl_warmup=0"
+                + (f", which objective {objective!r} needs)" if objective in UNANNEALED else ")"),
+                params=("kl_warmup_start", "kl_warmup"),
+            )
         if collapse_every < 0:
             raise ConfigError(f"collapse_every must be >= 0 steps, got {collapse_every}")
         if jit and kl_warmup:
