@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 
+import numpy as np
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -516,3 +517,17 @@ def test_a_run_pads_each_batch_to_its_longest_chorale_unless_a_trace_needs_one_s
     config = RunConfig(data="polyphonic", source=str(music(tmp_path)), jit=jit, batch_size=2)
     sampler, *_ = _training_data(config, load_polyphonic(config.source), torch.device("cpu"), rank=0)
     assert sampler.pad_to == pad_to
+
+
+@pytest.mark.parametrize("guide_class", [FutureGuide, GaussianGuide])
+def test_frames_in_double_precision_score_as_in_single(guide_class):
+    """numpy's float64 frames, as a user builds them, give the ELBO of the same frames in float32."""
+    model = DSSM(emission="bernoulli", obs_dim=NUM_KEYS, state_dim=3, flow_hidden=4, emitter_hidden=4)
+    guide = guide_class(obs_dim=NUM_KEYS, state_dim=3, rnn_hidden=4)
+    frames = torch.from_numpy((np.random.default_rng(0).random((2, 5, NUM_KEYS)) < 0.1).astype(np.float64))
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    losses = []
+    for given in (frames, frames.float()):
+        pyro.set_rng_seed(0)
+        losses.append(pyro.infer.Trace_ELBO().loss(model, guide, given, mask))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

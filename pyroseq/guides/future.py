@@ -145,7 +145,9 @@ class FutureGuide(PyroseqModule):
                     "symbol ids (B, T); build it with obs_dim for frames"
                 )
             return super().checked_inputs(ids, mask)
-        return check_vectors(ids, mask, obs_dim=self.obs_dim, who=type(self).__name__)
+        frames, mask = check_vectors(ids, mask, obs_dim=self.obs_dim, who=type(self).__name__)
+        # frames in the guide's own precision (numpy gives float64, the input layer's weights are float32)
+        return (None if frames is None else frames.to(self.embed.weight.dtype)), mask
 
     def future_summary(self, ids: Tensor, mask: Tensor) -> Tensor:
         """``b_t``, the backward RNN's summary of ``w_{t:L}`` for each sequence of length L, ``(B, T, H)``.
