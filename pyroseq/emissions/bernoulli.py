@@ -22,8 +22,8 @@ class BernoulliEmission(Emission):
         state_dim: D, the dimension of the state.
         obs_dim: F, the length of each frame (88 for a piano roll).
         hidden: hidden width of the emitter MLP ``D -> hidden -> F``; ``None`` for a linear ``D -> F``.
-        layers, activation: the MLP's hidden layers and the nonlinearity after each
-            (:func:`~pyroseq.emissions.base.emitter_network`).
+        layers: the MLP's hidden layers (:func:`~pyroseq.emissions.base.emitter_network`).
+        activation: the nonlinearity after each hidden layer, ``"tanh"`` or ``"relu"``.
 
     Example:
         >>> import torch

@@ -46,8 +46,8 @@ class CategoricalEmission(Emission):
         state_dim: D, the dimension of the state.
         obs_dim: V, the number of symbols including PAD, BOS and EOS.
         hidden: hidden width of the emitter MLP ``D -> hidden -> V``; ``None`` for a linear ``D -> V``.
-        layers, activation: the MLP's hidden layers and the nonlinearity after each
-            (:func:`~pyroseq.emissions.base.emitter_network`).
+        layers: the MLP's hidden layers (:func:`~pyroseq.emissions.base.emitter_network`).
+        activation: the nonlinearity after each hidden layer, ``"tanh"`` or ``"relu"``.
 
     Example:
         >>> emission = CategoricalEmission(state_dim=4, obs_dim=6, hidden=8)

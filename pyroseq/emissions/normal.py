@@ -25,8 +25,8 @@ class NormalEmission(Emission):
         state_dim: D, the dimension of the state.
         obs_dim: F, the length of each observed vector.
         hidden: hidden width of the emitter MLP; ``None`` for a linear emitter.
-        layers, activation: the MLP's hidden layers and the nonlinearity after each
-            (:func:`~pyroseq.emissions.base.emitter_network`).
+        layers: the MLP's hidden layers (:func:`~pyroseq.emissions.base.emitter_network`).
+        activation: the nonlinearity after each hidden layer, ``"tanh"`` or ``"relu"``.
         scale: ``"learned"`` or ``"state"``.
 
     Example:
