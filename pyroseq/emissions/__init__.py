@@ -16,7 +16,13 @@ from collections.abc import Callable
 from functools import partial
 
 from pyroseq.checks import check_positive_sizes, check_vocab_size
-from pyroseq.emissions.base import EMITTER_ACTIVATIONS, Emission, check_vectors, emitter_network
+from pyroseq.emissions.base import (
+    EMITTER_ACTIVATIONS,
+    EMITTER_DEFAULTS,
+    Emission,
+    check_vectors,
+    emitter_network,
+)
 from pyroseq.emissions.bernoulli import BernoulliEmission
 from pyroseq.emissions.categorical import CategoricalEmission, mask_special_logits
 from pyroseq.emissions.normal import NormalEmission
@@ -45,9 +51,6 @@ EMISSIONS: dict[str, Callable[..., Emission]] = {
 """Name -> factory ``(*, state_dim, obs_dim, hidden)`` of every emission family, which also takes ``layers``
 and ``activation`` to be built with an emitter of another depth or nonlinearity; add an entry to make a new
 family nameable."""
-
-
-_NETWORK_DEFAULTS = {"layers": 1, "activation": "tanh"}
 
 
 def make_emission(
@@ -81,7 +84,7 @@ def make_emission(
     if name not in EMISSIONS:
         raise ConfigError(f"unknown emission {name!r}; valid names: {', '.join(EMISSIONS)}")
     # A family registered before emitters had depth and a nonlinearity takes neither: pass them where set.
-    network = {k: v for k, v in (("layers", layers), ("activation", activation)) if v != _NETWORK_DEFAULTS[k]}
+    network = {k: v for k, v in (("layers", layers), ("activation", activation)) if v != EMITTER_DEFAULTS[k]}
     return EMISSIONS[name](state_dim=state_dim, obs_dim=obs_dim, hidden=hidden, **network)
 
 

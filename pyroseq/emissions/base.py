@@ -18,12 +18,15 @@ from torch import Tensor, nn
 from pyroseq.checks import check_inputs, check_positive_sizes
 from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["Emission", "EMITTER_ACTIVATIONS", "emitter_network", "check_vectors"]
+__all__ = ["Emission", "EMITTER_ACTIVATIONS", "EMITTER_DEFAULTS", "emitter_network", "check_vectors"]
 
 
 EMITTER_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 """The emitter's hidden nonlinearity by name: tanh (pyroseq's default), relu (the emitter of Pyro's Deep
 Markov Model example)."""
+
+EMITTER_DEFAULTS = {"layers": 1, "activation": "tanh"}
+"""The emitter network's depth and nonlinearity unless given: one tanh hidden layer."""
 
 
 def emitter_network(
@@ -50,7 +53,7 @@ def emitter_network(
             params=("emitter_activation",),
         )
     if hidden is None:
-        if (layers, activation) != (1, "tanh"):
+        if {"layers": layers, "activation": activation} != EMITTER_DEFAULTS:
             raise ConfigError(
                 "a linear emitter (no hidden layer) has no layers or activation to set: give emitter_hidden "
                 "a width, or leave emitter_layers=1 and emitter_activation='tanh' (got "
