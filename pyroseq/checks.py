@@ -15,6 +15,7 @@ from pyroseq.errors import ConfigError, DataError, ResourceError
 
 __all__ = [
     "check_clip_norm",
+    "check_optimiser",
     "check_positive_sizes",
     "check_vocab_size",
     "check_inputs",
@@ -194,3 +195,16 @@ def check_clip_norm(clip_norm: float) -> None:
         raise ConfigError(
             f"clip_norm must be a finite number >= 0 (0: no clipping), got {clip_norm}", params=("clip_norm",)
         )
+
+
+def check_optimiser(*, weight_decay: float, betas: tuple[float, float]) -> None:
+    """Raise :class:`ConfigError` unless ``weight_decay`` is a finite number >= 0 and ``betas`` two numbers
+    in ``[0, 1)`` (Adam's decay rates of its moment estimates)."""
+    number = isinstance(weight_decay, int | float) and not isinstance(weight_decay, bool)
+    if not (number and weight_decay >= 0 and math.isfinite(weight_decay)):
+        message = f"weight_decay must be a finite number >= 0 (0: none), got {weight_decay}"
+        raise ConfigError(message, params=("weight_decay",))
+    pair = isinstance(betas, tuple | list) and len(betas) == 2
+    rates = pair and all(isinstance(b, int | float) and not isinstance(b, bool) for b in betas)
+    if not (rates and all(0 <= b < 1 for b in betas)):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {betas!r}", params=("betas",))

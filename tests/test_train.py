@@ -138,6 +138,12 @@ def test_trainer_refuses_bad_arguments():
     for bad in (-1.0, math.inf, math.nan, None, "10"):
         with pytest.raises(ConfigError, match="clip_norm must be a finite number >= 0 \\(0: no clipping\\)"):
             Trainer(model, guide, clip_norm=bad)
+    for bad in (-0.1, math.inf, math.nan, "0.1", True):
+        with pytest.raises(ConfigError, match="weight_decay must be a finite number >= 0"):
+            Trainer(model, guide, weight_decay=bad)
+    for bad in ((0.9,), (0.9, 1.0), (-0.1, 0.999), (0.9, "0.999"), 0.9):
+        with pytest.raises(ConfigError, match=r"betas must be two numbers in \[0, 1\)"):
+            Trainer(model, guide, betas=bad)
     professor = build_model("professor", vocab_size=8, state_dim=4, embed_dim=4, disc_hidden=4)
     with pytest.raises(ConfigError, match="jit=True cannot trace ProfessorForcing"):
         Trainer(professor, build_guide("empty"), jit=True)
@@ -247,6 +253,19 @@ def test_train_command_json(tmp_path):
     assert json.loads(resumed.output.strip().splitlines()[-1])["steps"] == 6
 
 
+def test_the_optimiser_options_reach_the_run_and_bad_ones_are_refused(tmp_path):
+    args = ["train", "--model", "rnn", "--source", "sample", "--state-dim", "4", "--batch-size", "8",
+            "--steps", "2", "--valid-size", "8", "--weight-decay", "0.1", "--betas", "0.96",
+            "0.999"]  # fmt: skip
+    out = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "run")])
+    assert out.exit_code == 0, out.output
+    config = load_run(tmp_path / "run").config
+    assert (config.weight_decay, config.betas) == (0.1, (0.96, 0.999))
+    for bad, flag in ((["--betas", "0.9", "1"], "--betas"), (["--weight-decay", "-1"], "--weight-decay")):
+        out = CliRunner().invoke(cli, [*args, *bad, "--out", str(tmp_path / "bad")])
+        assert out.exit_code == 2 and flag in out.output, out.output
+
+
 @pytest.mark.parametrize(
     "extra, logged",
     [
@@ -335,10 +354,11 @@ def test_sigint_mid_step_finishes_the_step_then_resume_equals_uninterrupted(tmp_
 def test_non_finite_loss_error_is_a_user_error_and_resume_may_lower_the_step_size(tmp_path):
     assert issubclass(NonFiniteLossError, PyroseqError)
     train_run(RunConfig(**{**TINY, "steps": 3}), tmp_path / "run", progress=False)
-    change = {"lr": 1e-3, "lr_decay": 0.5, "clip_norm": 1.0, "steps": 4}
+    change = {"lr": 1e-3, "lr_decay": 0.5, "clip_norm": 1.0, "weight_decay": 0.1, "betas": (0.8, 0.99),
+              "steps": 4}  # fmt: skip
     train_run(None, tmp_path / "run", resume=True, overrides=change, progress=False)
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert {k: saved[k] for k in change} == change
+    saved = RunConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert {k: getattr(saved, k) for k in change} == change
 
 
 def crash_at(monkeypatch, call):
@@ -614,6 +634,38 @@ def test_clip_norm_clips_the_step_and_zero_leaves_the_gradient_as_it_is():
         assert all(r > 0.1 for r in raw)
         expected = raw if clip == 0 else [clip] * 3
         assert handed == pytest.approx(expected, rel=1e-4)
+
+
+def test_weight_decay_and_betas_are_pyros_clipped_adam_on_the_summed_loss():
+    """Pyro's Deep Markov Model example steps ``ClippedAdam(betas, weight_decay=w * B)`` on the loss summed
+    over a batch of B sequences; the trainer's ``weight_decay=w`` on the loss per sequence takes the same
+    steps (Adam does not see the loss's scale), and a trainer that loads a checkpoint keeps its own
+    settings."""
+    from pyro.optim.clipped_adam import ClippedAdam
+
+    from pyroseq.data.batch import pad_batch
+
+    batch = pad_batch([[3, 4, 5, 2], [4, 3, 2], [5, 5, 2]])
+    torch.manual_seed(0)
+    model = build_model("rnn", vocab_size=6, state_dim=4, embed_dim=4)
+    twin = build_model("rnn", vocab_size=6, state_dim=4, embed_dim=4)
+    twin.load_state_dict(model.state_dict())
+    trainer = Trainer(model, build_guide("empty"), lr=0.05, lr_decay=1.0, clip_norm=0, weight_decay=0.3,
+                      betas=(0.8, 0.99))  # fmt: skip
+    pyros = ClippedAdam(list(twin.parameters()), lr=0.05, betas=(0.8, 0.99), clip_norm=1e9, lrd=1.0,
+                        weight_decay=0.3 * len(batch))  # fmt: skip
+    summed = trainer.loss.differentiable_loss
+    for _ in range(5):
+        trainer.step(batch)
+        pyros.zero_grad()
+        summed(twin, build_guide("empty"), batch.observations, batch.mask).backward()
+        pyros.step()
+    for (name, ours), theirs in zip(model.named_parameters(), twin.parameters(), strict=True):
+        # Adam adds its eps after the bias correction, ClippedAdam before: apart where gradients are ~0.
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-4, msg=name)
+    without = Trainer(build_model("rnn", vocab_size=6, state_dim=4, embed_dim=4), build_guide("empty"))
+    without.load_state_dict(trainer.state_dict())
+    assert {(g["weight_decay"], g["betas"]) for g in without.optimizer.param_groups} == {(0.0, (0.9, 0.999))}
 
 
 def test_the_trainer_does_not_trace_by_default():

@@ -24,7 +24,7 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
-from pyroseq.checks import check_clip_norm
+from pyroseq.checks import check_clip_norm, check_optimiser
 from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, check_warmup_start, default_kl_warmup, warmup_factor
@@ -85,7 +85,8 @@ class Trainer:
     objective's differentiable loss for the batch divided by the batch size (the loss is summed over
     sequences), its gradients (averaged over the ranks with ``fabric``) clipped to the norm ``clip_norm``
     (0: not clipped; the norm is logged as ``grad_norm`` either way), then
-    Adam with a learning rate that decays geometrically from ``lr`` to ``lr * lr_decay`` over
+    Adam (torch's, with ``betas`` and ``weight_decay``) with a learning rate that decays geometrically from
+    ``lr`` to ``lr * lr_decay`` over
     ``total_steps`` (a torch ``ExponentialLR`` with the per-step factor ``lr_decay ** (1 / total_steps)``).
     A step whose loss or gradients are not finite is skipped (the parameters stay as they were) with a
     one-line warning naming the step and the site where the loss stopped being finite;
@@ -105,6 +106,12 @@ class Trainer:
             recipe, :func:`~pyroseq.infer.objectives.default_objective` (DReG with K = 4 for a model with
             latent states, the ELBO with K = 1 for one without); an importance-weighted objective named
             without ``particles`` takes K = 4 (:func:`~pyroseq.infer.objectives.resolve_recipe`).
+        weight_decay: an L2 penalty ``weight_decay * p`` added to each parameter's gradient before Adam's
+            update (torch's ``Adam(weight_decay=...)``, and what Pyro's ``ClippedAdam`` does). The loss is
+            per sequence, so a rate set on a loss summed over batches of B sequences (Pyro's Deep Markov
+            Model example: 2.0 with B = 20) is that rate divided by B here (0.1).
+        betas: Adam's decay rates of its first and second moment estimates (Pyro's DMM example: 0.96,
+            0.999). Both options are the trainer's own on resume, not the checkpoint's.
         jit: use ``JitTrace_ELBO`` (ELBO only).
         kl_warmup: KL annealing over this many steps (0: none; ``None``: for a model with latent states
             :func:`~pyroseq.infer.annealing.default_kl_warmup` of ``total_steps``, i.e. 500 steps or half
@@ -144,6 +151,8 @@ class Trainer:
         lr_decay: float = 0.1,
         total_steps: int = 1000,
         clip_norm: float = 10.0,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
         jit: bool = False,
         kl_warmup: int | None = None,
         kl_warmup_start: float = 0.0,
@@ -157,6 +166,7 @@ class Trainer:
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive finite number, got {value}")
         check_clip_norm(clip_norm)
+        check_optimiser(weight_decay=weight_decay, betas=betas)
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
         latent = not model.autoregressive
@@ -192,6 +202,7 @@ class Trainer:
         self.kl_warmup, self.kl_warmup_start = kl_warmup, kl_warmup_start
         self.collapse_every = collapse_every
         self.clip_norm = clip_norm
+        self.weight_decay, self.betas = weight_decay, tuple(betas)
         self.max_bad_steps = max_bad_steps
         self.max_param = max_param
         params = list(model.optimised_parameters())
@@ -202,7 +213,7 @@ class Trainer:
         self._model_ids = {id(p) for p in model.parameters()}
         self._known = self._model_ids | {id(p) for p in params}
         self._checked_guide = False
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        self.optimizer = torch.optim.Adam(params, lr=lr, betas=self.betas, weight_decay=weight_decay)
         self._gamma = lr_decay ** (1 / total_steps)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self._gamma)
         self.fabric = fabric
@@ -513,6 +524,8 @@ class Trainer:
             self.scheduler.base_lrs = [self.lr] * len(self.optimizer.param_groups)
         if self.lr_decay != state.get("lr_decay", self.lr_decay):  # a new --lr-decay: a new factor
             self.scheduler.gamma = self._gamma
+        for group in self.optimizer.param_groups:  # the trainer's own, not the checkpoint's
+            group["weight_decay"], group["betas"] = self.weight_decay, self.betas
         self.step_count = int(state["step"])
         losses = state.get("losses", {})  # absent from checkpoints of earlier versions
         self.head_losses = [float(x) for x in losses.get("head", [])]

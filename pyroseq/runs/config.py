@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from pyroseq.checks import check_clip_norm
+from pyroseq.checks import check_clip_norm, check_optimiser
 from pyroseq.data.batch import check_seed
 from pyroseq.data.polyphonic import NUM_KEYS, PolyphonicCorpus, load_polyphonic
 from pyroseq.data.text import TEXT_SOURCES, TextCorpus, load_text
@@ -125,6 +125,8 @@ class RunConfig:
     lr: float = 6e-3
     lr_decay: float = 0.1  # the learning rate decays geometrically to lr * lr_decay at the first --steps
     clip_norm: float = 10.0  # 0: no clipping
+    weight_decay: float = 0.0  # Adam's L2 penalty on the loss per sequence (Trainer)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates
     jit: bool = False
     device: str = "cpu"
     devices: int = 1  # processes per node (GPUs with --device cuda), data-parallel
@@ -159,6 +161,7 @@ class RunConfig:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive finite number, got {self.lr}", params=("lr",))
         check_clip_norm(self.clip_norm)
+        check_optimiser(weight_decay=self.weight_decay, betas=self.betas)
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
         check_seed(self.seed)
@@ -213,6 +216,8 @@ class RunConfig:
             raise CheckpointError(
                 f"config has unknown options {unknown}: written by another pyroseq version?"
             )
+        if "betas" in data:  # JSON keeps the pair as a list
+            data = {**data, "betas": tuple(data["betas"])}
         return cls(**data)
 
 
@@ -227,9 +232,10 @@ INHERITED = ("data", *CORPUS, *SHAPES, "emitter_activation", "schedule", "schedu
 
 # Options that may change on resume: the length of training, where it runs (on as many processes:
 # the run's per-rank word streams continue), how often it logs, and the step size (as
-# NonFiniteLossError advises: lower --lr or --clip-norm and resume).
+# NonFiniteLossError advises: lower --lr or --clip-norm and resume), and the rest of the optimiser's
+# settings.
 RESUMABLE = {"steps", "device", "devices", "num_nodes", "valid_every", "checkpoint_every", "lr", "lr_decay",
-             "clip_norm"}  # fmt: skip
+             "clip_norm", "weight_decay", "betas"}  # fmt: skip
 
 
 # Options that name a file or directory, stored absolute (resolve_source; --init-from).

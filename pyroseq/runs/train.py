@@ -344,7 +344,8 @@ def _train(
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
-        kl_warmup=config.kl_warmup, kl_warmup_start=config.kl_warmup_start, fabric=fabric,
+        weight_decay=config.weight_decay, betas=config.betas, kl_warmup=config.kl_warmup,
+        kl_warmup_start=config.kl_warmup_start, fabric=fabric,
     )  # fmt: skip
     check_training_memory(
         model, guide, _probe(config, corpus).to(device), objective=config.objective,
