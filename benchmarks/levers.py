@@ -62,6 +62,14 @@ def parse() -> argparse.Namespace:
         help="steps [default: the Trainer's, 500 for a DSSM, none for FIVO, which scores the laws itself]",
     )
     p.add_argument("--emitter-bias", choices=["unigram", "default"], default="unigram")
+    # The networks' sizes (defaults: the library's): DSSM(flow_hidden, emitter_hidden, emitter_layers) and
+    # FutureGuide(rnn_hidden, embed_dim, flow).
+    p.add_argument("--flow-hidden", type=int, default=64, help="the transition flow's hypernet width")
+    p.add_argument("--emitter-hidden", type=int, default=64)
+    p.add_argument("--emitter-layers", type=int, default=1)
+    p.add_argument("--guide-hidden", type=int, default=64, help="the guide's backward GRU width")
+    p.add_argument("--guide-embed", type=int, default=16, help="the guide's symbol embedding width")
+    p.add_argument("--guide-flow", default="diagonal", help="the guide's flow ('none': no flow)")
     p.add_argument("--lr", type=float, default=6e-3)
     p.add_argument("--horizon", type=int, default=20_000, help="steps over which the lr decays to lr * 0.1")
     p.add_argument("--steps", type=int, default=3000)
@@ -80,7 +88,11 @@ def main() -> None:
     corpus = load_words(args.source, top=args.top)
     V, D = len(corpus.vocab), args.state_dim
     if args.model == "dssm":
-        model, guide = DSSM(vocab_size=V, state_dim=D), FutureGuide(vocab_size=V, state_dim=D)
+        model = DSSM(vocab_size=V, state_dim=D, flow_hidden=args.flow_hidden, emitter_hidden=args.emitter_hidden,
+                     emitter_layers=args.emitter_layers)  # fmt: skip
+        guide_flow = None if args.guide_flow == "none" else args.guide_flow
+        guide = FutureGuide(vocab_size=V, state_dim=D, flow=guide_flow, rnn_hidden=args.guide_hidden,
+                            embed_dim=args.guide_embed)  # fmt: skip
     else:
         model, guide = RNNLM(vocab_size=V, state_dim=D), empty_guide
     if args.emitter_bias == "unigram":
