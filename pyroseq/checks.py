@@ -202,7 +202,7 @@ def check_optimiser(*, weight_decay: float, betas: tuple[float, float]) -> None:
     in ``[0, 1)`` (Adam's decay rates of its moment estimates)."""
     number = isinstance(weight_decay, int | float) and not isinstance(weight_decay, bool)
     if not (number and weight_decay >= 0 and math.isfinite(weight_decay)):
-        message = f"weight_decay must be a finite number >= 0 (0: none), got {weight_decay}"
+        message = f"weight_decay must be a finite number >= 0 (0: none), got {weight_decay!r}"
         raise ConfigError(message, params=("weight_decay",))
     pair = isinstance(betas, tuple | list) and len(betas) == 2
     rates = pair and all(isinstance(b, int | float) and not isinstance(b, bool) for b in betas)

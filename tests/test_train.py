@@ -253,7 +253,17 @@ def test_train_command_json(tmp_path):
     assert json.loads(resumed.output.strip().splitlines()[-1])["steps"] == 6
 
 
-def test_the_optimiser_options_reach_the_run_and_bad_ones_are_refused(tmp_path):
+def test_the_optimiser_options_reach_the_run_and_bad_ones_are_refused(tmp_path, monkeypatch):
+    import pyroseq.runs.train as train_module
+
+    seen = []  # the Adam settings of every parameter group, at the run's last step
+
+    class Spy(train_module.Trainer):
+        def step(self, batch):
+            seen[:] = [(g["weight_decay"], g["betas"]) for g in self.optimizer.param_groups]
+            return super().step(batch)
+
+    monkeypatch.setattr(train_module, "Trainer", Spy)
     args = ["train", "--model", "rnn", "--source", "sample", "--state-dim", "4", "--batch-size", "8",
             "--steps", "2", "--valid-size", "8", "--weight-decay", "0.1", "--betas", "0.96",
             "0.999"]  # fmt: skip
@@ -261,6 +271,7 @@ def test_the_optimiser_options_reach_the_run_and_bad_ones_are_refused(tmp_path):
     assert out.exit_code == 0, out.output
     config = load_run(tmp_path / "run").config
     assert (config.weight_decay, config.betas) == (0.1, (0.96, 0.999))
+    assert seen and set(seen) == {(0.1, (0.96, 0.999))}  # the optimiser trains with them, not only the record
     for bad, flag in ((["--betas", "0.9", "1"], "--betas"), (["--weight-decay", "-1"], "--weight-decay")):
         out = CliRunner().invoke(cli, [*args, *bad, "--out", str(tmp_path / "bad")])
         assert out.exit_code == 2 and flag in out.output, out.output

@@ -109,7 +109,9 @@ class Trainer:
         weight_decay: an L2 penalty ``weight_decay * p`` added to each parameter's gradient before Adam's
             update (torch's ``Adam(weight_decay=...)``, and what Pyro's ``ClippedAdam`` does). The loss is
             per sequence, so a rate set on a loss summed over batches of B sequences (Pyro's Deep Markov
-            Model example: 2.0 with B = 20) is that rate divided by B here (0.1).
+            Model example: 2.0 with B = 20) is that rate divided by B here (0.1): exactly so on full batches
+            and where the clip does not act (``clip_norm=0``, as in the DMM preset), since the penalty is
+            added after the gradient is clipped.
         betas: Adam's decay rates of its first and second moment estimates (Pyro's DMM example: 0.96,
             0.999). Both options are the trainer's own on resume, not the checkpoint's.
         jit: use ``JitTrace_ELBO`` (ELBO only).

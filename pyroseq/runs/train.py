@@ -240,9 +240,10 @@ def train_run(
             while a run trains, its directory is locked against other processes
             (:func:`~pyroseq.runs.guard.lock_run`).
         resume: continue from ``out/checkpoint.pt``. ``overrides`` may change ``steps`` (to train
-            longer, past the run's step), ``device``, the logging intervals, and the step size: ``lr``,
-            ``lr_decay`` and ``clip_norm`` (to get past non-finite losses); any other differing option is
-            an error. Metrics logged after the checkpoint (by a run that crashed) are dropped.
+            longer, past the run's step), ``device``, the logging intervals, the step size: ``lr``,
+            ``lr_decay`` and ``clip_norm`` (to get past non-finite losses), and Adam's ``weight_decay`` and
+            ``betas``; any other differing option is an error. Metrics logged after the checkpoint (by a run
+            that crashed) are dropped.
         overrides: the options given explicitly (the command line's); one that does not apply to the
             run (``--cell`` for the DSSM, ``--top`` for text, ...) is a :class:`ConfigError`.
 
