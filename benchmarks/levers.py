@@ -64,6 +64,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--emitter-bias", choices=["unigram", "default"], default="unigram")
     # The networks' sizes (defaults: the library's): DSSM(flow_hidden, emitter_hidden, emitter_layers) and
     # FutureGuide(rnn_hidden, embed_dim, flow).
+    p.add_argument(
+        "--flow", default="coupling+coupling", help="the transition flow (pyroseq.flows.make_flow)"
+    )
     p.add_argument("--flow-hidden", type=int, default=64, help="the transition flow's hypernet width")
     p.add_argument("--emitter-hidden", type=int, default=64)
     p.add_argument("--emitter-layers", type=int, default=1)
@@ -88,7 +91,7 @@ def main() -> None:
     corpus = load_words(args.source, top=args.top)
     V, D = len(corpus.vocab), args.state_dim
     if args.model == "dssm":
-        model = DSSM(vocab_size=V, state_dim=D, flow_hidden=args.flow_hidden, emitter_hidden=args.emitter_hidden,
+        model = DSSM(vocab_size=V, state_dim=D, flow=args.flow, flow_hidden=args.flow_hidden, emitter_hidden=args.emitter_hidden,
                      emitter_layers=args.emitter_layers)  # fmt: skip
         guide_flow = None if args.guide_flow == "none" else args.guide_flow
         guide = FutureGuide(vocab_size=V, state_dim=D, flow=guide_flow, rnn_hidden=args.guide_hidden,
