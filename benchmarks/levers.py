@@ -74,6 +74,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--guide-embed", type=int, default=16, help="the guide's symbol embedding width")
     p.add_argument("--guide-flow", default="diagonal", help="the guide's flow ('none': no flow)")
     p.add_argument("--lr", type=float, default=6e-3)
+    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.999), help="Adam's moment decay rates")
     p.add_argument("--horizon", type=int, default=20_000, help="steps over which the lr decays to lr * 0.1")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=256)
@@ -104,7 +105,8 @@ def main() -> None:
         )
     warmup = args.kl_warmup if args.model == "dssm" else 0
     trainer = Trainer(model, guide, objective=args.objective, particles=args.particles,
-                      lr=args.lr, total_steps=args.horizon, kl_warmup=warmup)  # fmt: skip
+                      lr=args.lr, total_steps=args.horizon, kl_warmup=warmup,
+                      betas=tuple(args.betas))  # fmt: skip
     if args.free_bits and args.objective != "elbo":
         raise SystemExit(
             f"--free-bits is a floor under the ELBO's KL terms: drop --objective {args.objective}"
