@@ -62,19 +62,17 @@ def parse() -> argparse.Namespace:
         help="steps [default: the Trainer's, 500 for a DSSM, none for FIVO, which scores the laws itself]",
     )
     p.add_argument("--emitter-bias", choices=["unigram", "default"], default="unigram")
-    # The networks' sizes (defaults: the library's): DSSM(flow_hidden, emitter_hidden, emitter_layers) and
+    # The networks (unset: the library's defaults): DSSM(flow, flow_hidden, emitter_hidden, emitter_layers) and
     # FutureGuide(rnn_hidden, embed_dim, flow).
-    p.add_argument(
-        "--flow", default="coupling+coupling", help="the transition flow (pyroseq.flows.make_flow)"
-    )
-    p.add_argument("--flow-hidden", type=int, default=64, help="the transition flow's hypernet width")
-    p.add_argument("--emitter-hidden", type=int, default=64)
-    p.add_argument("--emitter-layers", type=int, default=1)
-    p.add_argument("--guide-hidden", type=int, default=64, help="the guide's backward GRU width")
-    p.add_argument("--guide-embed", type=int, default=16, help="the guide's symbol embedding width")
-    p.add_argument("--guide-flow", default="diagonal", help="the guide's flow ('none': no flow)")
+    p.add_argument("--flow", help="the transition flow (pyroseq.flows.make_flow)")
+    p.add_argument("--flow-hidden", type=int, help="the transition flow's hypernet width")
+    p.add_argument("--emitter-hidden", type=int)
+    p.add_argument("--emitter-layers", type=int)
+    p.add_argument("--guide-hidden", type=int, help="the guide's backward GRU width")
+    p.add_argument("--guide-embed", type=int, help="the guide's symbol embedding width")
+    p.add_argument("--guide-flow", help="the guide's flow ('none': no flow)")
     p.add_argument("--lr", type=float, default=6e-3)
-    p.add_argument("--betas", type=float, nargs=2, default=(0.9, 0.999), help="Adam's moment decay rates")
+    p.add_argument("--betas", type=float, nargs=2, help="Adam's moment decay rates [default: the Trainer's]")
     p.add_argument("--horizon", type=int, default=20_000, help="steps over which the lr decays to lr * 0.1")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=256)
@@ -85,6 +83,11 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
+def given(**options) -> dict:
+    """The options set on the command line; the others keep the library's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
 def main() -> None:
     args = parse()
     torch.set_num_threads(1)
@@ -92,11 +95,13 @@ def main() -> None:
     corpus = load_words(args.source, top=args.top)
     V, D = len(corpus.vocab), args.state_dim
     if args.model == "dssm":
-        model = DSSM(vocab_size=V, state_dim=D, flow=args.flow, flow_hidden=args.flow_hidden, emitter_hidden=args.emitter_hidden,
-                     emitter_layers=args.emitter_layers)  # fmt: skip
-        guide_flow = None if args.guide_flow == "none" else args.guide_flow
-        guide = FutureGuide(vocab_size=V, state_dim=D, flow=guide_flow, rnn_hidden=args.guide_hidden,
-                            embed_dim=args.guide_embed)  # fmt: skip
+        model = DSSM(vocab_size=V, state_dim=D, **given(flow=args.flow, flow_hidden=args.flow_hidden,
+                     emitter_hidden=args.emitter_hidden, emitter_layers=args.emitter_layers))  # fmt: skip
+        guide_flow = (
+            {"flow": None if args.guide_flow == "none" else args.guide_flow} if args.guide_flow else {}
+        )
+        guide = FutureGuide(vocab_size=V, state_dim=D, **guide_flow,
+                            **given(rnn_hidden=args.guide_hidden, embed_dim=args.guide_embed))  # fmt: skip
     else:
         model, guide = RNNLM(vocab_size=V, state_dim=D), empty_guide
     if args.emitter_bias == "unigram":
@@ -106,7 +111,7 @@ def main() -> None:
     warmup = args.kl_warmup if args.model == "dssm" else 0
     trainer = Trainer(model, guide, objective=args.objective, particles=args.particles,
                       lr=args.lr, total_steps=args.horizon, kl_warmup=warmup,
-                      betas=tuple(args.betas))  # fmt: skip
+                      **given(betas=args.betas and tuple(args.betas)))  # fmt: skip
     if args.free_bits and args.objective != "elbo":
         raise SystemExit(
             f"--free-bits is a floor under the ELBO's KL terms: drop --objective {args.objective}"
