@@ -23,7 +23,7 @@ from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.evaluate.frames import frame_prediction, predictive_key_probs
 from pyroseq.flows.gated import ConditionalGatedTransition
-from pyroseq.guides import FutureGuide, GaussianGuide
+from pyroseq.guides import FutureGuide, GaussianGuide, LengthAwareRNN
 from pyroseq.infer import Trainer
 from pyroseq.models import DSSM, RNNLM
 from pyroseq.predictive import check_frames, frame_predictive, sample_frames
@@ -361,7 +361,7 @@ def test_the_dmm_preset_builds_krishnans_model_at_pyros_sizes():
     assert model.emission == "bernoulli" and model.obs_dim == NUM_KEYS
     assert isinstance(guide, GaussianGuide) and guide.posterior_flow is None and guide.rnn_hidden == 600
     # the example's guide RNN: a plain ReLU RNN (a GRU does three times its recurrent arithmetic)
-    assert type(guide.future_rnn) is torch.nn.RNN and guide.future_rnn.nonlinearity == "relu"
+    assert type(guide.future_rnn) is LengthAwareRNN and guide.future_rnn.nonlinearity == "relu"
     assert (config.lr, config.batch_size, config.flow_hidden) == (3e-4, 20, 200)
     # unclipped: a chorale's gradient norm is in the hundreds, and a clip at 10 held the preset back
     assert config.clip_norm == 0
@@ -388,7 +388,7 @@ def test_the_preset_is_a_starting_point_that_given_options_override(tmp_path):
     assert code == 2 and "--preset names a new run's configuration" in output
 
 
-@pytest.mark.parametrize("cell, module", [("gru", torch.nn.GRU), ("relu", torch.nn.RNN)])
+@pytest.mark.parametrize("cell, module", [("gru", torch.nn.GRU), ("relu", LengthAwareRNN)])
 def test_the_guide_cell_is_a_run_option_that_a_loaded_run_keeps(tmp_path, cell, module):
     code, output = run("train", "--model", "dssm", "--data", "polyphonic", "--file", music(tmp_path),
                        "--state-dim", 3, "--guide-hidden", 4, "--guide-cell", cell, "--steps", 1,

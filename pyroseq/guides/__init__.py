@@ -11,10 +11,19 @@ from collections.abc import Callable
 from typing import Any
 
 from pyroseq.errors import ConfigError
+from pyroseq.guides.elman import LengthAwareRNN
 from pyroseq.guides.empty import empty_guide
 from pyroseq.guides.future import RNN_CELLS, FutureGuide, GaussianGuide
 
-__all__ = ["FutureGuide", "GaussianGuide", "empty_guide", "GUIDES", "RNN_CELLS", "build_guide"]
+__all__ = [
+    "FutureGuide",
+    "GaussianGuide",
+    "LengthAwareRNN",
+    "empty_guide",
+    "GUIDES",
+    "RNN_CELLS",
+    "build_guide",
+]
 
 GUIDES: dict[str, Callable[..., Callable[..., Any]]] = {
     "empty": lambda: empty_guide,

@@ -31,6 +31,7 @@ from pyroseq.emissions import check_vectors
 from pyroseq.errors import ConfigError, DataError
 from pyroseq.flows import resolve_flow
 from pyroseq.flows.trajectory import StateTrajectory, standard_normal_log_prob
+from pyroseq.guides.elman import LengthAwareRNN
 from pyroseq.module import PyroseqModule
 from pyroseq.plates import plate_batch_shape
 
@@ -38,7 +39,7 @@ __all__ = ["FutureGuide", "GaussianGuide", "RNN_CELLS"]
 
 RNN_CELLS = {
     "gru": lambda inputs, hidden: nn.GRU(inputs, hidden, batch_first=True),
-    "relu": lambda inputs, hidden: nn.RNN(inputs, hidden, nonlinearity="relu", batch_first=True),
+    "relu": lambda inputs, hidden: LengthAwareRNN(inputs, hidden, nonlinearity="relu"),
 }
 """The guide's backward RNN by name: ``(input size, hidden size) -> module``."""
 
@@ -164,7 +165,11 @@ class FutureGuide(PyroseqModule):
         pos = torch.arange(T, device=mask.device).expand(B, T)  # (B, T)
         reverse = torch.where(pos < lengths, lengths - 1 - pos, pos)  # (B, T), an involution
         index = reverse if ids.dim() == 2 else reverse.unsqueeze(-1).expand(ids.shape)  # (B, T[, F])
-        summary, _ = self.future_rnn(self.embed(ids.gather(1, index)))  # (B, T, H), reversed time
+        reversed_inputs = self.embed(ids.gather(1, index))  # (B, T, E)
+        if isinstance(self.future_rnn, LengthAwareRNN):  # steps each sequence over its own length
+            summary, _ = self.future_rnn(reversed_inputs, lengths=lengths.squeeze(-1))  # (B, T, H)
+        else:
+            summary, _ = self.future_rnn(reversed_inputs)  # (B, T, H), reversed time
         return summary.gather(1, reverse.unsqueeze(-1).expand(B, T, self.rnn_hidden))  # (B, T, H)
 
     def forward(self, ids: Tensor | None, mask: Tensor) -> None:
