@@ -25,6 +25,7 @@ from pyroseq.evaluate import (
     prior_word_log_probs,
     word_metrics,
 )
+from pyroseq.flows.trajectory import StateTrajectory
 from pyroseq.guides import GUIDES, FutureGuide, GaussianGuide, build_guide, empty_guide
 from pyroseq.models.dssm import DSSM
 
@@ -328,6 +329,42 @@ def test_guide_scores_its_draws_as_it_scores_any_trajectory(flow):
     drawn = site["fn"].log_prob(site["value"])  # (3, B)
     rescored = site["fn"].log_prob(site["value"].clone())
     torch.testing.assert_close(drawn, rescored, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("flow", list(GUIDE_FLOWS))
+def test_the_guide_steps_only_the_running_rows_and_draws_what_stepping_every_row_draws(flow, monkeypatch):
+    """On a batch longest first (as pyroseq's samplers give it) the guide's trajectory steps only the words
+    still running; its draw, log-density and gradients are those of stepping every row."""
+    torch.manual_seed(0)
+    spec = GUIDE_FLOWS[flow]
+    guide = FutureGuide(
+        vocab_size=V,
+        state_dim=D,
+        flow=spec if spec is None or isinstance(spec, str) else spec(),
+        flow_hidden=16,
+        embed_dim=4,
+        rnn_hidden=H,
+    ).double()
+    _away_from_init(guide)
+    batch = batch_of(sorted(WORDS, key=len, reverse=True))  # 5, 3, 3, 2 steps with EOS
+
+    def draw():
+        guide.zero_grad()
+        torch.manual_seed(1)
+        site = poutine.trace(in_particle_plate(guide, 3)).get_trace(batch.ids, batch.mask).nodes["h"]
+        log_prob = site["fn"].log_prob(site["value"])
+        (site["value"].sum() + log_prob.sum()).backward()
+        return [site["value"].detach(), log_prob.detach()] + [p.grad.clone() for p in guide.parameters()]
+
+    counts, running = [], StateTrajectory._running
+    monkeypatch.setattr(
+        StateTrajectory, "_running", lambda self, mask: counts.append(running(self, mask)) or counts[-1]
+    )
+    ours = draw()
+    assert counts == [[4, 4, 3, 1, 1]]
+    monkeypatch.setattr(StateTrajectory, "_running", lambda self, mask: None)
+    for a, b in zip(ours, draw(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
 
 
 def _user_mean_field_guide(ids, mask):

@@ -217,6 +217,11 @@ def test_sampler_visits_every_sequence_once_an_epoch_and_resumes(tmp_path):
         assert torch.equal(a.frames, b.frames) and torch.equal(a.mask, b.mask)
     batch = next(split.sampler(4, seed=0))
     assert batch.frames.shape == (4, split.max_length, 88)
+    # the sequences the sampler drew, longest first (ties in the drawn order)
+    drawn = split.sampler(4, seed=0).indices()
+    expected = drawn[torch.argsort(split.lengths[drawn], descending=True, stable=True)]
+    assert torch.equal(batch.frames, split.batch(expected).frames)
+    assert bool((batch.lengths[:-1] >= batch.lengths[1:]).all())
     # pad_to="batch": as long as the batch's longest sequence, the same sequences and frames
     fitted = next(split.sampler(4, seed=0, pad_to="batch"))
     assert fitted.frames.shape == (4, int(fitted.lengths.max()), 88)

@@ -12,7 +12,16 @@ from torch import Tensor
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import ConfigError, DataError
 
-__all__ = ["SequenceBatch", "Batch", "pad_batch", "first_eos", "MAX_SEED", "check_seed", "seeded_generator"]
+__all__ = [
+    "SequenceBatch",
+    "Batch",
+    "pad_batch",
+    "first_eos",
+    "longest_first",
+    "MAX_SEED",
+    "check_seed",
+    "seeded_generator",
+]
 
 # torch seeds are 64-bit; runs also seed with seed + 1 and seed + 2, so these stay below 2**64.
 MAX_SEED = 2**63 - 1
@@ -140,6 +149,23 @@ def pad_batch(
     length = torch.tensor(lengths, dtype=torch.long)
     mask = torch.arange(T)[None, :] < length[:, None]  # (B, T)
     return Batch(ids, mask, length).to(device) if device is not None else Batch(ids, mask, length)
+
+
+def longest_first(indices: Tensor, lengths: Tensor) -> Tensor:
+    """``indices`` reordered so that their sequences run longest first (ties in the given order).
+
+    A training batch's rows in this order cost the same loss (it sums over rows) and let the guide step only
+    the sequences still running (:class:`~pyroseq.flows.trajectory.StateTrajectory`).
+
+    Args:
+        indices: ``(B,)`` indices of a batch's sequences.
+        lengths: ``(N,)`` the length of every sequence ``indices`` may name.
+
+    Example:
+        >>> longest_first(torch.tensor([0, 1, 2, 3]), torch.tensor([2, 5, 2, 7]))
+        tensor([3, 1, 0, 2])
+    """
+    return indices[torch.argsort(lengths[indices], descending=True, stable=True)]
 
 
 class SeededSampler:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyroseq.data.batch import SeededSampler
+from pyroseq.data.batch import SeededSampler, longest_first
 from pyroseq.errors import DataError
 
 __all__ = [
@@ -341,7 +341,8 @@ class FrameSampler(SeededSampler):
     a batch that reaches an epoch's end continues into the next one, so every batch has ``batch_size``
     sequences and the shape ``(batch_size, T, 88)``: T the split's longest sequence (``pad_to="split"``,
     one shape for a JIT-compiled loss), or the batch's own longest (``pad_to="batch"``, as Pyro's DMM
-    example pads: on JSB a batch of 20 has about 100 frames where the split's longest has 129).
+    example pads: on JSB a batch of 20 has about 100 frames where the split's longest has 129). A batch's rows
+    run longest first (:func:`~pyroseq.data.batch.longest_first`).
     """
 
     def __init__(
@@ -359,6 +360,7 @@ class FrameSampler(SeededSampler):
         self.split = split
         self.pad_to = pad_to
         self._order = torch.empty(0, dtype=torch.long)  # the rest of the current epoch's order
+        self._lengths = split.lengths  # (N,)
 
     def indices(self) -> Tensor:
         """Indices of the next batch's sequences, ``(B,)``."""
@@ -368,7 +370,7 @@ class FrameSampler(SeededSampler):
         return idx
 
     def __next__(self) -> FrameBatch:
-        batch = self.split.batch(self.indices(), pad_to=self.pad_to)
+        batch = self.split.batch(longest_first(self.indices(), self._lengths), pad_to=self.pad_to)
         return batch if self.device is None else batch.to(self.device)
 
     def state_dict(self) -> dict:

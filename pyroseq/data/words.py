@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pyroseq.data.batch import Batch, SeededSampler, pad_batch, seeded_generator
+from pyroseq.data.batch import Batch, SeededSampler, longest_first, pad_batch, seeded_generator
 from pyroseq.data.files import read_text_file, to_nfc
 from pyroseq.data.vocab import Vocabulary
 from pyroseq.errors import DataError
@@ -122,7 +122,8 @@ class WordCorpus:
     def draw_batch(self, n: int, *, seed: int, device: torch.device | str | None = None) -> Batch:
         """``n`` words drawn i.i.d. from p(w) with a generator seeded by ``seed``, as one padded batch.
 
-        Draws the same words as the first batch of ``sampler(n, seed=seed)``, without padding the corpus.
+        Draws the same words as the first batch of ``sampler(n, seed=seed)`` (which puts them longest first),
+        without padding the corpus.
         """
         if n <= 0:
             raise DataError(f"batch size must be positive, got {n}")
@@ -158,7 +159,8 @@ class WordCorpus:
 class WordSampler(SeededSampler):
     """An endless stream of minibatches of words drawn i.i.d. from p(w), reproducible from a seed.
 
-    Every batch is padded to the corpus's longest word, so batches have a fixed shape ``(B, T)``.
+    Every batch is padded to the corpus's longest word, so batches have a fixed shape ``(B, T)``; its rows
+    run longest first (:func:`~pyroseq.data.batch.longest_first`).
     """
 
     def __init__(
@@ -179,7 +181,7 @@ class WordSampler(SeededSampler):
         return torch.multinomial(self._probs, self.batch_size, replacement=True, generator=self.generator)
 
     def __next__(self) -> Batch:
-        idx = self.indices()
+        idx = longest_first(self.indices(), self._lengths)
         ids = self._ids[idx]
         lengths = self._lengths[idx]
         mask = torch.arange(ids.shape[1])[None, :] < lengths[:, None]  # (B, T)

@@ -45,6 +45,16 @@ def shift_states(initial: Tensor, states: Tensor) -> Tensor:
     return torch.cat([initial.unsqueeze(-2), states[..., :-1, :]], dim=-2)  # (..., T, D)
 
 
+def _draw(law: TorchDistribution, noise: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """``(h_t, term, reparameterized)``: a step law's draw with ``noise`` where it has ``reparameterize``
+    (``term = log_det``, ``log q(h_t) = log N(noise) - log_det``), else its ``rsample`` (``term = log q``)."""
+    if hasattr(law, "reparameterize"):
+        h_t, log_det = law.reparameterize(noise)
+        return h_t, log_det, True
+    h_t = law.rsample()
+    return h_t, law.log_prob(h_t), False
+
+
 class StateTrajectory(TorchDistribution):
     """The law of a state trajectory ``h_{1:T}`` of a Markov chain, as one site of event shape ``(T, D)``.
 
@@ -55,20 +65,38 @@ class StateTrajectory(TorchDistribution):
     ``log q(h_t) = log N(noise; 0, I) - log_det``, is drawn with the trajectory's own noise (one draw for all
     steps); any other is drawn with its ``rsample`` and scored with its ``log_prob``.
 
+    With ``running_rows=True`` the step law also accepts the first ``n`` rows of the batch at an int step
+    (``h_prev (..., n, D)``; a law that reads inputs of its own per row takes their first ``n``). Drawing on
+    the CPU then steps only the sequences still running, where the rows run longest first (as pyroseq's
+    samplers give them): on a batch that is half padding the loop does about half the arithmetic. A law with
+    ``reparameterize`` draws the same trajectory either way, up to the rounding of a matrix product over
+    fewer rows; one drawn by its ``rsample`` draws normals for the rows it is called on, so its draw differs
+    (from the same law).
+
     Args:
         step_law: ``step_law(h_prev, steps)``, see :data:`StepLaw`.
         initial: ``h_0``, ``(*batch, D)``: it fixes the batch shape.
         mask: ``(*batch, T)`` bool (broadcastable), True on real steps; each row a prefix of Trues.
+        running_rows: whether ``step_law`` accepts the first rows of the batch only (above).
     """
 
     arg_constraints: dict = {}
     support = constraints.independent(constraints.real, 2)
     has_rsample = True
 
-    def __init__(self, step_law: StepLaw, initial: Tensor, mask: Tensor, *, validate_args=None) -> None:
+    def __init__(
+        self,
+        step_law: StepLaw,
+        initial: Tensor,
+        mask: Tensor,
+        *,
+        running_rows: bool = False,
+        validate_args=None,
+    ) -> None:
         self.step_law = step_law
         self.initial = initial  # (*batch, D)
         self.steps_mask = mask  # (*batch, T)
+        self.running_rows = running_rows
         self._drawn: tuple[Tensor, Tensor] | None = None  # (a trajectory drawn here, its log-density)
         batch_shape, D = initial.shape[:-1], initial.shape[-1]
         super().__init__(batch_shape, torch.Size((mask.shape[-1], D)), validate_args=validate_args)
@@ -80,6 +108,7 @@ class StateTrajectory(TorchDistribution):
             self.step_law,
             self.initial.expand(batch_shape + self.initial.shape[-1:]),
             self.steps_mask.expand(batch_shape + (T,)),
+            running_rows=self.running_rows,
         )
 
     def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
@@ -90,25 +119,44 @@ class StateTrajectory(TorchDistribution):
         # One N(0, I) draw per step, time first so that the first steps' draws do not depend on T: the
         # state after the end, and the noise of laws that draw by reparameterize(noise).
         noise = torch.randn((T,) + shape + (D,), dtype=h.dtype, device=h.device)  # (T, *shape, D)
+        running = self._running(mask)
         states, terms = [], []
         reparameterized = False
         for t in range(T):
-            law = self.step_law(h, t)
-            reparameterized = hasattr(law, "reparameterize")
-            if reparameterized:
-                h_t, log_det = law.reparameterize(noise[t])  # log q(h_t) = log N(noise_t) - log_det
-                terms.append(log_det)
+            if running is None:  # every row, the ended ones given their noise afterwards
+                law = self.step_law(h, t)
+                h_t, term, reparameterized = _draw(law, noise[t])
+                h = torch.where(mask[..., t].unsqueeze(-1), h_t, noise[t])  # (*shape, D)
+            elif running[t]:  # the first n rows run, the rest have ended: their state is their noise
+                n = running[t]
+                law = self.step_law(h[..., :n, :], t)
+                h_t, term, reparameterized = _draw(law, noise[t][..., :n, :])
+                h = torch.cat([h_t, noise[t][..., n:, :]], dim=-2)  # (*shape, D)
+                term = torch.cat([term, term.new_zeros(term.shape[:-1] + (shape[-1] - n,))], dim=-1)
             else:
-                h_t = law.rsample()
-                terms.append(law.log_prob(h_t))
-            h = torch.where(mask[..., t].unsqueeze(-1), h_t, noise[t])  # (*shape, D)
+                h, term = noise[t], noise.new_zeros(shape)
             states.append(h)
+            terms.append(term)  # scored by the noise's law after the end (below)
         value = torch.stack(states, dim=-2)  # (*shape, T, D)
         noise_log_prob = standard_normal_log_prob(noise).movedim(0, -1)  # (*shape, T)
         terms = torch.stack(terms, dim=-1)  # (*shape, T)
         real = noise_log_prob - terms if reparameterized else terms
         self._drawn = (value, torch.where(mask, real, noise_log_prob).sum(-1))
         return value
+
+    def _running(self, mask: Tensor) -> list[int] | None:
+        """The number of rows running at each step where only those can be stepped (``running_rows``, on
+        the CPU, the rows longest first and alike in every leading batch dim), else None."""
+        if not (self.running_rows and mask.dim() >= 2 and mask.device.type == "cpu"):
+            return None
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # a trace would fix this batch's counts
+            return None
+        rows = mask.reshape(-1, *mask.shape[-2:])  # (N, B, T)
+        lengths = rows[0].sum(-1)  # (B,)
+        prefix = torch.arange(mask.shape[-1], device=mask.device) < lengths.unsqueeze(-1)  # (B, T)
+        if not (bool((lengths[:-1] >= lengths[1:]).all()) and bool((rows == prefix).all())):
+            return None
+        return (lengths.unsqueeze(0) > torch.arange(mask.shape[-1]).unsqueeze(-1)).sum(-1).tolist()
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
         with torch.no_grad():

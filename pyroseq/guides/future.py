@@ -199,14 +199,18 @@ class FutureGuide(PyroseqModule):
             b_each = b_all.unbind(-2)  # T x (..., B, H)
 
             def step_law(h_prev: Tensor, steps: int | slice) -> _FutureStep:
-                """``q(h_t | h_{t-1}, w_{t:T})``; ``steps`` an index (``h_prev (..., B, D)``) or all steps."""
-                b = b_each[steps] if isinstance(steps, int) else b_all[..., steps, :]  # (..., B, [T,] H)
+                """``q(h_t | h_{t-1}, w_{t:T})``; ``steps`` an index (``h_prev (..., B, D)``, or the batch's
+                first rows: the trajectory then steps the running ones only) or all steps."""
+                if isinstance(steps, int):
+                    b = b_each[steps][..., : h_prev.shape[-2], :]  # (..., B, H), or its first rows
+                else:
+                    b = b_all[..., steps, :]  # (..., B, T, H)
                 loc, scale = _combine(h_prev, b, state_to_hidden, weight, bias)  # (..., B, [T,] D) each
                 # A fresh .condition() per step: each sample is scored from its own transform's cache.
                 transform = None if flow is None else flow.condition(torch.cat([h_prev, b], dim=-1))
                 return _FutureStep(loc, scale, transform)
 
-            pyro.sample("h", StateTrajectory(step_law, h_0, mask))  # (..., B, T, D)
+            pyro.sample("h", StateTrajectory(step_law, h_0, mask, running_rows=True))  # (..., B, T, D)
 
 
 def _combine(h_prev: Tensor, b: Tensor, state_to_hidden: nn.Linear, weight: Tensor, bias: Tensor):
