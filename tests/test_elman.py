@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pyroseq.errors import DataError
+from pyroseq.flows.trajectory import tracing
 from pyroseq.guides import LengthAwareRNN
 from pyroseq.guides.elman import _ElmanSteps
 
@@ -92,7 +93,28 @@ def test_a_trace_steps_the_padded_batch_so_it_holds_for_other_lengths():
     torch.testing.assert_close(traced(x, other), rnn(x, lengths=other)[0])
 
 
-@pytest.mark.parametrize("lengths", [[3, 0], [3, 7], [3]])
-def test_lengths_outside_one_to_t_are_refused(lengths):
+@pytest.mark.parametrize("stepped", [True, False], ids=["by length", "padded"])
+def test_a_row_of_no_steps_is_zero_and_keeps_its_initial_state(stepped, monkeypatch):
+    """A row that is all padding (a hand-made batch may have one): zero outputs, its ``hx`` as final state,
+    on both paths (the padded one runs under tracing and on a GPU)."""
+    monkeypatch.setattr(LengthAwareRNN, "_steps_lengths", lambda self, input: stepped)
+    torch.manual_seed(5)
+    rnn = LengthAwareRNN(3, 4, nonlinearity="relu")
+    x, hx = torch.randn(3, 5, 3), torch.randn(1, 3, 4)
+    out, last = rnn(x, hx, lengths=torch.tensor([5, 0, 2]))
+    assert bool(out[1].eq(0).all()) and torch.equal(last[0, 1], hx[0, 1])
+    alone, alone_last = torch.nn.RNN.forward(rnn, x[2:, :2], hx[:, 2:])
+    torch.testing.assert_close(out[2, :2], alone[0])
+    torch.testing.assert_close(last[0, 2], alone_last[0, 0])
+
+
+def test_tracing_is_known_without_torch_compilers_flag(monkeypatch):
+    """torch before 2.3 has no ``torch.compiler.is_compiling``: the check still answers."""
+    monkeypatch.delattr(torch.compiler, "is_compiling")
+    assert tracing() is False
+
+
+@pytest.mark.parametrize("lengths", [[3, -1], [3, 7], [3]])
+def test_lengths_outside_zero_to_t_are_refused(lengths):
     with pytest.raises(DataError, match="lengths must be"):
         LengthAwareRNN(3, 4)(torch.randn(2, 6, 3), lengths=torch.tensor(lengths))

@@ -25,7 +25,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
 
-__all__ = ["StateTrajectory", "standard_normal_log_prob", "shift_states"]
+__all__ = ["StateTrajectory", "standard_normal_log_prob", "shift_states", "tracing"]
 
 StepLaw = Callable[[Tensor, int | slice], TorchDistribution]
 """``step_law(h_prev, steps)``: the law of ``h_t`` given ``h_{t-1}``, event shape ``(D,)``.
@@ -43,6 +43,13 @@ def shift_states(initial: Tensor, states: Tensor) -> Tensor:
     """``h_{t-1}`` for every t: ``[h_0, h_1, ..., h_{T-1}]``, ``(..., T, D)``, from ``h_0 (..., D)``."""
     initial = initial.expand(states.shape[:-2] + initial.shape[-1:])
     return torch.cat([initial.unsqueeze(-2), states[..., :-1, :]], dim=-2)  # (..., T, D)
+
+
+def tracing() -> bool:
+    """Whether torch traces a graph (``torch.jit.trace``) or compiles one (``torch.compile``), which would fix
+    a batch's lengths into it."""
+    compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return torch.jit.is_tracing() or (compiling is not None and compiling())
 
 
 def _draw(law: TorchDistribution, noise: Tensor) -> tuple[Tensor, Tensor, bool]:
@@ -149,7 +156,7 @@ class StateTrajectory(TorchDistribution):
         the CPU, the rows longest first and alike in every leading batch dim), else None."""
         if not (self.running_rows and mask.dim() >= 2 and mask.device.type == "cpu"):
             return None
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # a trace would fix this batch's counts
+        if tracing():  # a trace would fix this batch's counts
             return None
         rows = mask.reshape(-1, *mask.shape[-2:])  # (N, B, T)
         lengths = rows[0].sum(-1)  # (B,)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from pyroseq.errors import DataError
+from pyroseq.flows.trajectory import tracing
 
 __all__ = ["LengthAwareRNN"]
 
@@ -56,46 +57,45 @@ class LengthAwareRNN(nn.RNN):
         """``(output (B, T, H), h_n (1, B, H))`` for ``input (B, T, I)`` and ``hx (1, B, H)`` (zeros if None).
 
         Given ``lengths``, ``output`` is zero after each row's length and ``h_n`` holds each row's hidden
-        state after its last real step.
+        state after its last real step (``hx`` for a row of no steps). Only first derivatives pass through
+        the stepped recurrence (its backward is not itself differentiable).
 
         Args:
             input: the right-padded sequences.
             hx: the initial hidden state, as for :class:`torch.nn.RNN`.
-            lengths: ``(B,)`` the real steps of each row, each at least 1 and at most T; None steps every
-                row over all T steps (``nn.RNN``'s call).
+            lengths: ``(B,)`` the real steps of each row, from 0 to T; None steps every row over all T steps
+                (``nn.RNN``'s call).
         """
-        if lengths is None or not self._steps_lengths(input):
-            output, last = super().forward(input, hx)
-            if lengths is None:
-                return output, last
-            ends = (lengths - 1).view(-1, 1, 1).expand(-1, 1, self.hidden_size)  # (B, 1, H)
-            running = torch.arange(input.shape[1], device=input.device) < lengths.unsqueeze(-1)  # (B, T)
-            return output * running.unsqueeze(-1), output.gather(1, ends).transpose(0, 1)
+        if lengths is None:
+            return super().forward(input, hx)
         B, T, _ = input.shape
-        if lengths.shape != (B,) or not bool(((lengths >= 1) & (lengths <= T)).all()):
-            raise DataError(f"lengths must be (B,) = ({B},) counts from 1 to T = {T}, got {lengths.tolist()}")
+        if lengths.shape != (B,) or not bool(((lengths >= 0) & (lengths <= T)).all()):
+            raise DataError(f"lengths must be (B,) = ({B},) counts from 0 to T = {T}, got {lengths.tolist()}")
+        initial = input.new_zeros(1, B, self.hidden_size) if hx is None else hx  # (1, B, H)
+        started = (lengths > 0).view(1, B, 1)  # rows of no steps keep their initial state
+        ends = (lengths - 1).clamp(min=0)  # (B,), each row's last real step
+        if not self._steps_lengths(input):
+            output, _ = super().forward(input, hx)  # (B, T, H), stepped through the padding too
+            last = output.gather(1, ends.view(B, 1, 1).expand(B, 1, self.hidden_size)).transpose(0, 1)
+            running = torch.arange(T, device=input.device) < lengths.unsqueeze(-1)  # (B, T)
+            return output * running.unsqueeze(-1), torch.where(started, last, initial)
         order = torch.argsort(lengths, descending=True, stable=True)  # (B,), longest first
         # the rows running at each step: a prefix of the sorted batch
         running = (lengths.unsqueeze(0) > torch.arange(T, device=lengths.device).unsqueeze(1)).sum(1).tolist()
         inputs = input[order].transpose(0, 1)  # (T, B, I), time first
         bias = self.bias_ih_l0 + self.bias_hh_l0
         projected = nn.functional.linear(inputs, self.weight_ih_l0, bias)  # (T, B, H)
-        h_0 = input.new_zeros(B, self.hidden_size) if hx is None else hx[0][order]  # (B, H)
-        states = _ElmanSteps.apply(projected, h_0, self.weight_hh_l0, running, self.nonlinearity)  # (T, B, H)
+        states = _ElmanSteps.apply(
+            projected, initial[0][order], self.weight_hh_l0, running, self.nonlinearity
+        )
         rank = torch.empty_like(order)  # row b of the batch is row rank[b] of the sorted one
         rank[order] = torch.arange(B, device=order.device)
         output = states.transpose(0, 1)[rank]  # (B, T, H)
-        last = states[lengths - 1, rank].unsqueeze(0)  # (1, B, H)
-        return output, last
+        return output, torch.where(started, states[ends, rank].unsqueeze(0), initial)
 
     def _steps_lengths(self, input: Tensor) -> bool:
         """Whether this call can step by length (else it runs ``nn.RNN`` on the padded batch)."""
-        return (
-            input.device.type == "cpu"
-            and input.shape[1] > 0
-            and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling()
-        )
+        return input.device.type == "cpu" and input.shape[1] > 0 and not tracing()
 
 
 class _ElmanSteps(torch.autograd.Function):
