@@ -130,7 +130,10 @@ class _ElmanSteps(torch.autograd.Function):
             n, h_t = running[t], states[t, : running[t]]
             grad = grad_states[t, :n].clone()
             grad[: carry.shape[0]] += carry
-            grad *= (h_t > 0) if ctx.nonlinearity == "relu" else (1 - h_t.square())
+            if ctx.nonlinearity == "relu":  # the op autograd runs for relu (a bool mask product is 5x slower)
+                grad = torch.ops.aten.threshold_backward(grad, h_t, 0)
+            else:
+                grad *= 1 - h_t.square()
             grad_pre[t, :n] = grad
             carry = grad @ weight  # (n, H)
         grad_h_0 = torch.zeros_like(h_0)
