@@ -309,10 +309,8 @@ GUIDE_FLOWS = {
 }
 
 
-@pytest.mark.parametrize("flow", list(GUIDE_FLOWS))
-def test_guide_scores_its_draws_as_it_scores_any_trajectory(flow):
-    """The guide's site "h" keeps the log-density it summed while drawing; scoring the same values anew
-    (a copy, in one call over all steps, through the guide flow's inverse) gives the same figure."""
+def _perturbed_guide(flow: str) -> FutureGuide:
+    """A float64 future guide with the guide flow ``flow`` (a key of ``GUIDE_FLOWS``), away from its init."""
     torch.manual_seed(0)
     spec = GUIDE_FLOWS[flow]
     guide = FutureGuide(
@@ -324,6 +322,14 @@ def test_guide_scores_its_draws_as_it_scores_any_trajectory(flow):
         rnn_hidden=H,
     ).double()
     _away_from_init(guide)
+    return guide
+
+
+@pytest.mark.parametrize("flow", list(GUIDE_FLOWS))
+def test_guide_scores_its_draws_as_it_scores_any_trajectory(flow):
+    """The guide's site "h" keeps the log-density it summed while drawing; scoring the same values anew
+    (a copy, in one call over all steps, through the guide flow's inverse) gives the same figure."""
+    guide = _perturbed_guide(flow)
     batch = batch_of(WORDS)
     site = poutine.trace(in_particle_plate(guide, 3)).get_trace(batch.ids, batch.mask).nodes["h"]
     drawn = site["fn"].log_prob(site["value"])  # (3, B)
@@ -335,17 +341,7 @@ def test_guide_scores_its_draws_as_it_scores_any_trajectory(flow):
 def test_the_guide_steps_only_the_running_rows_and_draws_what_stepping_every_row_draws(flow, monkeypatch):
     """On a batch longest first (as pyroseq's samplers give it) the guide's trajectory steps only the words
     still running; its draw, log-density and gradients are those of stepping every row."""
-    torch.manual_seed(0)
-    spec = GUIDE_FLOWS[flow]
-    guide = FutureGuide(
-        vocab_size=V,
-        state_dim=D,
-        flow=spec if spec is None or isinstance(spec, str) else spec(),
-        flow_hidden=16,
-        embed_dim=4,
-        rnn_hidden=H,
-    ).double()
-    _away_from_init(guide)
+    guide = _perturbed_guide(flow)
     batch = batch_of(sorted(WORDS, key=len, reverse=True))  # 5, 3, 3, 2 steps with EOS
 
     def draw():
