@@ -32,15 +32,19 @@ from dmm_speed import BATCH, LAUNCHER, ONE_THREAD, TRAIN_CHORALES
 STEPS_PER_EPOCH = -(-TRAIN_CHORALES // BATCH)  # 12: the example's batches per epoch, and the preset's
 
 
-def pyro_curve(dmm: Path, data: Path, epochs: int, work: Path) -> tuple[list[list[float]], float]:
-    """``[[epoch, valid NLL, test NLL], ...]`` as Pyro's example logs them, and its wall seconds."""
-    log = work / "dmm.log"
+def pyro_curve(dmm: Path, data: Path, epochs: int, log: Path) -> tuple[list[list[float]], float]:
+    """``[[epoch, valid NLL, test NLL], ...]`` as Pyro's example logs them (to ``log``), and its wall
+    seconds."""
     command = [sys.executable, "-c", LAUNCHER, str(dmm), str(data), str(epochs + 1), str(log)]
     began = time.perf_counter()
-    subprocess.run(command, check=True, cwd=work, env=ONE_THREAD)
-    seconds = time.perf_counter() - began
+    subprocess.run(command, check=True, cwd=log.parent, env=ONE_THREAD)
+    return logged_curve(log), time.perf_counter() - began
+
+
+def logged_curve(log: Path) -> list[list[float]]:
+    """The ``[[epoch, valid NLL, test NLL], ...]`` that the example's log holds so far."""
     found = re.findall(r"\[val/test epoch (\d+)\]\s+([-0-9.]+)\s+([-0-9.]+)", log.read_text())
-    return [[int(e), float(v), float(t)] for e, v, t in found], seconds
+    return [[int(e), float(v), float(t)] for e, v, t in found]
 
 
 def pyroseq_curve(run: Path, epochs: list[int]) -> list[list[float]]:
@@ -107,6 +111,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--replot", action="store_true", help="train nothing: draw --plot from the last line of --out"
     )
+    parser.add_argument(
+        "--log",
+        type=Path,
+        help="keep the example's log here (default: a temporary folder), so that a long run's curve "
+        "outlasts a cut-off; with --from-log, the log to read",
+    )
+    parser.add_argument(
+        "--from-log",
+        action="store_true",
+        help="train nothing: record the curve that --log holds so far (a run cut off or still running)",
+    )
     args = parser.parse_args(argv)
     if args.replot:
         if args.plot is None or not args.out.is_file():
@@ -117,15 +132,25 @@ def main(argv: list[str] | None = None) -> None:
         runs = [Path(row["run"])] if "run" in row and args.run is None else []
         plot(row, [*runs, *([args.run] if args.run else []), *args.also], args.plot)
         return
-    if args.dmm is None or args.file is None:
-        parser.error(
-            "--dmm and --file are needed to train Pyro's example (or --replot to draw the last line)"
-        )
-    if args.epochs < 50:
-        parser.error("--epochs must be at least 50: the example evaluates every 50 epochs")
-    with tempfile.TemporaryDirectory() as work:
-        curve, seconds = pyro_curve(args.dmm.resolve(), args.file.resolve(), args.epochs, Path(work))
-    row = {"epochs": args.epochs, "pyro": curve, "pyro_seconds": seconds}
+    if args.from_log:
+        if args.log is None or not args.log.is_file():
+            parser.error("--from-log records the curve of --log: give a --log that exists")
+        curve = logged_curve(args.log)
+        if not curve:
+            parser.error(f"{args.log} holds no validation yet (the example evaluates every 50 epochs)")
+        row = {"epochs": curve[-1][0], "pyro": curve, "pyro_seconds": None, "log": str(args.log)}
+    else:
+        if args.dmm is None or args.file is None:
+            parser.error(
+                "--dmm and --file are needed to train Pyro's example (or --replot to draw the last line)"
+            )
+        if args.epochs < 50:
+            parser.error("--epochs must be at least 50: the example evaluates every 50 epochs")
+        with tempfile.TemporaryDirectory() as work:
+            log = Path(work) / "dmm.log" if args.log is None else args.log.resolve()
+            log.parent.mkdir(parents=True, exist_ok=True)
+            curve, seconds = pyro_curve(args.dmm.resolve(), args.file.resolve(), args.epochs, log)
+        row = {"epochs": args.epochs, "pyro": curve, "pyro_seconds": seconds}
     if args.run is not None:
         row |= {"run": str(args.run), "pyroseq": pyroseq_curve(args.run, [e for e, _, _ in curve])}
     import torch
