@@ -3,6 +3,9 @@ pyroseq's DMM preset at the same epochs: does the preset learn as the example do
 
     python benchmarks/dmm_reference.py --dmm /path/to/pyro/examples/dmm.py \\
         --file ../shared/data/jsb_chorales.pickle --epochs 300 --run runs/study/jsb-dmm
+    # a long run: keep the example's log, and record the curve it holds so far if the run is cut off
+    python benchmarks/dmm_reference.py --dmm ... --file ... --epochs 2000 --log runs/pyro-dmm/dmm.log
+    python benchmarks/dmm_reference.py --from-log --log runs/pyro-dmm/dmm.log
     # redraw the figure from the last recorded line, with the runs' curves as they are now
     python benchmarks/dmm_reference.py --replot --plot docs/img/dmm_reference.png --also runs/study/other
 

@@ -56,3 +56,22 @@ def test_the_examples_curve_is_read_and_set_beside_the_runs_nearest_validations(
     assert figure.read_bytes()[:4] == b"\x89PNG"
     refused = subprocess.run(replot, capture_output=True, text=True)
     assert refused.returncode == 2 and "--replot draws --plot" in refused.stderr
+
+
+@pytest.mark.skipif(not JSB.is_file(), reason="needs ../shared/data/jsb_chorales.pickle")
+def test_a_kept_log_outlasts_the_run_and_its_curve_so_far_is_recorded(tmp_path):
+    dmm = tmp_path / "dmm.py"
+    dmm.write_text(STAND_IN)
+    log, out = tmp_path / "kept" / "dmm.log", tmp_path / "reference.jsonl"
+    script = [sys.executable, str(BENCHMARKS / "dmm_reference.py"), "--out", str(out), "--log", str(log)]
+    subprocess.run([*script, "--dmm", str(dmm), "--file", str(JSB), "--epochs", "100"], check=True)
+    assert "[val/test epoch 0100]" in log.read_text()
+    # a run cut off after epoch 50: its log, recorded as it stands
+    log.write_text(log.read_text().split("[training epoch 0051]")[0])
+    subprocess.run([*script, "--from-log"], check=True)
+    first, cut = [json.loads(line) for line in out.read_text().splitlines()]
+    assert first["pyro"] == [[50, 9.5, 10.5], [100, 9.0, 10.0]]
+    assert cut["epochs"] == 50 and cut["pyro"] == [[50, 9.5, 10.5]] and cut["log"] == str(log)
+    log.write_text("[training epoch 0000]  20.0\n")
+    refused = subprocess.run([*script, "--from-log"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "holds no validation yet" in refused.stderr
