@@ -363,6 +363,49 @@ def test_the_guide_steps_only_the_running_rows_and_draws_what_stepping_every_row
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize("objective", ["elbo", "dreg"])
+def test_the_model_scores_the_guides_states_on_the_real_steps_only_and_gets_what_every_step_gets(
+    objective, monkeypatch
+):
+    """The model's site "h" scores the guide's trajectory by calling its transition on the real steps alone
+    (a batch in any order); the loss and every gradient, of the model and of the guide, are those of
+    scoring every step."""
+    from pyroseq.infer import DReG
+
+    guide = _perturbed_guide("diagonal")
+    torch.manual_seed(2)
+    model = make_model().double()
+    _away_from_init(model)
+    batch = batch_of(WORDS)  # 3, 2, 5, 3 steps with EOS: not longest first
+    called = []
+
+    def loss_and_grads():
+        pyro.clear_param_store()
+        torch.manual_seed(1)
+        if objective == "elbo":
+            loss = Trace_ELBO(num_particles=3, vectorize_particles=True).differentiable_loss(
+                model, guide, batch.ids, batch.mask
+            )
+        else:
+            loss = DReG(num_particles=3).differentiable_loss(model, guide, batch.ids, batch.mask)
+        params = [*model.parameters(), *guide.parameters()]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return [loss.detach()] + [
+            torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+        ]
+
+    positions = StateTrajectory._real_positions
+    monkeypatch.setattr(
+        StateTrajectory, "_real_positions", lambda self, v: called.append(positions(self, v)) or called[-1]
+    )
+    ours = loss_and_grads()
+    # the model's calls (Pyro's first run of a model, to count its plates, scores it too)
+    assert {len(p) for p in called if p is not None} == {int(batch.mask.sum())}
+    monkeypatch.setattr(StateTrajectory, "_real_positions", lambda self, v: None)
+    for a, b in zip(ours, loss_and_grads(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
 def _user_mean_field_guide(ids, mask):
     """A hand-written guide that ignores the mask: one Normal per batch slot, step and state entry."""
     B, Tn = mask.shape

@@ -10,9 +10,10 @@ from pyroseq.flows.trajectory import StateTrajectory
 
 D = 3
 LENGTHS = [6, 4, 4, 1]  # longest first, as pyroseq's samplers give a batch
+T = 6
 
 
-def _mask(lengths: list[int], T: int = 6) -> torch.Tensor:
+def _mask(lengths: list[int]) -> torch.Tensor:
     return torch.arange(T) < torch.tensor(lengths).unsqueeze(-1)  # (B, T)
 
 
@@ -26,8 +27,13 @@ class _RowLaw(torch.nn.Module):
         self.context = torch.nn.Parameter(torch.randn(rows, D, dtype=torch.double))
         self.log_scale = torch.nn.Parameter(torch.full((D,), -0.5, dtype=torch.double))
 
-    def __call__(self, h_prev: torch.Tensor, steps: int | slice) -> _Step:
-        context = self.context[: h_prev.shape[-2]] if isinstance(steps, int) else self.context.unsqueeze(-2)
+    def __call__(self, h_prev: torch.Tensor, steps: int | slice | torch.Tensor) -> _Step:
+        if isinstance(steps, int):  # the first rows at one step
+            context = self.context[: h_prev.shape[-2]]
+        elif isinstance(steps, slice):  # every step of every row
+            context = self.context.unsqueeze(-2)
+        else:  # the flat positions b * T + t of the real steps
+            context = self.context[steps // T]
         loc = torch.tanh(self.linear(h_prev) + context)
         return _Step(loc, self.log_scale.exp().expand(loc.shape))
 
@@ -130,3 +136,60 @@ def test_a_law_drawn_by_its_rsample_scores_its_running_rows_draw_as_any_trajecto
     value_all, _, _, _ = _draw(plain, mask, running_rows=False, params=list(law.parameters()))
     ended = ~mask.expand(2, *mask.shape)
     assert torch.equal(value[ended], value_all[ended])
+
+
+@pytest.mark.parametrize(
+    "lengths, hole",
+    [([6, 4, 4, 1], False), ([4, 6, 1, 4], False), ([6, 4, 4, 1], True), ([0, 0, 0, 0], False)],
+)
+def test_scoring_calls_the_law_on_the_real_steps_only_and_gives_what_every_step_gives(lengths, hole):
+    """``log_prob`` of a trajectory it did not draw calls a law that opts in on the real steps alone (any
+    order of rows, holes too); the log-density and its gradients (the law's, the states', ``h_0``'s) are
+    those of calling it on every step."""
+    torch.manual_seed(4)
+    law, mask = _RowLaw(len(lengths)), _mask(lengths)
+    if hole:
+        mask[0, 2] = False
+    value = torch.randn(2, len(lengths), T, D, dtype=torch.double, requires_grad=True)
+    initial = torch.randn(2, len(lengths), D, dtype=torch.double, requires_grad=True)
+    called = []
+
+    def spy(h_prev, steps):
+        called.append(steps)
+        return law(h_prev, steps)
+
+    def score(running_rows: bool) -> list[torch.Tensor]:
+        for p in (*law.parameters(), value, initial):
+            p.grad = None
+        log_prob = StateTrajectory(spy, initial, mask, running_rows=running_rows).log_prob(value)  # (2, B)
+        log_prob.sum().backward()
+        wrt = (value, initial, *law.parameters())  # with no real step h_0 and the law get no gradient
+        return [log_prob.detach()] + [torch.zeros_like(p) if p.grad is None else p.grad for p in wrt]
+
+    packed = score(True)
+    if any(lengths):
+        assert torch.equal(called[-1], mask.flatten().nonzero().squeeze(-1))  # b * T + t of each real step
+    else:
+        assert called == []  # no real step: N(0, I) scores every state
+    every = score(False)
+    assert called[-1] == slice(None)
+    for a, b in zip(packed, every, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_masks_that_differ_across_particles_or_a_trace_score_every_step():
+    """A mask that is not the same in every leading batch dim, or a trace, scores through every step."""
+    law = _RowLaw(len(LENGTHS))
+    mask = _mask(LENGTHS).expand(2, -1, -1).clone()
+    mask[1, 0, 5] = False
+    value = torch.randn(2, len(LENGTHS), T, D, dtype=torch.double)
+    trajectory = StateTrajectory(
+        law, torch.zeros(2, len(LENGTHS), D, dtype=torch.double), mask, running_rows=True
+    )
+    assert trajectory._real_positions(value) is None
+    alike = StateTrajectory(law, torch.zeros(len(LENGTHS), D), _mask(LENGTHS), running_rows=True)
+    assert alike._real_positions(value) is not None
+    found = []
+    record = lambda x: found.append(alike._real_positions(value)) or x  # noqa: E731
+    torch.jit.trace(record, torch.zeros(1), check_trace=False)
+    assert found == [None]

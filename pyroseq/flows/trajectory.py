@@ -27,11 +27,13 @@ from torch import Tensor
 
 __all__ = ["StateTrajectory", "standard_normal_log_prob", "shift_states", "tracing"]
 
-StepLaw = Callable[[Tensor, int | slice], TorchDistribution]
+StepLaw = Callable[[Tensor, int | slice | Tensor], TorchDistribution]
 """``step_law(h_prev, steps)``: the law of ``h_t`` given ``h_{t-1}``, event shape ``(D,)``.
 
 ``steps`` is a 0-based step index with ``h_prev (..., D)``, or ``slice(None)`` with ``h_prev (..., T, D)``
-holding every ``h_{t-1}`` of the trajectory (batch shape then ends in ``T``)."""
+holding every ``h_{t-1}`` of the trajectory (batch shape then ends in ``T``). A law of a trajectory with
+``running_rows=True`` also takes the first ``n`` rows at an int step (``h_prev (..., n, D)``), and a long
+tensor ``(N,)`` of real steps, each ``b * T + t`` (row b, step t), with ``h_prev (..., N, D)``."""
 
 
 def standard_normal_log_prob(x: Tensor) -> Tensor:
@@ -73,12 +75,14 @@ class StateTrajectory(TorchDistribution):
     steps); any other is drawn with its ``rsample`` and scored with its ``log_prob``.
 
     With ``running_rows=True`` the step law also accepts the first ``n`` rows of the batch at an int step
-    (``h_prev (..., n, D)``; a law that reads inputs of its own per row takes their first ``n``). Drawing on
-    the CPU then steps only the sequences still running, where the rows run longest first (as pyroseq's
-    samplers give them): on a batch that is half padding the loop does about half the arithmetic. A law with
-    ``reparameterize`` draws the same trajectory either way, up to the rounding of a matrix product over
-    fewer rows; one drawn by its ``rsample`` draws normals for the rows it is called on, so its draw differs
-    (from the same law).
+    (``h_prev (..., n, D)``; a law that reads inputs of its own per row takes their first ``n``), and the
+    real steps of the batch as flat positions (see :data:`StepLaw`). Drawing on the CPU then steps only the
+    sequences still running, where the rows run longest first (as pyroseq's samplers give them): on a batch
+    that is half padding the loop does about half the arithmetic; and :meth:`log_prob` of a trajectory it
+    did not draw (the model scoring the guide's) calls the law on the real steps only, for any mask alike
+    in every leading batch dim. A law with ``reparameterize`` draws the same trajectory either way, up to
+    the rounding of a matrix product over fewer rows; one drawn by its ``rsample`` draws normals for the
+    rows it is called on, so its draw differs (from the same law).
 
     Args:
         step_law: ``step_law(h_prev, steps)``, see :data:`StepLaw`.
@@ -172,5 +176,26 @@ class StateTrajectory(TorchDistribution):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._drawn is not None and value is self._drawn[0]:
             return self._drawn[1]
-        log_p = self.step_law(shift_states(self.initial, value), slice(None)).log_prob(value)  # (..., T)
-        return torch.where(self.steps_mask, log_p, standard_normal_log_prob(value)).sum(-1)  # (...,)
+        previous = shift_states(self.initial, value)  # (..., T, D)
+        positions = self._real_positions(value)
+        if positions is None:  # every step, the ones after the end scored by N(0, I) afterwards
+            log_p = self.step_law(previous, slice(None)).log_prob(value)  # (..., T)
+            return torch.where(self.steps_mask, log_p, standard_normal_log_prob(value)).sum(-1)  # (...,)
+        # the law on the real steps only, put in place of N(0, I)'s terms there
+        noise = standard_normal_log_prob(value).flatten(-2)  # (..., B T)
+        if positions.numel() == 0:  # no real step: the law is not needed
+            return noise.view(value.shape[:-1]).sum(-1)
+        law = self.step_law(previous.flatten(-3, -2)[..., positions, :], positions)
+        real = law.log_prob(value.flatten(-3, -2)[..., positions, :])  # (..., N)
+        return noise.index_copy(-1, positions, real).view(value.shape[:-1]).sum(-1)  # (..., B)
+
+    def _real_positions(self, value: Tensor) -> Tensor | None:
+        """The flat positions ``b * T + t`` of the real steps, ``(N,)``, where the step law can be called on
+        them alone (``running_rows``, on the CPU, a mask alike in every leading batch dim), else None."""
+        mask = self.steps_mask
+        if not (self.running_rows and mask.dim() >= 2 and mask.device.type == "cpu") or tracing():
+            return None
+        rows = mask.reshape(-1, *mask.shape[-2:])  # (N, B, T)
+        if value.shape[-3] != rows.shape[-2] or not bool((rows == rows[0]).all()):
+            return None
+        return rows[0].flatten().nonzero().squeeze(-1)  # (N,)

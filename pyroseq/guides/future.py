@@ -198,13 +198,16 @@ class FutureGuide(PyroseqModule):
             # b_all's size per step (T^2 B H in all; a third of a step of Pyro's DMM sizes).
             b_each = b_all.unbind(-2)  # T x (..., B, H)
 
-            def step_law(h_prev: Tensor, steps: int | slice) -> _FutureStep:
+            def step_law(h_prev: Tensor, steps: int | slice | Tensor) -> _FutureStep:
                 """``q(h_t | h_{t-1}, w_{t:T})``; ``steps`` an index (``h_prev (..., B, D)``, or the batch's
-                first rows: the trajectory then steps the running ones only) or all steps."""
+                first rows: the trajectory then steps the running ones only), all steps, or the flat
+                positions ``b * T + t`` of the real steps (``h_prev (..., N, D)``)."""
                 if isinstance(steps, int):
                     b = b_each[steps][..., : h_prev.shape[-2], :]  # (..., B, H), or its first rows
-                else:
+                elif isinstance(steps, slice):
                     b = b_all[..., steps, :]  # (..., B, T, H)
+                else:
+                    b = future.flatten(0, 1)[steps].expand(*h_prev.shape[:-1], self.rnn_hidden)  # (..., N, H)
                 loc, scale = _combine(h_prev, b, state_to_hidden, weight, bias)  # (..., B, [T,] D) each
                 # A fresh .condition() per step: each sample is scored from its own transform's cache.
                 transform = None if flow is None else flow.condition(torch.cat([h_prev, b], dim=-1))
