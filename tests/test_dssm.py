@@ -368,8 +368,9 @@ def test_the_model_scores_the_guides_states_on_the_real_steps_only_and_gets_what
     objective, monkeypatch
 ):
     """The model's site "h" scores the guide's trajectory by calling its transition on the real steps alone
-    (a batch in any order); the loss and every gradient, of the model and of the guide, are those of
-    scoring every step."""
+    (a batch in any order), and its emitter scores the observations there alone; the loss and every
+    gradient, of the model and of the guide, are those of scoring every step."""
+    import pyroseq.models.dssm as dssm_module
     from pyroseq.infer import DReG
 
     guide = _perturbed_guide("diagonal")
@@ -398,10 +399,15 @@ def test_the_model_scores_the_guides_states_on_the_real_steps_only_and_gets_what
     monkeypatch.setattr(
         StateTrajectory, "_real_positions", lambda self, v: called.append(positions(self, v)) or called[-1]
     )
+    emissions = dssm_module._Emissions
+    emitted = []
+    monkeypatch.setattr(dssm_module, "_Emissions", lambda *a: emitted.append(a[-1]) or emissions(*a))
     ours = loss_and_grads()
     # the model's calls (Pyro's first run of a model, to count its plates, scores it too)
     assert {len(p) for p in called if p is not None} == {int(batch.mask.sum())}
+    assert {len(p) for p in emitted} == {int(batch.mask.sum())}
     monkeypatch.setattr(StateTrajectory, "_real_positions", lambda self, v: None)
+    monkeypatch.setattr(dssm_module, "tracing", lambda: True)  # the emissions of every step
     for a, b in zip(ours, loss_and_grads(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
 

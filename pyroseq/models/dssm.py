@@ -34,7 +34,7 @@ from pyroseq.checks import check_positive_sizes
 from pyroseq.emissions import CategoricalEmission, Emission, emission_size, make_emission
 from pyroseq.errors import ConfigError
 from pyroseq.flows import resolve_flow
-from pyroseq.flows.trajectory import StateTrajectory
+from pyroseq.flows.trajectory import StateTrajectory, tracing
 from pyroseq.models.base import StateSpaceModel
 from pyroseq.plates import plate_batch_shape
 
@@ -53,18 +53,39 @@ class _Emissions:
 
     Args:
         emitter: the emission family.
-        params: ``(..., B, T, P)``, the emission law's parameters at every state.
+        states: ``(..., B, T, D)``, the states ``h_t``.
         observed: ``(B, T)`` symbol ids or ``(B, T, F)`` frames, or ``None``.
+        real: the flat positions ``b * T + t`` of the real steps, ``(N,)``: the observations are scored at
+            those alone (the others are masked), and a step's parameters are computed when it asks for them;
+            ``None``: every step's parameters are computed at once.
     """
 
-    def __init__(self, emitter: Emission, params: Tensor, observed: Tensor | None) -> None:
-        self.emitter, self.params, self.observed = emitter, params, observed
+    def __init__(
+        self, emitter: Emission, states: Tensor, observed: Tensor | None, real: Tensor | None
+    ) -> None:
+        self.emitter, self.states, self.observed, self.real = emitter, states, observed, real
+        self.params = None if real is not None else emitter(states)  # (..., B, T, P)
         self._log_probs: Tensor | None = None
 
+    def at(self, step: int) -> Tensor:
+        """The emission law's parameters at one step, ``(..., B, P)``."""
+        if self.params is not None:
+            return self.params[..., step, :]
+        return self.emitter(self.states[..., step, :])
+
     def observed_log_probs(self) -> Tensor:
-        """``log p(w_t | h_t)`` at the observations, ``(..., B, T)``."""
+        """``log p(w_t | h_t)`` at the observations, ``(..., B, T)`` (0 after a sequence's end when scored at
+        the real steps alone)."""
         if self._log_probs is None:
-            self._log_probs = self.emitter.log_prob(self.params, self.observed)
+            if self.params is not None:
+                self._log_probs = self.emitter.log_prob(self.params, self.observed)
+            else:
+                states = self.states.flatten(-3, -2)[..., self.real, :]  # (..., N, D)
+                observed = self.observed.flatten(0, 1)[self.real]  # (N[, F])
+                real = self.emitter.log_prob(self.emitter(states), observed)  # (..., N)
+                B, T = self.states.shape[-3:-1]
+                zeros = real.new_zeros(real.shape[:-1] + (B * T,))
+                self._log_probs = zeros.index_copy(-1, self.real, real).view(real.shape[:-1] + (B, T))
         return self._log_probs
 
 
@@ -80,8 +101,15 @@ class _StepEmission(TorchDistribution):
 
     def __init__(self, emissions: _Emissions, step: int, observed: Tensor | None) -> None:
         self.emissions, self.step, self.observed = emissions, step, observed
-        self.params = emissions.params[..., step, :]  # (..., B, P)
-        super().__init__(self.params.shape[:-1], emissions.emitter.event_shape, validate_args=False)
+        self._params: Tensor | None = None  # (..., B, P), computed when a law is asked for
+        batch_shape = emissions.states.shape[:-2]  # (..., B)
+        super().__init__(batch_shape, emissions.emitter.event_shape, validate_args=False)
+
+    @property
+    def params(self) -> Tensor:
+        if self._params is None:
+            self._params = self.emissions.at(self.step)
+        return self._params
 
     def _law(self) -> TorchDistribution:
         return self.emissions.emitter.law(self.params)
@@ -248,7 +276,9 @@ class DSSM(StateSpaceModel):
                     f"(..., B, T, D) = (..., {B}, {T}, {self.state_dim}): give the guide "
                     f"state_dim={self.state_dim} and the model's observations and mask"
                 )
-            emissions = _Emissions(emitter, emitter(h), ids)  # parameters (..., B, T, P)
+            # observed on the CPU: scored at the real steps alone (the others are masked)
+            real = None if ids is None or mask.device.type != "cpu" or tracing() else mask.flatten().nonzero()
+            emissions = _Emissions(emitter, h, ids, None if real is None else real.squeeze(-1))
             for t in range(1, T + 1):
                 observed = None if ids is None else ids[:, t - 1]  # (B,)
                 law = _StepEmission(emissions, t - 1, observed)
