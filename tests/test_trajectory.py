@@ -158,10 +158,10 @@ def test_scoring_calls_the_law_on_the_real_steps_only_and_gives_what_every_step_
         called.append(steps)
         return law(h_prev, steps)
 
-    def score(running_rows: bool) -> list[torch.Tensor]:
+    def score(real_steps: bool) -> list[torch.Tensor]:
         for p in (*law.parameters(), value, initial):
             p.grad = None
-        log_prob = StateTrajectory(spy, initial, mask, running_rows=running_rows).log_prob(value)  # (2, B)
+        log_prob = StateTrajectory(spy, initial, mask, real_steps=real_steps).log_prob(value)  # (2, B)
         log_prob.sum().backward()
         wrt = (value, initial, *law.parameters())  # with no real step h_0 and the law get no gradient
         return [log_prob.detach()] + [torch.zeros_like(p) if p.grad is None else p.grad for p in wrt]
@@ -171,7 +171,7 @@ def test_scoring_calls_the_law_on_the_real_steps_only_and_gives_what_every_step_
         assert torch.equal(called[-1], mask.flatten().nonzero().squeeze(-1))  # b * T + t of each real step
     else:
         assert called == []  # no real step: N(0, I) scores every state
-    every = score(False)
+    every = score(False)  # a law that does not opt in is scored on every step
     assert called[-1] == slice(None)
     for a, b in zip(packed, every, strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
@@ -184,11 +184,14 @@ def test_masks_that_differ_across_particles_or_a_trace_score_every_step():
     mask[1, 0, 5] = False
     value = torch.randn(2, len(LENGTHS), T, D, dtype=torch.double)
     trajectory = StateTrajectory(
-        law, torch.zeros(2, len(LENGTHS), D, dtype=torch.double), mask, running_rows=True
+        law, torch.zeros(2, len(LENGTHS), D, dtype=torch.double), mask, real_steps=True
     )
     assert trajectory._real_positions(value) is None
-    alike = StateTrajectory(law, torch.zeros(len(LENGTHS), D), _mask(LENGTHS), running_rows=True)
+    alike = StateTrajectory(law, torch.zeros(len(LENGTHS), D), _mask(LENGTHS), real_steps=True)
     assert alike._real_positions(value) is not None
+    # running rows alone do not opt in: such a law may not take positions
+    rows = StateTrajectory(law, torch.zeros(len(LENGTHS), D), _mask(LENGTHS), running_rows=True)
+    assert rows._real_positions(value) is None
     found = []
     record = lambda x: found.append(alike._real_positions(value)) or x  # noqa: E731
     torch.jit.trace(record, torch.zeros(1), check_trace=False)

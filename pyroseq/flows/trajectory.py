@@ -32,8 +32,9 @@ StepLaw = Callable[[Tensor, int | slice | Tensor], TorchDistribution]
 
 ``steps`` is a 0-based step index with ``h_prev (..., D)``, or ``slice(None)`` with ``h_prev (..., T, D)``
 holding every ``h_{t-1}`` of the trajectory (batch shape then ends in ``T``). A law of a trajectory with
-``running_rows=True`` also takes the first ``n`` rows at an int step (``h_prev (..., n, D)``), and a long
-tensor ``(N,)`` of real steps, each ``b * T + t`` (row b, step t), with ``h_prev (..., N, D)``."""
+``running_rows=True`` also takes the first ``n`` rows at an int step (``h_prev (..., n, D)``), and one with
+``real_steps=True`` a long tensor ``(N,)`` of real steps, each ``b * T + t`` (row b, step t), with
+``h_prev (..., N, D)``."""
 
 
 def standard_normal_log_prob(x: Tensor) -> Tensor:
@@ -75,20 +76,24 @@ class StateTrajectory(TorchDistribution):
     steps); any other is drawn with its ``rsample`` and scored with its ``log_prob``.
 
     With ``running_rows=True`` the step law also accepts the first ``n`` rows of the batch at an int step
-    (``h_prev (..., n, D)``; a law that reads inputs of its own per row takes their first ``n``), and the
-    real steps of the batch as flat positions (see :data:`StepLaw`). Drawing on the CPU then steps only the
-    sequences still running, where the rows run longest first (as pyroseq's samplers give them): on a batch
-    that is half padding the loop does about half the arithmetic; and :meth:`log_prob` of a trajectory it
-    did not draw (the model scoring the guide's) calls the law on the real steps only, for any mask alike
-    in every leading batch dim. A law with ``reparameterize`` draws the same trajectory either way, up to
-    the rounding of a matrix product over fewer rows; one drawn by its ``rsample`` draws normals for the
-    rows it is called on, so its draw differs (from the same law).
+    (``h_prev (..., n, D)``; a law that reads inputs of its own per row takes their first ``n``). Drawing on
+    the CPU then steps only the sequences still running, where the rows run longest first (as pyroseq's
+    samplers give them): on a batch that is half padding the loop does about half the arithmetic. A law with
+    ``reparameterize`` draws the same trajectory either way, up to the rounding of a matrix product over
+    fewer rows; one drawn by its ``rsample`` draws normals for the rows it is called on, so its draw differs
+    (from the same law).
+
+    With ``real_steps=True`` the step law also accepts the real steps of the batch as flat positions (see
+    :data:`StepLaw`; a law that reads inputs of its own per step takes them at those positions), and
+    :meth:`log_prob` of a trajectory it did not draw (the model scoring the guide's) calls it on the real
+    steps alone, on the CPU, for any mask alike in every leading batch dim; the log-density is the same.
 
     Args:
         step_law: ``step_law(h_prev, steps)``, see :data:`StepLaw`.
         initial: ``h_0``, ``(*batch, D)``: it fixes the batch shape.
         mask: ``(*batch, T)`` bool (broadcastable), True on real steps; each row a prefix of Trues.
         running_rows: whether ``step_law`` accepts the first rows of the batch only (above).
+        real_steps: whether ``step_law`` accepts flat positions of the real steps (above).
     """
 
     arg_constraints: dict = {}
@@ -102,12 +107,14 @@ class StateTrajectory(TorchDistribution):
         mask: Tensor,
         *,
         running_rows: bool = False,
+        real_steps: bool = False,
         validate_args=None,
     ) -> None:
         self.step_law = step_law
         self.initial = initial  # (*batch, D)
         self.steps_mask = mask  # (*batch, T)
         self.running_rows = running_rows
+        self.real_steps = real_steps
         self._drawn: tuple[Tensor, Tensor] | None = None  # (a trajectory drawn here, its log-density)
         batch_shape, D = initial.shape[:-1], initial.shape[-1]
         super().__init__(batch_shape, torch.Size((mask.shape[-1], D)), validate_args=validate_args)
@@ -120,6 +127,7 @@ class StateTrajectory(TorchDistribution):
             self.initial.expand(batch_shape + self.initial.shape[-1:]),
             self.steps_mask.expand(batch_shape + (T,)),
             running_rows=self.running_rows,
+            real_steps=self.real_steps,
         )
 
     def rsample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
@@ -191,9 +199,9 @@ class StateTrajectory(TorchDistribution):
 
     def _real_positions(self, value: Tensor) -> Tensor | None:
         """The flat positions ``b * T + t`` of the real steps, ``(N,)``, where the step law can be called on
-        them alone (``running_rows``, on the CPU, a mask alike in every leading batch dim), else None."""
+        them alone (``real_steps``, on the CPU, a mask alike in every leading batch dim), else None."""
         mask = self.steps_mask
-        if not (self.running_rows and mask.dim() >= 2 and mask.device.type == "cpu") or tracing():
+        if not (self.real_steps and mask.dim() >= 2 and mask.device.type == "cpu") or tracing():
             return None
         rows = mask.reshape(-1, *mask.shape[-2:])  # (N, B, T)
         if value.shape[-3] != rows.shape[-2] or not bool((rows == rows[0]).all()):

@@ -213,7 +213,9 @@ class FutureGuide(PyroseqModule):
                 transform = None if flow is None else flow.condition(torch.cat([h_prev, b], dim=-1))
                 return _FutureStep(loc, scale, transform)
 
-            pyro.sample("h", StateTrajectory(step_law, h_0, mask, running_rows=True))  # (..., B, T, D)
+            pyro.sample(
+                "h", StateTrajectory(step_law, h_0, mask, running_rows=True, real_steps=True)
+            )  # (..., B, T, D)
 
 
 def _combine(h_prev: Tensor, b: Tensor, state_to_hidden: nn.Linear, weight: Tensor, bias: Tensor):

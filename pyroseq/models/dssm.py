@@ -267,7 +267,11 @@ class DSSM(StateSpaceModel):
         with pyro.plate("seqs", B, dim=-1):
             h_0 = self.initial_state(plate_batch_shape())  # (B, D), or (K, B, D) under vectorised particles
             law = StateTrajectory(
-                lambda h_prev, steps: _pushforward_of_noise(flow, h_prev), h_0, mask, running_rows=True
+                lambda h_prev, steps: _pushforward_of_noise(flow, h_prev),
+                h_0,
+                mask,
+                running_rows=True,
+                real_steps=True,
             )
             h = pyro.sample("h", law)  # (..., B, T, D)
             if h.shape[-2:] != (T, self.state_dim):
