@@ -196,3 +196,21 @@ def test_masks_that_differ_across_particles_or_a_trace_score_every_step():
     record = lambda x: found.append(alike._real_positions(value)) or x  # noqa: E731
     torch.jit.trace(record, torch.zeros(1), check_trace=False)
     assert found == [None]
+
+
+def test_scoring_the_real_steps_promotes_and_broadcasts_as_every_step_does():
+    """A law whose log-density is of a wider dtype than the states, or a trajectory with no batch dims, is
+    scored as scoring every step scores it."""
+    weight = torch.full((2,), 0.5, dtype=torch.double)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    value = torch.randn(2, 3, 2)
+
+    def law(h_prev, steps):
+        return dist.Normal(weight * h_prev, 1.0).to_event(1)  # float64 on float32 states
+
+    real = StateTrajectory(law, torch.zeros(2, 2), mask, real_steps=True).log_prob(value)
+    every = StateTrajectory(law, torch.zeros(2, 2), mask).log_prob(value)
+    assert real.dtype == every.dtype == torch.double
+    torch.testing.assert_close(real, every)
+    one = StateTrajectory(law, torch.zeros(2), mask[:1], real_steps=True).log_prob(value[0])  # no batch dims
+    torch.testing.assert_close(one, StateTrajectory(law, torch.zeros(2), mask[:1]).log_prob(value[0]))

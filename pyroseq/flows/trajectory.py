@@ -195,7 +195,14 @@ class StateTrajectory(TorchDistribution):
             return noise.view(value.shape[:-1]).sum(-1)
         law = self.step_law(previous.flatten(-3, -2)[..., positions, :], positions)
         real = law.log_prob(value.flatten(-3, -2)[..., positions, :])  # (..., N)
-        return noise.index_copy(-1, positions, real).view(value.shape[:-1]).sum(-1)  # (..., B)
+        # broadcast and promote as torch.where would
+        batch, dtype = (
+            torch.broadcast_shapes(noise.shape[:-1], real.shape[:-1]),
+            torch.promote_types(noise.dtype, real.dtype),
+        )
+        noise = noise.to(dtype).expand(*batch, noise.shape[-1])  # (..., B T)
+        log_p = noise.index_copy(-1, positions, real.to(dtype).expand(*batch, real.shape[-1]))
+        return log_p.view(*batch, *value.shape[-3:-1]).sum(-1)  # (..., B)
 
     def _real_positions(self, value: Tensor) -> Tensor | None:
         """The flat positions ``b * T + t`` of the real steps, ``(N,)``, where the step law can be called on
@@ -204,6 +211,6 @@ class StateTrajectory(TorchDistribution):
         if not (self.real_steps and mask.dim() >= 2 and mask.device.type == "cpu") or tracing():
             return None
         rows = mask.reshape(-1, *mask.shape[-2:])  # (N, B, T)
-        if value.shape[-3] != rows.shape[-2] or not bool((rows == rows[0]).all()):
+        if value.dim() < 3 or value.shape[-3] != rows.shape[-2] or not bool((rows == rows[0]).all()):
             return None
         return rows[0].flatten().nonzero().squeeze(-1)  # (N,)
