@@ -62,6 +62,5 @@ def keep_freed_memory(
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # trim first: glibc raises the trim threshold to twice the mmap threshold only while it adjusts
-    # the mmap threshold itself, which setting it by mallopt stops
+    # both calls run (not `and`); setting the mmap threshold also stops glibc from raising it by itself
     return bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold)) & bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold))
