@@ -25,7 +25,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch import Tensor
 
-__all__ = ["StateTrajectory", "standard_normal_log_prob", "shift_states", "tracing"]
+__all__ = ["StateTrajectory", "standard_normal_log_prob", "shift_states", "tracing", "real_step_positions"]
 
 StepLaw = Callable[[Tensor, int | slice | Tensor], TorchDistribution]
 """``step_law(h_prev, steps)``: the law of ``h_t`` given ``h_{t-1}``, event shape ``(D,)``.
@@ -53,6 +53,15 @@ def tracing() -> bool:
     a batch's lengths into it."""
     compiling = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
     return torch.jit.is_tracing() or (compiling is not None and compiling())
+
+
+def real_step_positions(mask: Tensor) -> Tensor | None:
+    """The flat positions ``b * T + t`` of a ``(B, T)`` mask's real steps, ``(N,)``, where work can be done
+    at those alone: on the CPU and not tracing (a GPU would wait for the count, a trace would fix it), else
+    None."""
+    if mask.device.type != "cpu" or tracing():
+        return None
+    return mask.flatten().nonzero().squeeze(-1)
 
 
 def _draw(law: TorchDistribution, noise: Tensor) -> tuple[Tensor, Tensor, bool]:
@@ -208,9 +217,9 @@ class StateTrajectory(TorchDistribution):
         """The flat positions ``b * T + t`` of the real steps, ``(N,)``, where the step law can be called on
         them alone (``real_steps``, on the CPU, a mask alike in every leading batch dim), else None."""
         mask = self.steps_mask
-        if not (self.real_steps and mask.dim() >= 2 and mask.device.type == "cpu") or tracing():
+        if not (self.real_steps and mask.dim() >= 2 and value.dim() >= 3):
             return None
         rows = mask.reshape(-1, *mask.shape[-2:])  # (N, B, T)
-        if value.dim() < 3 or value.shape[-3] != rows.shape[-2] or not bool((rows == rows[0]).all()):
+        if value.shape[-3] != rows.shape[-2] or not bool((rows == rows[0]).all()):
             return None
-        return rows[0].flatten().nonzero().squeeze(-1)  # (N,)
+        return real_step_positions(rows[0])  # (N,)

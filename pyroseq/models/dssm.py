@@ -34,7 +34,7 @@ from pyroseq.checks import check_positive_sizes
 from pyroseq.emissions import CategoricalEmission, Emission, emission_size, make_emission
 from pyroseq.errors import ConfigError
 from pyroseq.flows import resolve_flow
-from pyroseq.flows.trajectory import StateTrajectory, tracing
+from pyroseq.flows.trajectory import StateTrajectory, real_step_positions
 from pyroseq.models.base import StateSpaceModel
 from pyroseq.plates import plate_batch_shape
 
@@ -281,8 +281,7 @@ class DSSM(StateSpaceModel):
                     f"state_dim={self.state_dim} and the model's observations and mask"
                 )
             # observed on the CPU: scored at the real steps alone (the others are masked)
-            real = None if ids is None or mask.device.type != "cpu" or tracing() else mask.flatten().nonzero()
-            emissions = _Emissions(emitter, h, ids, None if real is None else real.squeeze(-1))
+            emissions = _Emissions(emitter, h, ids, None if ids is None else real_step_positions(mask))
             for t in range(1, T + 1):
                 observed = None if ids is None else ids[:, t - 1]  # (B,)
                 law = _StepEmission(emissions, t - 1, observed)
