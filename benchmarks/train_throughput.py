@@ -3,7 +3,7 @@
 For each configuration (threads, batch size B, state size D, particles K) it times, in interleaved
 rounds on the same batches (top-N words drawn from p(w)):
 
-* ``dssm``: pyroseq's DSSM and future guide, one ``Trainer.step`` (ELBO for K=1, IWAE for K>1);
+* ``dssm``: pyroseq's DSSM and future guide, one ``Trainer.step`` (ELBO for K=1, IWAE or ``--objective dreg`` for K>1);
 * ``reference``: the same model, parameters and objective in plain PyTorch
   (``benchmarks/reference_dssm.py``), with the same gradient clipping and Adam step;
 * ``gru``: pyroseq's teacher-forced GRU of state size D (and any other ``--training`` modes);
@@ -164,6 +164,13 @@ def main() -> None:
         help="the DSSM's transition flow (default triangular, as in docs/benchmarks.md; the library's "
         "default is coupling+coupling)",
     )
+    parser.add_argument(
+        "--objective",
+        choices=("iwae", "dreg"),
+        default="iwae",
+        help="the DSSM's objective for K > 1 (the library's default is dreg; the plain-PyTorch reference "
+        "implements iwae, so dreg needs --no-reference)",
+    )
     parser.add_argument("--threads", nargs="+", type=int, default=[1])
     parser.add_argument(
         "--training", nargs="+", default=["teacher"], help="GRU modes: teacher, scheduled, professor"
@@ -179,6 +186,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write all rows as JSON here")
     parser.add_argument("--plot", type=Path, help="write a plot of the two ratios here (PNG)")
     args = parser.parse_args()
+    if args.objective == "dreg" and not args.no_reference:
+        parser.error("--objective dreg has no plain-PyTorch reference: add --no-reference")
 
     device = resolve_device(args.device)
     corpus = load_words("symspell", top=args.top)
@@ -187,7 +196,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         for K in args.particles:
             base = {"state_dim": D, "batch_size": B, "device": args.device}
-            objective = "iwae" if K > 1 else "elbo"
+            objective = args.objective if K > 1 else "elbo"
             dssm = RunConfig(model="dssm", flow=args.flow, particles=K, objective=objective, **base)
             steps = {"dssm": pyroseq_step(dssm, corpus, device)}
             if not args.no_reference:
