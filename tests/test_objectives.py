@@ -171,7 +171,7 @@ def test_fivo_is_a_named_objective_for_state_space_models_only_and_without_a_war
         make_objective("fivo", particles=3, jit=True)
     model, guide = DSSM(vocab_size=5, state_dim=2), FutureGuide(vocab_size=5, state_dim=2)
     trainer = Trainer(model, guide, objective="fivo")
-    assert trainer.kl_warmup == 0 and trainer.loss.num_particles == 4  # the recipe's K, and no warm-up
+    assert trainer.kl_warmup == 0 and trainer.loss.num_particles == 8  # the recipe's K, and no warm-up
     with pytest.raises(ConfigError, match="set kl_warmup=0 \\(got 100\\)") as refused:
         Trainer(model, guide, objective="fivo", kl_warmup=100)
     assert refused.value.params == ("objective", "kl_warmup")

@@ -34,9 +34,10 @@ UNANNEALED = ("fivo",)
 (:class:`~pyroseq.infer.annealing.ScaleLatents`) cannot reach them: they train with ``kl_warmup=0`` (after a
 warm-up under another objective)."""
 
-DEFAULT_PARTICLES = 4
-"""K of the default objective of a model with latent states (DReG): the lever screen's choice of bound
-against cost per step (``docs/results.md``, issue 27)."""
+DEFAULT_PARTICLES = 8
+"""K of the default objective of a model with latent states (DReG). At the README's budget (3,000 steps of
+256 words) K = 8 ended 0.13-0.21 nats/word below K = 4 on two word lists, at the same CE per CPU second on one
+thread; a second thread carries most of its extra cost (``docs/results.md``, section (g), issue 27)."""
 
 
 def default_objective(*, latent: bool, jit: bool = False) -> tuple[str, int]:
@@ -63,7 +64,7 @@ def resolve_recipe(
 
     Example:
         >>> resolve_recipe("iwae", None, latent=True), resolve_recipe(None, None, latent=False)
-        (('iwae', 4), ('elbo', 1))
+        (('iwae', 8), ('elbo', 1))
     """
     if objective is None:
         objective = default_objective(latent=latent, jit=jit)[0]

@@ -103,9 +103,9 @@ class Trainer:
             see is a :class:`ConfigError` at the first step.
         objective: ``"elbo"``, ``"iwae"``, ``"dreg"`` or ``"fivo"`` (a state-space model only, without a
             warm-up: it scores the state laws itself); ``particles`` K >= 1. ``None`` (each): pyroseq's
-            recipe, :func:`~pyroseq.infer.objectives.default_objective` (DReG with K = 4 for a model with
+            recipe, :func:`~pyroseq.infer.objectives.default_objective` (DReG with K = 8 for a model with
             latent states, the ELBO with K = 1 for one without); an importance-weighted objective named
-            without ``particles`` takes K = 4 (:func:`~pyroseq.infer.objectives.resolve_recipe`).
+            without ``particles`` takes K = 8 (:func:`~pyroseq.infer.objectives.resolve_recipe`).
         weight_decay: an L2 penalty ``weight_decay * p`` added to each parameter's gradient before Adam's
             update (torch's ``Adam(weight_decay=...)``, and what Pyro's ``ClippedAdam`` does). The loss is
             per sequence, so a rate set on a loss summed over batches of B sequences (Pyro's Deep Markov

@@ -321,9 +321,9 @@ def check_applicable(config: RunConfig, given: set[str]) -> None:
 
 def resolve_objective(config: RunConfig) -> RunConfig:
     """``config`` with ``objective`` and ``particles`` set where a new run left them at None, by
-    :func:`~pyroseq.infer.objectives.resolve_recipe` (as the ``Trainer`` sets them): DReG with K = 4 for a
+    :func:`~pyroseq.infer.objectives.resolve_recipe` (as the ``Trainer`` sets them): DReG with K = 8 for a
     DSSM, the ELBO with K = 1 for an RNN or under ``jit``; IWAE, DReG or FIVO named without ``particles``
-    for a DSSM gets K = 4."""
+    for a DSSM gets K = 8."""
     objective, k = resolve_recipe(config.objective, config.particles, latent=config.model == "dssm",
                                   jit=config.jit)  # fmt: skip
     return dataclasses.replace(config, objective=objective, particles=k)
