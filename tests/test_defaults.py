@@ -7,6 +7,7 @@ registered model or guide, a default configuration passes the constructor's own 
 from __future__ import annotations
 
 import inspect
+import json
 
 import pytest
 
@@ -79,3 +80,20 @@ def test_the_training_recipe_is_the_same_from_python_and_from_a_run(
     assert kind is None or type(trainer.loss) is kind
     assert getattr(trainer.loss, "num_particles", 1) == particles
     assert (trainer.kl_warmup, trainer.lr) == (warmup, 6e-3)
+
+
+def test_a_run_saved_under_an_earlier_default_k_resumes_with_the_k_it_was_trained_with(tmp_path, monkeypatch):
+    """The default K changed from 4 to 8 (docs/results.md, section (g)): a run started before trains on
+    with its own K, which its config.json holds, not the library's current default."""
+    from pyroseq.infer import objectives
+    from pyroseq.runs.train import train_run
+
+    tiny = dict(source="sample", state_dim=4, flow_hidden=8, emitter_hidden=8, guide_hidden=8, batch_size=8)
+    monkeypatch.setattr(objectives, "DEFAULT_PARTICLES", 4)
+    started = train_run(RunConfig(**tiny, steps=4, valid_every=0), tmp_path / "run", progress=False)
+    assert started["particles"] == 4
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["particles"] == 4
+    monkeypatch.undo()
+    assert objectives.DEFAULT_PARTICLES == 8
+    resumed = train_run(None, tmp_path / "run", resume=True, overrides={"steps": 6}, progress=False)
+    assert (resumed["steps"], resumed["particles"]) == (6, 4)
