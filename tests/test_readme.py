@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from pyroseq.cli.main import cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TINY = {"--steps": "4", "--top": "100", "--batch-size": "16"}
+TINY = {"--steps": "4", "--top": "100", "--batch-size": "16", "--threads": "1"}  # one thread: in-process
 
 
 def main_job() -> list[list[str]]:
