@@ -182,13 +182,13 @@ def _grid() -> list[Config]:
     # no option but the size, so each row is what a user's ``pyroseq train --model M --state-dim D`` reaches
     # (the DSSM: DReG K = 4, KL warm-up 500, lr 6e-3, unigram emitter bias; the GRU: ELBO, lr 6e-3, the
     # same bias). The DSSMs of D = 16 and 32 first: the targets are there.
-    # The default's K became 8 later (stop 37): these rows keep the K = 4 they were run with.
+    # The default's K became 8 later (docs/results.md, the eleventh study): these rows keep the K = 4 they ran with.
     for model, d in (("dssm", 16), ("dssm", 32), ("rnn", 16), ("rnn", 32), ("rnn", 8), ("dssm", 8)):
         args = ("--model", model, "--state-dim", str(d), "--batch-size", "256", "--valid-every", "250")
         args += ("--particles", "4") if model == "dssm" else ()
         configs.append(Config(f"{model}-default-d{d}", args, ("recipe",)))
-    # The default recipe with eight particles (the default since stop 37: 0.13-0.21 nats/word ahead of K = 4 at
-    # the README's budget on two word lists) to its plateau, beside the rows above.
+    # The default recipe with eight particles (the default since the eleventh study of docs/results.md, ahead
+    # of K = 4 at the README's budget on every word list) to its plateau, beside the rows above.
     for d in (16, 32):
         args = ("--model", "dssm", "--state-dim", str(d), "--particles", "8", "--batch-size", "256")
         configs.append(Config(f"dssm-default-k8-d{d}", (*args, "--valid-every", "250"), ("recipe-k8",)))
@@ -315,7 +315,7 @@ def _grid() -> list[Config]:
                            continues="jsb-dmm-seed0"))  # fmt: skip
     # Every JSB run so far trained by the ELBO with one particle; on words DReG gained 0.74 over the ELBO at a
     # fixed budget, and more particles from a plateau 0.14-0.18. The best JSB model by the ELBO (jsb-dssm-cp2-wd,
-    # at its plateau, epoch 2,751) trained on by DReG with 4 particles, its optimiser as before, from about the
+    # at its plateau, epoch 2,751) trained on by DReG with 4 particles, its optimiser's settings (a fresh Adam), from about the
     # rate where it stopped (1e-4) decaying by half over 12,000 steps (1,000 epochs), in chunks (--patience 30).
     dreg = (*cp2_wd, "--objective", "dreg", "--particles", "4", "--lr", "0.0001", "--lr-decay", "0.5")
     configs.append(Config("jsb-dssm-cp2-dreg4-from-wd", dreg, ("jsb-dreg",), 12_000, "jsb-dssm-cp2-wd", data=jsb))

@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write all rows as JSON here")
     parser.add_argument("--plot", type=Path, help="write a plot of the two ratios here (PNG)")
     args = parser.parse_args()
-    if args.objective == "dreg" and not args.no_reference:
+    if args.objective == "dreg" and not args.no_reference and max(args.particles) > 1:
         parser.error("--objective dreg has no plain-PyTorch reference: add --no-reference")
 
     device = resolve_device(args.device)

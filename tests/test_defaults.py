@@ -94,6 +94,6 @@ def test_a_run_saved_under_an_earlier_default_k_resumes_with_the_k_it_was_traine
     assert started["particles"] == 4
     assert json.loads((tmp_path / "run" / "config.json").read_text())["particles"] == 4
     monkeypatch.undo()
-    assert objectives.DEFAULT_PARTICLES == 8
+    assert objectives.DEFAULT_PARTICLES != 4
     resumed = train_run(None, tmp_path / "run", resume=True, overrides={"steps": 6}, progress=False)
     assert (resumed["steps"], resumed["particles"]) == (6, 4)

@@ -475,7 +475,7 @@ def test_train_reports_what_the_corpus_filters_dropped(tmp_path):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--batch-size", str(10**7)], "a training step of 10000000 sequences x 4 particles"),
+        (["--batch-size", str(10**7)], "a training step of 10000000 sequences x 8 particles"),
         (["--objective", "iwae", "--particles", str(10**6)], "x 1000000 particles"),
         # the triangular flow's D x D conditioner output is what the allocator refuses at this D
         (["--state-dim", str(10**6), "--flow", "triangular"], "the model's parameters do not fit in memory"),

@@ -89,7 +89,8 @@ print(f"guide: {sum(p.numel() for p in guide.parameters()):,} parameters")
 # word.
 #
 # The loop below is the recipe `pyroseq train --model dssm` uses (chosen by the lever screen of
-# [results](../results.md) section (g)), written in plain Pyro:
+# [results](../results.md) section (g)), written in plain Pyro, with fewer particles than the recipe's
+# eight to keep the page quick:
 #
 # * `DReG(num_particles=K)`: the same bound and the same model gradient as `RenyiELBO(alpha=0)`, with
 #   the doubly reparameterised guide gradient (Tucker et al. 2019), whose signal does not fade as $K$ grows;

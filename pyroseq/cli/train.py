@@ -24,7 +24,7 @@ from pyroseq.cli.common import (
 from pyroseq.emissions import EMITTER_ACTIVATIONS
 from pyroseq.errors import ConfigError
 from pyroseq.guides import RNN_CELLS
-from pyroseq.infer.objectives import OBJECTIVES
+from pyroseq.infer.objectives import DEFAULT_PARTICLES, OBJECTIVES
 from pyroseq.runs.config import DATA, EMITTER_BIASES, MODELS, PRESETS, TRAINING, RunConfig
 from pyroseq.runs.train import train_run
 
@@ -59,7 +59,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--init-from", "init_from", str, "A new run starting from the weights of the run in this directory (or of this checkpoint file): its data and model options unless given, a fresh optimiser, step count and schedules, no KL warm-up unless given."),
     ("--emitter-bias", "emitter_bias", click.Choice(EMITTER_BIASES), "A new run's emitter output bias: unigram (the symbols' log frequencies in the training data, every model alike) or default (nn.Linear's own draw)."),
     ("--objective", "objective", click.Choice(OBJECTIVES), "elbo (Trace_ELBO), iwae (the importance-weighted bound, K = --particles), dreg (IWAE with doubly reparameterised guide gradients) or fivo (a particle filter's bound, the guide proposing; dssm only, no --kl-warmup: continue a warmed-up run with --init-from) [default: dreg for dssm, elbo for rnn]."),
-    ("--particles", "particles", POSITIVE, "K, the number of vectorised particles [default: 8 for dssm's dreg, iwae or fivo, else 1]."),
+    ("--particles", "particles", POSITIVE, f"K, the number of vectorised particles [default: {DEFAULT_PARTICLES} for dssm's dreg, iwae or fivo, else 1]."),
     ("--kl-warmup", "kl_warmup", NON_NEGATIVE, "DSSM: KL annealing over N steps, the latent sites scaled by min(1, step/N) (0: none; default 500, or half of --steps if fewer)."),
     ("--kl-warmup-start", "kl_warmup_start", Finite(min=0, max=1), "DSSM: the annealing factor the warm-up starts from, s + (1 - s) min(1, step/N) [default: 0; Pyro's DMM example: 0.2]."),
     ("--steps", "steps", POSITIVE, "Total optimisation steps (on --resume: train on to this many; see below)."),

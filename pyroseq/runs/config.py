@@ -393,7 +393,7 @@ def dmm_config(**overrides: Any) -> RunConfig:
     The transition is the ``gated`` flow (Krishnan's gated transition) with 200 hidden units, the state
     has 100 dimensions, the emitter 100 hidden units, and the guide is the combiner guide without a flow
     (``gaussian``: a backward RNN of 600 units over the frames, combined with ``h_{t-1}``), trained by the
-    ELBO with one particle (the example's ``Trace_ELBO``, not the DSSM's default DReG with four) with
+    ELBO with one particle (the example's ``Trace_ELBO``, not the DSSM's default DReG with eight) with
     Adam at ``3e-4`` on batches of 20 sequences with KL annealing, and without clipping the gradient
     (``clip_norm=0``: on a chorale's loss its norm is 300-500, so the library's clip at 10 normalised every
     step, and the preset trailed the example by 0.24 nats per frame at epoch 600; unclipped it is level
