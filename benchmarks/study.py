@@ -319,6 +319,10 @@ def _grid() -> list[Config]:
     # rate where it stopped (1e-4) decaying by half over 12,000 steps (1,000 epochs), in chunks (--patience 30).
     dreg = (*cp2_wd, "--objective", "dreg", "--particles", "4", "--lr", "0.0001", "--lr-decay", "0.5")
     configs.append(Config("jsb-dssm-cp2-dreg4-from-wd", dreg, ("jsb-dreg",), 12_000, "jsb-dssm-cp2-wd", data=jsb))
+    # Its control: the same continuation by the ELBO with one particle, as the source trained (a fresh optimiser,
+    # the same rate and schedule, more steps alone).
+    elbo = (*cp2_wd, "--lr", "0.0001", "--lr-decay", "0.5")
+    configs.append(Config("jsb-dssm-cp2-elbo-from-wd", elbo, ("jsb-dreg",), 12_000, "jsb-dssm-cp2-wd", data=jsb))
     return configs
 
 
