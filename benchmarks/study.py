@@ -194,7 +194,8 @@ def _grid() -> list[Config]:
         configs.append(Config(f"dssm-default-k8-d{d}", (*args, "--valid-every", "250"), ("recipe-k8",)))
     # The D = 32 default pruned its noise after the 500-step warm-up (15 active dimensions at step 1,000, 7 at
     # its plateau): the same run with the KL warmed up over the first 4,000 steps.
-    args = ("--model", "dssm", "--state-dim", "32", "--kl-warmup", "4000", "--particles", "4", "--batch-size", "256")
+    args = ("--model", "dssm", "--state-dim", "32", "--kl-warmup", "4000", "--particles", "4")
+    args += ("--batch-size", "256")
     configs.append(Config("dssm-default-kw4000-d32", (*args, "--valid-every", "250"), ("warmup",)))
     # More particles from the D = 16 default's plateau (each step up in K gained 0.15-0.26 at the plateau so
     # far, section "What limits the DSSM"): it trains on by DReG with 16 particles, beside the same
@@ -318,11 +319,13 @@ def _grid() -> list[Config]:
     # at its plateau, epoch 2,751) trained on by DReG with 4 particles, its optimiser's settings (a fresh Adam), from about the
     # rate where it stopped (1e-4) decaying by half over 12,000 steps (1,000 epochs), in chunks (--patience 30).
     dreg = (*cp2_wd, "--objective", "dreg", "--particles", "4", "--lr", "0.0001", "--lr-decay", "0.5")
-    configs.append(Config("jsb-dssm-cp2-dreg4-from-wd", dreg, ("jsb-dreg",), 12_000, "jsb-dssm-cp2-wd", data=jsb))
+    configs.append(Config("jsb-dssm-cp2-dreg4-from-wd", dreg, ("jsb-dreg",), 12_000, "jsb-dssm-cp2-wd",
+                          data=jsb))  # fmt: skip
     # Its control: the same continuation by the ELBO with one particle, as the source trained (a fresh optimiser,
     # the same rate and schedule, more steps alone).
     elbo = (*cp2_wd, "--lr", "0.0001", "--lr-decay", "0.5")
-    configs.append(Config("jsb-dssm-cp2-elbo-from-wd", elbo, ("jsb-dreg",), 12_000, "jsb-dssm-cp2-wd", data=jsb))
+    configs.append(Config("jsb-dssm-cp2-elbo-from-wd", elbo, ("jsb-dreg",), 12_000, "jsb-dssm-cp2-wd",
+                          data=jsb))  # fmt: skip
     return configs
 
 

@@ -365,7 +365,7 @@ def test_the_dmm_preset_builds_krishnans_model_at_pyros_sizes():
     assert (config.lr, config.batch_size, config.flow_hidden) == (3e-4, 20, 200)
     # unclipped: a chorale's gradient norm is in the hundreds, and a clip at 10 held the preset back
     assert config.clip_norm == 0
-    # the example's Trace_ELBO, one particle: the DSSM's default (DReG, K = 8) would cost several times its step
+    # the example's Trace_ELBO, one particle: the DSSM's default (DReG, K = 8) would cost several times a step
     assert (config.objective, resolve_objective(config).particles) == ("elbo", 1)
     # another objective named beside the preset gets its own default K, not the ELBO's one particle
     iwae = resolve_objective(dataclasses.replace(config, objective="iwae"))
