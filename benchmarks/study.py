@@ -189,7 +189,7 @@ def _grid() -> list[Config]:
         configs.append(Config(f"{model}-default-d{d}", args, ("recipe",)))
     # The default recipe with eight particles (the default since the eleventh study of docs/results.md, ahead
     # of K = 4 at the README's budget on every word list) to its plateau, beside the rows above.
-    for d in (16, 32):
+    for d in (16, 32, 8):
         args = ("--model", "dssm", "--state-dim", str(d), "--particles", "8", "--batch-size", "256")
         configs.append(Config(f"dssm-default-k8-d{d}", (*args, "--valid-every", "250"), ("recipe-k8",)))
     # The D = 32 default pruned its noise after the 500-step warm-up (15 active dimensions at step 1,000, 7 at
