@@ -36,8 +36,9 @@ warm-up under another objective)."""
 
 DEFAULT_PARTICLES = 8
 """K of the default objective of a model with latent states (DReG). At the README's budget (3,000 steps of
-256 words) K = 8 ended 0.13-0.21 nats/word below K = 4 on two word lists, at the same CE per CPU second on one
-thread; a second thread carries most of its extra cost (``docs/results.md``, section (g), issue 27)."""
+256 words) K = 8 ended 0.18-0.21 nats/word below K = 4 on two 10,000-word lists (0.49 on 300 names), at the
+same CE per CPU second on one thread; a second thread pays for more than half of its extra cost
+(``docs/results.md``, section (g), "Eight particles by default", issue 27)."""
 
 
 def default_objective(*, latent: bool, jit: bool = False) -> tuple[str, int]:
