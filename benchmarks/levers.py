@@ -5,7 +5,8 @@ estimators), evaluates the cross-entropy against p(w) every ``--every`` steps by
 appends one JSON line to ``--out`` (default ``benchmarks/results/levers.jsonl``): the options, the final
 CE (guide IWAE with ``--eval-k`` particles for a DSSM, exact for the GRU), its standard error, the
 vocabulary mass, the training CPU seconds (evaluations excluded) and the learning curve
-``[[step, train CPU s, CE], ...]``. Every figure in docs/results.md's lever tables is a line of that file.
+``[[step, train CPU s, CE], ...]``; with ``--ema``, the curve of each moving average of the parameters too
+(``ema_curves``: ``{decay: [[step, CE], ...]}``, the same estimator). Every figure in docs/results.md's lever tables is a line of that file.
 
     python benchmarks/levers.py --objective dreg --particles 4            # DSSM, D = 16, symspell
     python benchmarks/levers.py --model rnn --source german               # the GRU on the second list
@@ -32,7 +33,7 @@ import torch
 from pyroseq.data.words import load_words
 from pyroseq.evaluate.words import word_log_probs, word_metrics
 from pyroseq.guides import FutureGuide, empty_guide
-from pyroseq.infer import FreeBitsELBO
+from pyroseq.infer import FreeBitsELBO, ParameterEMA
 from pyroseq.infer.trainer import ObjectiveModule, Trainer
 from pyroseq.models import DSSM, RNNLM, init_emitter_bias
 
@@ -79,6 +80,13 @@ def parse() -> argparse.Namespace:
     p.add_argument("--every", type=int, default=500, help="evaluate the CE every N steps")
     p.add_argument("--eval-k", type=int, default=100, help="guide IWAE particles per word for a DSSM's CE")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--ema",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also evaluate the parameters' moving average with each of these decays (ParameterEMA)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args()
 
@@ -128,11 +136,20 @@ def main() -> None:
 
     batches = corpus.sampler(args.batch_size, seed=args.seed)
     curve, train_cpu = [], 0.0
+    modules = [m for m in (model, guide) if isinstance(m, torch.nn.Module)]
+    averages = {decay: ParameterEMA(modules, decay=decay) for decay in args.ema}
+    ema_curves: dict[float, list] = {decay: [] for decay in args.ema}
     for step in range(1, args.steps + 1):
         began = time.process_time()
         figures = trainer.step(next(batches))
+        for ema in averages.values():
+            ema.update()
         train_cpu += time.process_time() - began
         if step % args.every == 0 or step == args.steps:
+            for decay, ema in averages.items():
+                with ema.applied():
+                    ema_curves[decay].append([step, evaluate()["ce_nats"]])
+                print(f"   averaged ({decay}): CE {ema_curves[decay][-1][1]:.3f}", flush=True)
             metrics = evaluate()
             curve.append([step, round(train_cpu, 1), metrics["ce_nats"]])
             print(f"step {step}  loss {figures['loss']:.3f}  CE {metrics['ce_nats']:.3f}  {train_cpu:.0f} CPU s",
@@ -141,7 +158,7 @@ def main() -> None:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "ce": metrics["ce_nats"], "ce_stderr": metrics["ce_stderr"], "vocab_mass": metrics["vocab_mass"],
         "estimator": metrics["estimator"], "k": metrics["samples"], "train_cpu_s": round(train_cpu, 1),
-        "curve": curve, "trained_by": type(trainer.loss).__name__, "torch": torch.__version__,
+        "curve": curve, "ema_curves": ema_curves, "trained_by": type(trainer.loss).__name__, "torch": torch.__version__,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:

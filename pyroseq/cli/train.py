@@ -68,6 +68,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--lr-decay", "lr_decay", Finite(min=0, max=1, min_open=True), "The learning rate decays geometrically to lr * lr_decay at --steps."),
     ("--clip-norm", "clip_norm", Finite(min=0), "Clip the gradient to this norm (0: no clipping; the norm is per sequence, in the hundreds on chorales, where --preset dmm does not clip)."),
     ("--weight-decay", "weight_decay", Finite(min=0), "Adam's L2 penalty on the loss per sequence (Pyro's DMM example's 2.0 on a batch of 20 summed is 0.1 here)."),
+    ("--ema", "ema", Finite(min=0, max=1, max_open=True), "Keep an exponential moving average of the parameters with this decay (e.g. 0.995; 0: none): validation and the saved model use the averaged weights, training goes on from the raw ones."),
     ("--betas", "betas", click.Tuple([Finite(min=0, max=1, max_open=True)] * 2), "Adam's two moment decay rates, e.g. --betas 0.96 0.999 (Pyro's DMM example)."),
     ("--device", "device", str, "cpu or cuda."),
     ("--devices", "devices", POSITIVE, "Data-parallel processes per node (GPUs with --device cuda; CPU processes otherwise); --batch-size is per process. Needs pyroseq[distributed]."),

@@ -7,6 +7,7 @@
 * :mod:`~pyroseq.infer.freebits`: :class:`FreeBitsELBO`, the ELBO with a floor under each KL term;
 * :mod:`~pyroseq.infer.fivo`: :class:`FIVO`, a particle filter's bound with the guide proposing;
 * :mod:`~pyroseq.infer.annealing`: :class:`ScaleLatents`, KL annealing as a Pyro effect handler;
+* :mod:`~pyroseq.infer.averaging`: :class:`ParameterEMA`, a moving average of the parameters to evaluate;
 * :mod:`~pyroseq.infer.trainer`: the :class:`Trainer` (SVI steps, gradient clipping, learning-rate decay);
 * :mod:`~pyroseq.infer.diagnostics`: :func:`check_collapse` (do the states carry anything?) for any loop;
 * :mod:`~pyroseq.infer.smc`: the particle filter of a state-space model, along sequences
@@ -18,6 +19,7 @@ before; the old paths still import, with a ``DeprecationWarning``, for one relea
 """
 
 from pyroseq.infer.annealing import ScaleLatents, warmup_factor
+from pyroseq.infer.averaging import ParameterEMA
 from pyroseq.infer.diagnostics import PosteriorCollapseWarning, check_collapse, latent_kl
 from pyroseq.infer.dreg import DReG
 from pyroseq.infer.fivo import FIVO
@@ -35,6 +37,7 @@ __all__ = [
     "make_objective",
     "ScaleLatents",
     "warmup_factor",
+    "ParameterEMA",
     "Trainer",
     "NonFiniteLossError",
     "check_collapse",

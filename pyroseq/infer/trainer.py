@@ -28,6 +28,7 @@ from pyroseq.checks import check_clip_norm, check_optimiser
 from pyroseq.data.batch import SequenceBatch
 from pyroseq.errors import ConfigError, NonFiniteError, PyroseqError, first_line
 from pyroseq.infer.annealing import ScaleLatents, check_warmup_start, default_kl_warmup, warmup_factor
+from pyroseq.infer.averaging import ParameterEMA, check_ema_decay
 from pyroseq.infer.diagnostics import COLLAPSE_THRESHOLD, check_collapse, nonfinite_site
 from pyroseq.infer.objectives import UNANNEALED, check_objective_applies, make_objective, resolve_recipe
 from pyroseq.models.base import SequenceModel, StateSpaceModel
@@ -132,6 +133,11 @@ class Trainer:
             :data:`~pyroseq.infer.diagnostics.COLLAPSE_THRESHOLD` nats per word, a
             :class:`~pyroseq.infer.diagnostics.PosteriorCollapseWarning` (once) names the remedy. Models
             without latent sites are not checked.
+        ema: keep an exponential moving average of the parameters with this decay
+            (:class:`~pyroseq.infer.averaging.ParameterEMA`, updated after every step that updates the
+            parameters; 0: none). Validation (:meth:`evaluate_loss`) and :meth:`state_dict`'s ``"model"`` and
+            ``"guide"`` (what a run directory's users load) are then the averaged weights; training goes on
+            from the raw ones (``"raw"``), and :meth:`averaged` swaps the averages in for any other use.
         fabric: a Lightning ``Fabric`` of several processes (:func:`pyroseq.runs.distributed.launch`):
             each step's gradients and loss are averaged over its ranks, and a stop (Ctrl-C) on any rank
             stops all of them at the same step. ``None``: one process.
@@ -161,6 +167,7 @@ class Trainer:
         max_bad_steps: int = 20,
         max_param: float = 1e4,
         collapse_every: int = 250,
+        ema: float = 0.0,
         fabric: Any = None,
     ) -> None:
         sizes = (("lr", lr), ("total_steps", total_steps), ("max_param", max_param))
@@ -168,6 +175,7 @@ class Trainer:
             if not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a positive finite number, got {value}")
         check_clip_norm(clip_norm)
+        check_ema_decay(ema, name="ema", allow_off=True)
         check_optimiser(weight_decay=weight_decay, betas=betas)
         if not 0 < lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {lr_decay}")
@@ -218,6 +226,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(params, lr=lr, betas=self.betas, weight_decay=weight_decay)
         self._gamma = lr_decay ** (1 / total_steps)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=self._gamma)
+        # positions in self.params, which only ever grows at its end: stable names for the checkpoint
+        self.ema = ParameterEMA(self._named_params, decay=ema) if ema else None
         self.fabric = fabric
         objective_module = ObjectiveModule(model, guide, self.loss)
         self._objective_module = objective_module
@@ -228,6 +238,9 @@ class Trainer:
         # reports the same initial and final loss as an uninterrupted one.
         self.head_losses: list[float] = []
         self.tail_losses: deque[float] = deque(maxlen=SUMMARY_STEPS)
+
+    def _named_params(self) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        return ((str(i), p) for i, p in enumerate(self.params))
 
     def _modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.guide) if isinstance(m, torch.nn.Module)]
@@ -264,6 +277,8 @@ class Trainer:
         norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm)) if grads else 0.0
         if math.isfinite(loss) and math.isfinite(norm):
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update()
             self.scheduler.step()  # a skipped step leaves the schedule too, as it leaves the parameters
             self.bad_steps = 0
             self._check_parameters()
@@ -370,11 +385,18 @@ class Trainer:
             )
 
     @torch.no_grad()
+    def averaged(self) -> contextlib.AbstractContextManager[None]:
+        """The averaged parameters in place inside the block (with ``ema``; without it, the parameters as
+        they are): ``with trainer.averaged(): sample(...)``."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
     def evaluate_loss(self, batch: SequenceBatch) -> float:
-        """The objective's loss per sequence on ``batch`` (no update); models in eval mode."""
+        """The objective's loss per sequence on ``batch`` (no update) with the averaged parameters (with
+        ``ema``); models in eval mode."""
         for m in self._modules():
             m.eval()
-        loss = self.loss.loss(self.model, self.guide, batch.observations, batch.mask)
+        with self.averaged():
+            loss = self.loss.loss(self.model, self.guide, batch.observations, batch.mask)
         return float(loss) / len(batch)
 
     def fit(
@@ -507,15 +529,24 @@ class Trainer:
             "lr_decay": self.lr_decay,
             "step": self.step_count,
         }
-        for name, m in (("model", self.model), ("guide", self.guide)):
-            if isinstance(m, torch.nn.Module):
-                state[name] = m.state_dict()
+        pairs = (("model", self.model), ("guide", self.guide))
+        modules = [(name, m) for name, m in pairs if isinstance(m, torch.nn.Module)]
+        for name, m in modules:
+            state[name] = m.state_dict()
+        if self.ema is not None:  # users load "model" and "guide": the averages; training resumes from "raw"
+            state["raw"] = {name: state[name] for name in ("model", "guide") if name in state}
+            with self.ema.applied():
+                for name, m in modules:
+                    state[name] = {k: v.clone() for k, v in m.state_dict().items()}
+            state["ema"] = self.ema.state_dict()
         state["model_extra"] = self.model.extra_state_dict()
         state["losses"] = {"head": list(self.head_losses), "tail": list(self.tail_losses)}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        load_modules(self.model, self.guide, state)
+        load_modules(self.model, self.guide, {**state, **state.get("raw", {})})
+        if self.ema is not None and "ema" in state:  # else the average starts from the loaded weights
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])  # with the rate the next step takes
         if "scheduler" in state:  # absent from checkpoints of earlier versions: go on from their rate
             self.scheduler.load_state_dict(state["scheduler"])

@@ -27,6 +27,7 @@ from pyroseq.emissions import EMITTER_ACTIVATIONS
 from pyroseq.errors import CheckpointError, ConfigError, DeviceError, first_line
 from pyroseq.guides import FutureGuide
 from pyroseq.infer.annealing import DEFAULT_KL_WARMUP, check_warmup_start, default_kl_warmup
+from pyroseq.infer.averaging import check_ema_decay
 from pyroseq.infer.objectives import OBJECTIVES, UNANNEALED, check_objective_applies, resolve_recipe
 from pyroseq.models import DSSM, RNNLM, ProfessorForcing
 from pyroseq.runs.checkpoint import CONFIG
@@ -127,6 +128,7 @@ class RunConfig:
     clip_norm: float = 10.0  # 0: no clipping
     weight_decay: float = 0.0  # Adam's L2 penalty on the loss per sequence (Trainer)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates
+    ema: float = 0.0  # the decay of the parameters' moving average (Trainer(ema=...)); 0: none
     jit: bool = False
     device: str = "cpu"
     devices: int = 1  # processes per node (GPUs with --device cuda), data-parallel
@@ -162,6 +164,7 @@ class RunConfig:
             raise ConfigError(f"lr must be a positive finite number, got {self.lr}", params=("lr",))
         check_clip_norm(self.clip_norm)
         check_optimiser(weight_decay=self.weight_decay, betas=self.betas)
+        check_ema_decay(self.ema, name="ema", allow_off=True)
         if not 0 < self.lr_decay <= 1:
             raise ConfigError(f"lr_decay must be in (0, 1], got {self.lr_decay}", params=("lr_decay",))
         check_seed(self.seed)
@@ -235,7 +238,7 @@ INHERITED = ("data", *CORPUS, *SHAPES, "emitter_activation", "schedule", "schedu
 # NonFiniteLossError advises: lower --lr or --clip-norm and resume), and the rest of the optimiser's
 # settings.
 RESUMABLE = {"steps", "device", "devices", "num_nodes", "valid_every", "checkpoint_every", "lr", "lr_decay",
-             "clip_norm", "weight_decay", "betas"}  # fmt: skip
+             "clip_norm", "weight_decay", "betas", "ema"}  # fmt: skip
 
 
 # Options that name a file or directory, stored absolute (resolve_source; --init-from).

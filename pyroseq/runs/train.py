@@ -241,9 +241,10 @@ def train_run(
             (:func:`~pyroseq.runs.guard.lock_run`).
         resume: continue from ``out/checkpoint.pt``. ``overrides`` may change ``steps`` (to train
             longer, past the run's step), ``device``, the logging intervals, the step size: ``lr``,
-            ``lr_decay`` and ``clip_norm`` (to get past non-finite losses), and Adam's ``weight_decay`` and
-            ``betas``; any other differing option is an error. Metrics logged after the checkpoint (by a run
-            that crashed) are dropped.
+            ``lr_decay`` and ``clip_norm`` (to get past non-finite losses), Adam's ``weight_decay`` and
+            ``betas``, and ``ema`` (a new decay goes on from the saved average; a run saved without one
+            starts its average at the resumed weights); any other differing option is an error. Metrics
+            logged after the checkpoint (by a run that crashed) are dropped.
         overrides: the options given explicitly (the command line's); one that does not apply to the
             run (``--cell`` for the DSSM, ``--top`` for text, ...) is a :class:`ConfigError`.
 
@@ -345,7 +346,7 @@ def _train(
     trainer = Trainer(
         model, guide, objective=config.objective, particles=config.particles, lr=config.lr,
         lr_decay=config.lr_decay, total_steps=config.steps, clip_norm=config.clip_norm, jit=config.jit,
-        weight_decay=config.weight_decay, betas=config.betas, kl_warmup=config.kl_warmup,
+        weight_decay=config.weight_decay, betas=config.betas, ema=config.ema, kl_warmup=config.kl_warmup,
         kl_warmup_start=config.kl_warmup_start, fabric=fabric,
     )  # fmt: skip
     check_training_memory(

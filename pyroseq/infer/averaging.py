@@ -1,0 +1,160 @@
+r"""An exponential moving average of the parameters (Polyak averaging), to evaluate and keep.
+
+Stochastic gradients move the parameters around their optimum by an amount that grows with the learning
+rate and the gradient's variance. An average of the recent iterates sits nearer the optimum than any one
+of them (Polyak & Juditsky 1992); the exponential form (Ruppert's averaging with a forgetting factor)
+
+    avg_n = d_n avg_{n-1} + (1 - d_n) theta_n,      d_n = min(decay, (1 + n) / (10 + n))
+
+follows a model that is still learning, and the ramp ``d_n`` (TensorFlow's ``num_updates`` form) keeps the
+early average from remembering the initial parameters: with ``decay = 0.999`` a plain average would still
+weigh them by 0.999 ** 3000 = 5% after 3,000 steps. The averages are only read, never trained: the optimiser
+keeps stepping the raw parameters, and :meth:`ParameterEMA.applied` swaps the averages in (in place, so every
+reference to the parameters, Pyro's param store included, sees them) for evaluation, sampling or saving, and
+swaps the raw values back on leaving.
+
+Its use in plain SVI::
+
+    ema = ParameterEMA(decay=0.995)          # Pyro's param store, by name
+    for batch in batches:
+        svi.step(batch.ids, batch.mask)
+        ema.update()
+    with ema.applied():
+        Predictive(model, guide=guide, num_samples=100)(ids, mask)
+
+A DSSM trained by DReG gains most from it early, where its gradient is noisiest (docs/results.md, "Averaged
+parameters"); the :class:`~pyroseq.infer.trainer.Trainer` keeps one with ``ema=``.
+
+Reference:
+    B. T. Polyak, A. B. Juditsky. Acceleration of stochastic approximation by averaging. SIAM J. Control
+    Optim. 30(4), 1992.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pyro
+import torch
+from torch import Tensor
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+from pyroseq.errors import CheckpointError, ConfigError
+
+__all__ = ["ParameterEMA", "check_ema_decay"]
+
+Source = torch.nn.Module | Iterable[torch.nn.Module] | Callable[[], Iterable[tuple[str, Tensor]]] | None
+
+
+def check_ema_decay(decay: float, *, name: str = "decay", allow_off: bool = False) -> None:
+    """A decay is in [0, 1) (0: the average is the latest value); ``allow_off``: 0 also means no average."""
+    if not (0 <= decay < 1):
+        off = " (0: no average)" if allow_off else ""
+        raise ConfigError(f"{name} must be in [0, 1){off}, got {decay}", params=(name,))
+
+
+class ParameterEMA:
+    """An exponential moving average of parameters, updated after each optimiser step.
+
+    Args:
+        source: whose parameters: ``None`` for Pyro's param store (its unconstrained values, by name: every
+            ``pyro.param`` and every ``PyroModule`` parameter that SVI has seen), a ``torch.nn.Module`` or a
+            sequence of them (by ``named_parameters``, prefixed with the module's position), or a callable
+            returning ``(name, tensor)`` pairs. The source is read again at each :meth:`update`, so
+            parameters that appear later (an autoguide's, on its first call) join the average then, starting
+            from their value.
+        decay: the average's forgetting factor d in [0, 1): about the last ``1 / (1 - d)`` steps count.
+        ramp: use ``min(decay, (1 + n) / (10 + n))`` at the n-th update, so that the first steps do not
+            keep the initial parameters in the average (``False``: ``decay`` from the first update on).
+    """
+
+    def __init__(self, source: Source = None, *, decay: float = 0.995, ramp: bool = True) -> None:
+        check_ema_decay(decay)
+        self.decay, self.ramp = float(decay), bool(ramp)
+        self._source = source
+        self.num_updates = 0
+        self.averages: dict[str, Tensor] = {}
+
+    def _named(self) -> Iterator[tuple[str, Tensor]]:
+        source = self._source
+        if source is None:
+            yield from pyro.get_param_store().named_parameters()
+        elif isinstance(source, torch.nn.Module):
+            yield from source.named_parameters()
+        elif callable(source):
+            yield from source()
+        else:
+            for i, module in enumerate(source):
+                for name, p in module.named_parameters():
+                    yield f"{i}.{name}", p
+
+    def current_decay(self) -> float:
+        """The factor the next :meth:`update` uses."""
+        n = self.num_updates
+        return min(self.decay, (1 + n) / (10 + n)) if self.ramp else self.decay
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move each average towards its parameter's value (call after each optimiser step)."""
+        decay = self.current_decay()
+        # torch's foreach update takes tensors of one device and dtype
+        groups: dict[tuple[Any, Any], tuple[list[Tensor], list[Tensor]]] = {}
+        for name, p in self._named():
+            avg = self.averages.get(name)
+            if avg is None or avg.shape != p.shape:  # new (or rebuilt): it starts at its value
+                self.averages[name] = p.detach().clone()
+                continue
+            averages, values = groups.setdefault((avg.device, avg.dtype), ([], []))
+            averages.append(avg)
+            values.append(p.detach())
+        for averages, values in groups.values():
+            get_ema_multi_avg_fn(decay)(averages, values, self.num_updates)
+        self.num_updates += 1
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        """The averages in place of the parameters inside the block; the raw values again after it (also
+        after an exception). Parameters that have no average yet keep their value."""
+        saved = []
+        with torch.no_grad():
+            for name, p in self._named():
+                avg = self.averages.get(name)
+                if avg is not None and avg.shape == p.shape:
+                    saved.append((p, p.detach().clone()))
+                    p.copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, raw in saved:
+                    p.copy_(raw)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "decay": self.decay,
+            "ramp": self.ramp,
+            "num_updates": self.num_updates,
+            "averages": {name: avg.clone() for name, avg in self.averages.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """The averages and update count of ``state``; the decay and ramp stay this object's own."""
+        try:
+            averages, num_updates = state["averages"], int(state["num_updates"])
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"not a ParameterEMA state: it has no {e}") from None
+        current = dict(self._named())
+        for name, avg in averages.items():
+            p = current.get(name)
+            if p is not None and p.shape != avg.shape:
+                raise CheckpointError(
+                    f"the average of parameter {name!r} has shape {tuple(avg.shape)}, the parameter "
+                    f"{tuple(p.shape)}: the state is of another model"
+                )
+        self.averages = {
+            name: avg.detach().to(current[name].device if name in current else avg.device).clone()
+            for name, avg in averages.items()
+        }
+        self.num_updates = num_updates
