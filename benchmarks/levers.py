@@ -73,6 +73,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--guide-embed", type=int, help="the guide's symbol embedding width")
     p.add_argument("--guide-flow", help="the guide's flow ('none': no flow)")
     p.add_argument("--lr", type=float, default=6e-3)
+    p.add_argument(
+        "--guide-lr-scale", type=float, default=1.0, help="the guide's learning rate as a multiple of --lr"
+    )
     p.add_argument("--betas", type=float, nargs=2, help="Adam's moment decay rates [default: the Trainer's]")
     p.add_argument("--horizon", type=int, default=20_000, help="steps over which the lr decays to lr * 0.1")
     p.add_argument("--steps", type=int, default=3000)
@@ -127,6 +130,16 @@ def main() -> None:
     if args.free_bits:  # an objective the Trainer does not name: handed in as a Pyro objective
         trainer.loss = FreeBitsELBO(free_nats=args.free_bits, num_particles=args.particles)
         trainer.objective = ObjectiveModule(model, guide, trainer.loss)
+    if args.guide_lr_scale != 1.0:  # two parameter groups, the same schedule
+        guide_ids = {id(q) for q in guide.parameters()}
+        groups = [
+            [q for q in trainer.params if (id(q) in guide_ids) == is_guide] for is_guide in (False, True)
+        ]
+        trainer.optimizer = torch.optim.Adam(
+            [{"params": groups[0]}, {"params": groups[1], "lr": args.lr * args.guide_lr_scale}],
+            lr=args.lr, betas=trainer.betas,
+        )  # fmt: skip
+        trainer.scheduler = torch.optim.lr_scheduler.ExponentialLR(trainer.optimizer, gamma=trainer._gamma)
     words = corpus.encode()
 
     def evaluate() -> dict:

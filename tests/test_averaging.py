@@ -8,14 +8,16 @@ import pyro
 import pyro.optim
 import pytest
 import torch
+from click.testing import CliRunner
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
+from pyroseq.cli.main import cli
 from pyroseq.errors import CheckpointError, ConfigError
 from pyroseq.infer import ParameterEMA, Trainer
 from pyroseq.runs import RunConfig, load_run, train_run
 from tests.test_objectives import BATCH, dssm_and_guide
-from tests.test_train import TINY
+from tests.test_train import TINY, interrupt_after, params
 
 
 def test_the_average_follows_the_recursion_with_and_without_the_ramp():
@@ -155,8 +157,6 @@ def test_the_trainer_validates_and_saves_the_averages_and_resumes_from_the_raw_w
 def test_a_run_with_ema_resumes_as_it_would_have_gone_on_and_its_directory_loads_the_averages(
     tmp_path, monkeypatch
 ):
-    from tests.test_train import interrupt_after, params
-
     config = {**TINY, "ema": 0.7}
     train_run(RunConfig(model="dssm", **config), tmp_path / "full", progress=False)
     restore = interrupt_after(monkeypatch, 3)
@@ -171,3 +171,13 @@ def test_a_run_with_ema_resumes_as_it_would_have_gone_on_and_its_directory_loads
     loaded = load_run(tmp_path / "full").model.state_dict()
     assert all(torch.equal(loaded[k], state["model"][k]) for k in loaded)
     assert any(not torch.equal(loaded[k], state["raw"]["model"][k]) for k in loaded)
+
+
+def test_pyroseq_train_ema_trains_and_records_it(tmp_path):
+    args = ["train", "--model", "rnn", "--source", "sample", "--state-dim", "4", "--batch-size", "8",
+            "--steps", "3", "--valid-size", "8", "--ema", "0.9", "--out", str(tmp_path / "run")]  # fmt: skip
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    assert load_run(tmp_path / "run").config.ema == 0.9
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert state["ema"]["num_updates"] == 3 and state["ema"]["decay"] == 0.9

@@ -134,6 +134,7 @@ def test_a_one_character_text_file_is_one_clear_line(tmp_path):
         (["--batch-size", "1e7"], "--batch-size"),
         (["--threads", "1000"], "--threads"),
         (["--lr-decay", "2"], "--lr-decay"),
+        (["--ema", "1"], "--ema"),
     ],
 )
 def test_train_options_are_checked_where_they_enter(tmp_path, args, fragment):
