@@ -4,6 +4,9 @@ directory's averaged weights, and a noisy problem whose answer is known."""
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import pyro
 import pyro.optim
 import pytest
@@ -181,3 +184,10 @@ def test_pyroseq_train_ema_trains_and_records_it(tmp_path):
     assert load_run(tmp_path / "run").config.ema == 0.9
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["ema"]["num_updates"] == 3 and state["ema"]["decay"] == 0.9
+
+
+def test_the_plain_svi_example_draws_from_the_averaged_model():
+    main = runpy.run_path(str(Path(__file__).parent.parent / "examples" / "dssm_svi.py"))["main"]
+    store = pyro.get_param_store()
+    loss = main(["--smoke", "--ema", "0.9"])
+    assert 0 < loss < float("inf") and len(store) > 0

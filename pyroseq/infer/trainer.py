@@ -387,7 +387,8 @@ class Trainer:
     @torch.no_grad()
     def averaged(self) -> contextlib.AbstractContextManager[None]:
         """The averaged parameters in place inside the block (with ``ema``; without it, the parameters as
-        they are): ``with trainer.averaged(): sample(...)``."""
+        they are): ``with trainer.averaged(): save_run(...)`` saves the averaged weights, as a run directory
+        of ``train_run`` holds them."""
         return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     def evaluate_loss(self, batch: SequenceBatch) -> float:
