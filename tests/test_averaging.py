@@ -4,6 +4,7 @@ directory's averaged weights, and a noisy problem whose answer is known."""
 
 from __future__ import annotations
 
+import itertools
 import runpy
 from pathlib import Path
 
@@ -114,20 +115,71 @@ def test_on_a_noisy_quadratic_the_average_is_nearer_the_optimum_than_the_last_it
 
 
 def test_bad_decays_and_states_of_another_model_are_refused():
-    for decay in (1.0, -0.1, float("nan")):
-        with pytest.raises(ConfigError, match="decay must be in"):
+    for decay in (1.0, -0.1, float("nan"), "0.9", None, True, [0.9]):
+        with pytest.raises(ConfigError, match=r"decay must be a number in \[0, 1\), got"):
             ParameterEMA(decay=decay)
-    with pytest.raises(ConfigError, match=r"ema must be in \[0, 1\) \(0: no average\)"):
+    with pytest.raises(ConfigError, match=r"ema must be a number in \[0, 1\) \(0: no average\)"):
         Trainer(*dssm_and_guide(), ema=1.0)
-    with pytest.raises(ConfigError, match="ema must be in"):
-        RunConfig(**TINY, ema=1.5).validate()
+    for ema in (1.5, "0.9"):
+        with pytest.raises(ConfigError, match="ema must be a number in"):
+            RunConfig(**TINY, ema=ema).validate()
+    with pytest.raises(ConfigError, match=r"a sequence holding a Parameter: pass the module itself"):
+        ParameterEMA(torch.nn.Linear(2, 2).parameters())
     small, large = torch.nn.Linear(2, 2), torch.nn.Linear(3, 2)
     ema = ParameterEMA(small)
     ema.update()
     with pytest.raises(CheckpointError, match="'weight' has shape \\(2, 2\\), the parameter \\(2, 3\\)"):
         ParameterEMA(large).load_state_dict(ema.state_dict())
-    with pytest.raises(CheckpointError, match="not a ParameterEMA state"):
+    with pytest.raises(CheckpointError, match="not a ParameterEMA state: it has no averages"):
         ParameterEMA(small).load_state_dict({"decay": 0.9})
+    with pytest.raises(CheckpointError, match="not a ParameterEMA state: NoneType"):
+        ParameterEMA(small).load_state_dict(None)
+
+
+def test_a_tensor_reached_twice_has_one_average_and_gets_its_raw_value_back():
+    shared = torch.nn.Linear(2, 2)
+    a, b = torch.nn.Sequential(shared), torch.nn.Sequential(shared, torch.nn.Linear(2, 1))
+    ema = ParameterEMA([a, b], decay=0.5, ramp=False)
+    ema.update()
+    with torch.no_grad():
+        shared.weight.fill_(4.0)
+    ema.update()
+    assert "1.0.weight" not in ema.averages and "0.0.weight" in ema.averages  # one average, the first name
+    with ema.applied():
+        assert not torch.equal(shared.weight, torch.full((2, 2), 4.0))
+    torch.testing.assert_close(shared.weight.detach(), torch.full((2, 2), 4.0), rtol=0, atol=0)
+
+
+def test_a_generator_of_modules_is_read_once_and_names_must_be_unique():
+    lin = torch.nn.Linear(2, 1)
+    ema = ParameterEMA((m for m in [lin]), decay=0.5, ramp=False)
+    for v in (0.0, 10.0, 20.0):
+        with torch.no_grad():
+            lin.weight.fill_(v)
+        ema.update()
+    torch.testing.assert_close(ema.averages["0.weight"], torch.full((1, 2), 12.5))
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)  # two modules, the same names
+    clash = ParameterEMA(lambda: itertools.chain(a.named_parameters(), b.named_parameters()))
+    with pytest.raises(ConfigError, match="two parameters of the source are named 'weight'"):
+        clash.update()
+
+
+def test_the_average_follows_its_parameters_to_another_dtype():
+    lin = torch.nn.Linear(2, 1)
+    ema = ParameterEMA(lin, decay=0.5, ramp=False)
+    ema.update()
+    lin.double()
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+    ema.update()
+    assert ema.averages["weight"].dtype == torch.float64
+    other = ParameterEMA(lin)
+    f32 = torch.nn.Linear(2, 1)
+    fresh = ParameterEMA(f32)
+    fresh.update()
+    other.load_state_dict(fresh.state_dict())
+    assert other.averages["weight"].dtype == torch.float64  # the parameter's own dtype
+    other.update()
 
 
 def test_the_trainer_validates_and_saves_the_averages_and_resumes_from_the_raw_weights():
@@ -147,6 +199,19 @@ def test_the_trainer_validates_and_saves_the_averages_and_resumes_from_the_raw_w
     pyro.set_rng_seed(1)
     assert trainer.evaluate_loss(BATCH) == pytest.approx(by_hand, rel=1e-6)
     assert all(torch.equal(model.state_dict()[k], raw[k]) for k in raw)  # swapped back
+
+    with trainer.averaged():  # a checkpoint written inside the block still resumes from the raw weights
+        inside = trainer.state_dict()
+    assert all(torch.equal(inside["raw"]["model"][k], raw[k]) for k in raw)
+    assert all(torch.equal(inside["model"][k], state["model"][k]) for k in raw)
+    assert all(torch.equal(model.state_dict()[k], raw[k]) for k in raw)
+
+    grad_enabled = []
+    loss = trainer.loss.loss
+    trainer.loss.loss = lambda *a, **k: (grad_enabled.append(torch.is_grad_enabled()), loss(*a, **k))[1]
+    trainer.evaluate_loss(BATCH)
+    trainer.loss.loss = loss
+    assert grad_enabled == [False]  # validation builds no graph
 
     other_model, other_guide = dssm_and_guide()
     resumed = Trainer(other_model, other_guide, ema=0.5, kl_warmup=0, total_steps=10)

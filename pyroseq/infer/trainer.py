@@ -384,13 +384,13 @@ class Trainer:
                 f"training diverged at step {self.step_count + 1}: {what}; the learning rate is too high"
             )
 
-    @torch.no_grad()
     def averaged(self) -> contextlib.AbstractContextManager[None]:
         """The averaged parameters in place inside the block (with ``ema``; without it, the parameters as
         they are): ``with trainer.averaged(): save_run(...)`` saves the averaged weights, as a run directory
         of ``train_run`` holds them."""
         return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
+    @torch.no_grad()
     def evaluate_loss(self, batch: SequenceBatch) -> float:
         """The objective's loss per sequence on ``batch`` (no update) with the averaged parameters (with
         ``ema``); models in eval mode."""
@@ -535,10 +535,11 @@ class Trainer:
         for name, m in modules:
             state[name] = m.state_dict()
         if self.ema is not None:  # users load "model" and "guide": the averages; training resumes from "raw"
-            state["raw"] = {name: state[name] for name in ("model", "guide") if name in state}
+            with self.ema.raw():  # (inside trainer.averaged() the live values are the averages)
+                state["raw"] = {name: _copied(m) for name, m in modules}
             with self.ema.applied():
                 for name, m in modules:
-                    state[name] = {k: v.clone() for k, v in m.state_dict().items()}
+                    state[name] = _copied(m)
             state["ema"] = self.ema.state_dict()
         state["model_extra"] = self.model.extra_state_dict()
         state["losses"] = {"head": list(self.head_losses), "tail": list(self.tail_losses)}
@@ -564,3 +565,8 @@ class Trainer:
         losses = state.get("losses", {})  # absent from checkpoints of earlier versions
         self.head_losses = [float(x) for x in losses.get("head", [])]
         self.tail_losses = deque((float(x) for x in losses.get("tail", [])), maxlen=SUMMARY_STEPS)
+
+
+def _copied(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` with its own tensors (a state dict's share the parameters' storage)."""
+    return {k: v.clone() for k, v in module.state_dict().items()}
