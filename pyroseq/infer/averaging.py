@@ -22,8 +22,9 @@ Its use in plain SVI::
     with ema.applied():
         Predictive(model, guide=guide, num_samples=100)(ids, mask)
 
-A DSSM trained by DReG gains most from it early, where its gradient is noisiest (docs/results.md, "Averaged
-parameters"); the :class:`~pyroseq.infer.trainer.Trainer` keeps one with ``ema=``.
+A DSSM trained by DReG gains 0.03-0.14 nats/word from it after 3,000 steps while its learning rate is still
+high, and nothing where the rate has decayed; at a plateau it steadies the validation curve (docs/results.md,
+"Averaged parameters"). The :class:`~pyroseq.infer.trainer.Trainer` keeps one with ``ema=``.
 
 Reference:
     B. T. Polyak, A. B. Juditsky. Acceleration of stochastic approximation by averaging. SIAM J. Control
