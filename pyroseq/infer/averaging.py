@@ -165,9 +165,7 @@ class ParameterEMA:
                         p.copy_(avg)
             yield
         finally:
-            with torch.no_grad():
-                for p, raw in reversed(saved):
-                    p.copy_(raw)
+            _write(reversed(saved))
             self._swapped.pop()
 
     @contextmanager
@@ -179,15 +177,11 @@ class ParameterEMA:
             return
         outer = self._swapped[0]
         current = [(p, p.detach().clone()) for p, _ in outer]
-        with torch.no_grad():
-            for p, raw in outer:
-                p.copy_(raw)
+        _write(outer)
         try:
             yield
         finally:
-            with torch.no_grad():
-                for p, value in reversed(current):
-                    p.copy_(value)
+            _write(reversed(current))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -211,13 +205,15 @@ class ParameterEMA:
                     f"the average of parameter {name!r} has shape {tuple(avg.shape)}, the parameter "
                     f"{tuple(p.shape)}: the state is of another model"
                 )
-        self.averages = {
-            name: avg.detach().to(**_like(current.get(name), avg)).clone() for name, avg in averages.items()
-        }
+        self.averages = {}
+        for name, avg in averages.items():  # on the parameter's device and dtype, where it has one
+            like = current.get(name, avg)
+            self.averages[name] = avg.detach().to(device=like.device, dtype=like.dtype).clone()
         self.num_updates = num_updates
 
 
-def _like(p: Tensor | None, default: Tensor) -> dict[str, Any]:
-    """The device and dtype of ``p`` (of ``default`` where there is no parameter of that name)."""
-    ref = default if p is None else p
-    return {"device": ref.device, "dtype": ref.dtype}
+@torch.no_grad()
+def _write(pairs: Iterable[tuple[Tensor, Tensor]]) -> None:
+    """Copy each value into its parameter, in place."""
+    for p, value in pairs:
+        p.copy_(value)
