@@ -11,6 +11,7 @@ vocabulary mass, the training CPU seconds (evaluations excluded) and the learnin
     python benchmarks/levers.py --objective dreg --particles 4            # DSSM, D = 16, symspell
     python benchmarks/levers.py --model rnn --source german               # the GRU on the second list
     python benchmarks/levers.py --emitter-bias default --objective elbo   # the README's old recipe
+    python benchmarks/levers.py --objective dreg --particle-schedule 4:1000 8:2000 16:3000   # K rising
 
 ``benchmarks/data/names300.txt`` is a user's own short list for ``--source``: the 300 most frequent female first
 names of the 1990 US census (public domain; the ``dist.female.first`` file that the ``names`` package ships), with
@@ -53,6 +54,13 @@ def parse() -> argparse.Namespace:
         help="fivo: the particle filter's bound with the guide proposing (pyroseq.infer.FIVO)",
     )
     p.add_argument("--particles", type=int, default=1)
+    p.add_argument(
+        "--particle-schedule",
+        nargs="+",
+        metavar="K:STEP",
+        help="K particles up to and including STEP, e.g. 4:1000 8:2000 16:3000 (the last K holds after its "
+        "STEP); it overrides --particles",
+    )
     p.add_argument(
         "--free-bits", type=float, default=0.0, help="FreeBitsELBO's floor per word (nats); 0: off"
     )
@@ -103,6 +111,9 @@ def main() -> None:
     args = parse()
     torch.set_num_threads(1)
     pyro.set_rng_seed(args.seed)
+    schedule = [tuple(int(x) for x in part.split(":")) for part in args.particle_schedule or []]
+    if schedule:
+        args.particles = schedule[0][0]
     corpus = load_words(args.source, top=args.top)
     V, D = len(corpus.vocab), args.state_dim
     if args.model == "dssm":
@@ -153,6 +164,8 @@ def main() -> None:
     averages = {decay: ParameterEMA(modules, decay=decay) for decay in args.ema}
     ema_curves: dict[float, list] = {decay: [] for decay in args.ema}
     for step in range(1, args.steps + 1):
+        if schedule:  # the first (K, until) whose until is not yet passed, else the last K
+            trainer.loss.num_particles = next((k for k, until in schedule if step <= until), schedule[-1][0])
         began = time.process_time()
         figures = trainer.step(next(batches))
         for ema in averages.values():

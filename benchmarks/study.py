@@ -206,6 +206,13 @@ def _grid() -> list[Config]:
         args += ("--seed", str(seed)) if seed else ()
         name = f"{model}-default-ema999-d{d}" + (f"-seed{seed}" if seed else "")
         configs.append(Config(name, (*args, "--valid-every", "250"), ("ema",)))
+    # Thirteenth study: at the D = 16 plateau the guide is not what stops the DSSM (a refit of the guide alone,
+    # per-word refinement and IWAE_512 against IWAE_64 all move it by hundredths: benchmarks/guide_refit.py),
+    # so is it the model's capacity? The averaged K = 8 default with four affine couplings whose hypernets are
+    # 128 wide (the guide's flow too), against dssm-default-ema999-d16 and its seed 1 (12.126 and 11.985).
+    args = ("--model", "dssm", "--state-dim", "16", "--batch-size", "256", "--ema", "0.999")
+    args += ("--particles", "8", "--flow", "coupling+coupling+coupling+coupling", "--flow-hidden", "128")
+    configs.append(Config("dssm-cp4h128-ema999-d16", (*args, "--valid-every", "250"), ("capacity",)))
     # The D = 32 default pruned its noise after the 500-step warm-up (15 active dimensions at step 1,000, 7 at
     # its plateau): the same run with the KL warmed up over the first 4,000 steps.
     args = ("--model", "dssm", "--state-dim", "32", "--kl-warmup", "4000", "--particles", "4")
