@@ -15,8 +15,8 @@ trained on.
 **The amortisation gap** (Cremer, Li & Duvenaud, ICML 2018; what semi-amortised inference, Kim et al.
 2018, would close), with ``--local ITERS``: each word of the held batches gets free offsets to the guide's
 future summary ``b_t`` (local variational parameters, ``(B, T, H)``), fitted for ``ITERS`` Adam steps at
-``--lr`` on the run's objective, the model and the guide's networks fixed; the bounds on those words are
-measured with the offsets as they go.
+``--lr`` on the run's bound (IWAE's gradient for a DReG run), the model and the guide's networks fixed; the
+bounds on those words are measured with the offsets as they go.
 
 Flat curves in both say that the inference gap left is the guide family's, not a lag or the amortisation.
 """
@@ -109,7 +109,10 @@ def refine_locally(args, run, model, guide, held) -> list[dict]:
     for p in guide.parameters():
         p.requires_grad_(False)
     offsets = [torch.zeros((*batch.mask.shape, guide.rnn_hidden), requires_grad=True) for batch in held]
-    loss = make_objective(run.config.objective, particles=run.config.particles).differentiable_loss
+    # DReG's estimator is for parameters its guide's param sites name: the offsets are not among them, so they
+    # get IWAE's own gradient (the bound DReG's value is) with the run's particles.
+    objective = "iwae" if run.config.objective == "dreg" else run.config.objective
+    loss = make_objective(objective, particles=run.config.particles).differentiable_loss
 
     def measure(step: int, cpu: float) -> dict:
         rows = []

@@ -213,6 +213,9 @@ def _grid() -> list[Config]:
     args = ("--model", "dssm", "--state-dim", "16", "--batch-size", "256", "--ema", "0.999")
     args += ("--particles", "8", "--flow", "coupling+coupling+coupling+coupling", "--flow-hidden", "128")
     configs.append(Config("dssm-cp4h128-ema999-d16", (*args, "--valid-every", "250"), ("capacity",)))
+    configs.append(
+        Config("dssm-cp4h128-ema999-d16-seed1", (*args, "--seed", "1", "--valid-every", "250"), ("capacity",))
+    )
     # The D = 32 default pruned its noise after the 500-step warm-up (15 active dimensions at step 1,000, 7 at
     # its plateau): the same run with the KL warmed up over the first 4,000 steps.
     args = ("--model", "dssm", "--state-dim", "32", "--kl-warmup", "4000", "--particles", "4")
