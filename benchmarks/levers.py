@@ -184,7 +184,8 @@ def main() -> None:
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "ce": metrics["ce_nats"], "ce_stderr": metrics["ce_stderr"], "vocab_mass": metrics["vocab_mass"],
         "estimator": metrics["estimator"], "k": metrics["samples"], "train_cpu_s": round(train_cpu, 1),
-        "curve": curve, "ema_curves": ema_curves, "trained_by": type(trainer.loss).__name__, "torch": torch.__version__,
+        "curve": curve, "ema_curves": ema_curves, "trained_by": type(trainer.loss).__name__,
+        "particles_at_end": getattr(trainer.loss, "num_particles", None), "torch": torch.__version__,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:

@@ -37,6 +37,12 @@ def test_a_screen_appends_its_curve_and_figures(tmp_path, options, estimator, tr
     assert record["options"]["steps"] == 4 and record["options"]["source"] == "sample"
 
 
+def test_a_particle_schedule_steps_k_up_and_the_last_k_holds(tmp_path):
+    (record,) = screen(tmp_path, "--objective", "dreg", "--particle-schedule", "2:2", "3:3")
+    assert record["options"]["particles"] == 2  # the first K
+    assert record["particles_at_end"] == 3  # step 4, past the last K's step: it holds
+
+
 def test_the_plot_draws_every_recorded_run(tmp_path):
     screen(tmp_path, "--model", "rnn")
     screen(tmp_path, "--objective", "dreg", "--particles", "2")
