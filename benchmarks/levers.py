@@ -41,6 +41,17 @@ from pyroseq.models import DSSM, RNNLM, init_emitter_bias
 RESULTS = Path(__file__).parent / "results" / "levers.jsonl"
 
 
+def k_until(text: str) -> tuple[int, int]:
+    """``"K:STEP"`` -> ``(K, STEP)``, both positive integers."""
+    try:
+        k, until = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"K:STEP with two integers, got {text!r}") from None
+    if k < 1 or until < 1:
+        raise argparse.ArgumentTypeError(f"K and STEP must be positive, got {text!r}")
+    return k, until
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=["dssm", "rnn"], default="dssm")
@@ -57,6 +68,7 @@ def parse() -> argparse.Namespace:
     p.add_argument(
         "--particle-schedule",
         nargs="+",
+        type=k_until,
         metavar="K:STEP",
         help="K particles up to and including STEP, e.g. 4:1000 8:2000 16:3000 (the last K holds after its "
         "STEP); it overrides --particles",
@@ -111,7 +123,10 @@ def main() -> None:
     args = parse()
     torch.set_num_threads(1)
     pyro.set_rng_seed(args.seed)
-    schedule = [tuple(int(x) for x in part.split(":")) for part in args.particle_schedule or []]
+    schedule = args.particle_schedule or []
+    if [until for _, until in schedule] != sorted({until for _, until in schedule}):
+        given = " ".join(f"{k}:{until}" for k, until in schedule)
+        raise SystemExit(f"--particle-schedule: the steps must rise, got {given}")
     if schedule:
         args.particles = schedule[0][0]
     corpus = load_words(args.source, top=args.top)

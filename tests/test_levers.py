@@ -43,6 +43,16 @@ def test_a_particle_schedule_steps_k_up_and_the_last_k_holds(tmp_path):
     assert record["particles_at_end"] == 3  # step 4, past the last K's step: it holds
 
 
+@pytest.mark.parametrize(
+    "schedule, message",
+    [(("4:10", "8:5"), "the steps must rise, got 4:10 8:5"), (("4",), "K:STEP with two integers, got '4'")],
+)
+def test_a_bad_particle_schedule_is_refused_with_what_was_given(schedule, message):
+    command = [sys.executable, str(BENCHMARKS / "levers.py"), "--particle-schedule", *schedule]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and message in done.stderr
+
+
 def test_the_plot_draws_every_recorded_run(tmp_path):
     screen(tmp_path, "--model", "rnn")
     screen(tmp_path, "--objective", "dreg", "--particles", "2")
