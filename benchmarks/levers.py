@@ -125,8 +125,10 @@ def main() -> None:
     pyro.set_rng_seed(args.seed)
     schedule = args.particle_schedule or []
     if [until for _, until in schedule] != sorted({until for _, until in schedule}):
-        given = " ".join(f"{k}:{until}" for k, until in schedule)
-        raise SystemExit(f"--particle-schedule: the steps must rise, got {given}")
+        raise SystemExit(
+            "--particle-schedule: the steps must rise, got "
+            + " ".join(f"{k}:{until}" for k, until in schedule)
+        )
     if schedule:
         args.particles = schedule[0][0]
     corpus = load_words(args.source, top=args.top)

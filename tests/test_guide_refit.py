@@ -39,7 +39,7 @@ def test_each_measurement_has_ordered_bounds_and_the_record_keeps_the_curve(tiny
         # one set of draws serves every bound, nested groups: -ELBO >= -IWAE_2 >= -IWAE_4 on each word
         assert row["elbo"] >= row["iwae_2"] >= row["iwae_4"] > 0
         assert ("ce" in row) == (options[0] == "--steps")  # the CE is the networks' refit's alone
-    assert record["curve"][0]["cpu_s"] == 0 < record["curve"][-1]["cpu_s"]
+    assert record["curve"][0]["cpu_s"] == 0 <= record["curve"][1]["cpu_s"] <= record["curve"][-1]["cpu_s"]
 
 
 def test_a_run_without_a_guide_is_refused(tmp_path):
