@@ -216,6 +216,14 @@ def _grid() -> list[Config]:
     configs.append(
         Config("dssm-cp4h128-ema999-d16-seed1", (*args, "--seed", "1", "--valid-every", "250"), ("capacity",))
     )
+    # Fourteenth study: Krishnan's gated transition (a gate between a linear path started at the identity and a
+    # non-linear update: a GRU-like memory) after the two couplings, at D = 32, where it led the default by
+    # 0.07-0.18 from step 500 at the README budget (benchmarks/results/levers.jsonl), and at D = 16, where it
+    # was level; against dssm-default-ema999-d32 and -d16 (12.228 and 12.126).
+    for d in (32, 16):
+        args = ("--model", "dssm", "--state-dim", str(d), "--batch-size", "256", "--ema", "0.999")
+        args += ("--particles", "8", "--flow", "coupling+coupling+gated")
+        configs.append(Config(f"dssm-ccg-ema999-d{d}", (*args, "--valid-every", "250"), ("gated",)))
     # The D = 32 default pruned its noise after the 500-step warm-up (15 active dimensions at step 1,000, 7 at
     # its plateau): the same run with the KL warmed up over the first 4,000 steps.
     args = ("--model", "dssm", "--state-dim", "32", "--kl-warmup", "4000", "--particles", "4")
