@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--floor", type=float, help="draw H(p) as a horizontal line")
     parser.add_argument("--title", default="validation loss (nats per word)")
+    parser.add_argument("--ylim", type=float, nargs=2, metavar=("LOW", "HIGH"), help="the loss axis's range")
     args = parser.parse_args()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -38,6 +39,8 @@ def main() -> None:
             ax.plot(steps, losses, label=run.name)
     if args.floor is not None:
         ax.axhline(args.floor, color="black", linestyle="--", linewidth=1, label="H(p)")
+    if args.ylim:
+        ax.set_ylim(*args.ylim)
     ax.set_xlabel("step")
     ax.set_ylabel("nats per word")
     ax.set_title(args.title)

@@ -136,7 +136,7 @@ def test_a_run_written_by_save_run_can_be_started_from(tmp_path, base):
     "change, error",
     [
         ({"state_dim": 8}, "do not fit this run's model and guide: state_dim=8 \\(that run has 4\\)"),
-        ({"flow": "triangular"}, "flow=triangular \\(that run has coupling\\+coupling\\)"),
+        ({"flow": "triangular"}, "flow=triangular \\(that run has coupling\\+coupling\\+gated\\)"),
         ({"source": "symspell", "top": 100}, "that run's symbols differ from this run's corpus's"),
     ],
 )
@@ -250,7 +250,9 @@ def test_a_resume_may_name_the_same_source_again_by_another_path(tmp_path, base,
 def test_fivo_trains_on_from_a_warmed_up_run_and_refuses_a_warm_up(tmp_path, base):
     """FIVO after a warm-up, as a user continues a run: no warm-up by default, the filter's bound falls;
     an explicit warm-up is refused in one line naming the option, before anything is written."""
-    config = RunConfig(init_from=str(base), objective="fivo", particles=4, steps=30, lr=3e-3, **AFTER)
+    # At 3e-3 FIVO's biased gradient (no term for the resampling) moves this tiny gated model's bound up
+    # after a few steps, as it moved the D = 16 plateau's up (docs/results.md, ninth study); at 3e-4 it falls.
+    config = RunConfig(init_from=str(base), objective="fivo", particles=4, steps=30, lr=3e-4, **AFTER)
     result = train_run(config, tmp_path / "ft", progress=False)
     assert (result["objective"], result["particles"]) == ("fivo", 4)
     assert load_run(tmp_path / "ft").config.kl_warmup == 0

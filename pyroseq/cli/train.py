@@ -40,7 +40,7 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--max-length", "max_length", POSITIVE, "Words: drop words longer than this."),
     ("--chunk-length", "chunk_length", POSITIVE, "Text: symbols per training sequence."),
     ("--state-dim", "state_dim", POSITIVE, "State size D (the RNN's hidden size)."),
-    ("--flow", "flow", str, "DSSM transition flow: diagonal, triangular, coupling, spline, or a+b."),
+    ("--flow", "flow", str, "DSSM transition flow: diagonal, triangular, coupling, spline, rqspline, gated, or a+b."),
     ("--flow-hidden", "flow_hidden", POSITIVE, "Hidden units of the flows' conditioners."),
     ("--emitter-hidden", "emitter_hidden", NON_NEGATIVE, "Hidden units of the emitter (0: linear)."),
     ("--emitter-layers", "emitter_layers", POSITIVE, "DSSM: hidden layers of the emitter, each of --emitter-hidden units [default: 1; Pyro's DMM example: 2]."),

@@ -152,7 +152,8 @@ class DSSM(StateSpaceModel):
         state_dim: D, the dimension of the state (and of the noise).
         flow: the transition flow f_G, a name of :func:`pyroseq.flows.make_flow` or any
             :class:`~pyro.distributions.conditional.ConditionalTransformModule` mapping ``(D,)`` to ``(D,)``
-            with a ``(D,)`` context; it must have an inverse.
+            with a ``(D,)`` context; it must have an inverse. The default is two coupling blocks (four affine
+            couplings) followed by Krishnan's gated transition, whose gated linear path keeps ``h_{t-1}``.
         flow_hidden: hidden width of a named flow's networks.
         emitter_hidden: hidden width of the emitter MLP ``D -> emitter_hidden (-> emitter_hidden ...) -> V``;
             ``None`` for a linear emitter ``D -> V``.
@@ -182,7 +183,7 @@ class DSSM(StateSpaceModel):
         *,
         vocab_size: int | None = None,
         state_dim: int = 16,
-        flow: str | ConditionalTransformModule = "coupling+coupling",
+        flow: str | ConditionalTransformModule = "coupling+coupling+gated",
         flow_hidden: int = 64,
         emitter_hidden: int | None = 64,
         emitter_layers: int = 1,
