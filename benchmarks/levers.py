@@ -24,6 +24,7 @@ horizon), so a screen at 1,000 or 3,000 steps sees the start of a long run, not 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -203,6 +204,9 @@ def main() -> None:
         "estimator": metrics["estimator"], "k": metrics["samples"], "train_cpu_s": round(train_cpu, 1),
         "curve": curve, "ema_curves": ema_curves, "trained_by": type(trainer.loss).__name__,
         "particles_at_end": getattr(trainer.loss, "num_particles", None), "torch": torch.__version__,
+        # the transition flow trained, named even where the library's default was left (defaults change)
+        "model_flow": (args.flow or inspect.signature(DSSM).parameters["flow"].default) if args.model == "dssm"
+        else None,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as f:

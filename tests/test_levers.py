@@ -1,5 +1,6 @@
 """The lever screen (benchmarks/levers.py) and its plot (benchmarks/plot_levers.py) at a tiny size."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pyroseq.models import DSSM
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+DSSM_DEFAULT_FLOW = inspect.signature(DSSM).parameters["flow"].default
 
 
 def screen(tmp_path, *options):
@@ -35,6 +39,13 @@ def test_a_screen_appends_its_curve_and_figures(tmp_path, options, estimator, tr
     assert record["ce"] == record["curve"][-1][2] > 0
     assert record["curve"][0][1] <= record["curve"][1][1] == record["train_cpu_s"]
     assert record["options"]["steps"] == 4 and record["options"]["source"] == "sample"
+    # the flow trained is named even where the library's default was left
+    assert record["model_flow"] == (None if "rnn" in options else DSSM_DEFAULT_FLOW)
+
+
+def test_a_screen_records_the_flow_it_was_given(tmp_path):
+    (record,) = screen(tmp_path, "--flow", "coupling", "--particles", "2")
+    assert record["model_flow"] == "coupling" == record["options"]["flow"]
 
 
 def test_a_particle_schedule_steps_k_up_and_the_last_k_holds(tmp_path):
