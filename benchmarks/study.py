@@ -220,15 +220,14 @@ def _grid() -> list[Config]:
     # non-linear update: a GRU-like memory) after the two couplings, at D = 32, where it led the default by
     # 0.07-0.18 from step 500 at the README budget (benchmarks/results/levers.jsonl), and at D = 16, where it
     # was level; against dssm-default-ema999-d32 and -d16 (12.228 and 12.126).
-    for d in (32, 16):
+    # Its D = 16 run led the default by 0.26 on the validation bound at step 12,000: then the same under seed 1,
+    # the pair of dssm-default-ema999-d16-seed1 (11.985).
+    for d, seed, group in ((32, 0, "gated"), (16, 0, "gated"), (16, 1, "gated-seed1")):
         args = ("--model", "dssm", "--state-dim", str(d), "--batch-size", "256", "--ema", "0.999")
-        args += ("--particles", "8", "--flow", "coupling+coupling+gated")
-        configs.append(Config(f"dssm-ccg-ema999-d{d}", (*args, "--valid-every", "250"), ("gated",)))
-    # Its D = 16 run led the default by 0.26 on the validation bound at step 12,000: the same under seed 1, the
-    # pair of dssm-default-ema999-d16-seed1 (11.985).
-    args = ("--model", "dssm", "--state-dim", "16", "--batch-size", "256", "--ema", "0.999", "--seed", "1")
-    args += ("--particles", "8", "--flow", "coupling+coupling+gated", "--valid-every", "250")
-    configs.append(Config("dssm-ccg-ema999-d16-seed1", args, ("gated-seed1",)))
+        args += ("--seed", str(seed)) if seed else ()
+        args += ("--particles", "8", "--flow", "coupling+coupling+gated", "--valid-every", "250")
+        name = f"dssm-ccg-ema999-d{d}" + (f"-seed{seed}" if seed else "")
+        configs.append(Config(name, args, (group,)))
     # The D = 32 default pruned its noise after the 500-step warm-up (15 active dimensions at step 1,000, 7 at
     # its plateau): the same run with the KL warmed up over the first 4,000 steps.
     args = ("--model", "dssm", "--state-dim", "32", "--kl-warmup", "4000", "--particles", "4")
